@@ -1,0 +1,111 @@
+/* The validated, immutable configuration: YAML file plus environment overrides. */
+#ifndef ZETL_CONFIG_H
+#define ZETL_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+/* A list of owned strings (globs or names). */
+struct zetl_strlist {
+    char **items; /* owned, each owned */
+    size_t n;
+};
+
+enum zetl_mask_kind {
+    ZETL_MASK_NONE = 0,
+    ZETL_MASK_SHA256, /* hex sha256 of salt || value; salt from ZETL_MASK_SALT */
+};
+
+/* One entry of transforms.clean; rules apply in file order. */
+struct zetl_clean_rule {
+    struct zetl_strlist columns;      /* globs on "table.column" or "column" */
+    struct zetl_strlist null_strings; /* values that become NULL (exact match, after trim) */
+    bool trim;                        /* strip leading/trailing ASCII white space */
+    bool lower;                       /* ASCII/UTF-8-safe lower-casing of A-Z */
+    enum zetl_mask_kind mask;
+    bool drop; /* remove the column from the output entirely */
+    int line;  /* line of the rule in the config file, for messages */
+};
+
+enum zetl_wh_kind {
+    ZETL_WH_NONE = 0,
+    ZETL_WH_POSTGRES,
+    ZETL_WH_REDSHIFT,
+};
+
+enum zetl_wh_deletes {
+    ZETL_DELETES_HARD = 0,
+    ZETL_DELETES_SOFT,
+    ZETL_DELETES_HISTORY,
+};
+
+struct zetl_config {
+    char *path; /* owned: the file this came from */
+
+    struct {
+        char *dsn;                   /* owned; ZETL_SOURCE_DSN overrides */
+        struct zetl_strlist schemas; /* source.tenants.schemas */
+        struct zetl_strlist tables;  /* source.tables; default ["*"] */
+        char *slot;                  /* owned; default "zetl" */
+        int slot_groups;             /* default 1; 1..64 */
+    } source;
+
+    struct {
+        char *tenant_column; /* owned; default "tenant_id" */
+        struct zetl_clean_rule *clean; /* owned array */
+        size_t nclean;
+    } transforms;
+
+    struct {
+        char *dir;          /* owned; default "./zetl-data" */
+        uint64_t max_rows;  /* default 100000 */
+        uint64_t max_bytes; /* default 64 MiB */
+        uint64_t max_age_ms; /* default 1000 */
+    } buffer;
+
+    struct {
+        char *url; /* owned; NULL when no archive; "file://..." or "s3://bucket/prefix" */
+        struct {
+            char *region;   /* owned; default "us-east-1" or AWS_REGION */
+            char *endpoint; /* owned or NULL */
+            bool path_style; /* default: true when endpoint is set, else false */
+            uint64_t part_size; /* default 8 MiB, min 5 MiB */
+        } s3;
+    } archive;
+
+    struct {
+        enum zetl_wh_kind kind; /* ZETL_WH_NONE when the section is absent */
+        char *dsn;              /* owned; ZETL_WAREHOUSE_DSN overrides */
+        char *schema;           /* owned; default "zetl_raw" */
+        enum zetl_wh_deletes deletes; /* default hard */
+        char *iam_role;         /* owned or NULL; redshift only */
+    } warehouse;
+
+    char *log_level; /* owned or NULL: "debug" | "info" | "log" | "warning" | "error" */
+};
+
+/*
+ * Parses and validates `path`.  On success *out is an owned config (free with
+ * zetl_config_free).  On failure returns ZETL_ERR_USAGE with
+ * "FILE:LINE: KEY: what is wrong" in eb (ZETL_ERR_IO when the file cannot be read).
+ * Environment overrides (ZETL_SOURCE_DSN, ZETL_WAREHOUSE_DSN) are applied here.
+ */
+enum zetl_err zetl_config_load(const char *path, struct zetl_config **out, struct zetl_errbuf *eb);
+/* Same, from a string; `name` stands in for the file name in messages. */
+enum zetl_err zetl_config_parse(const char *name, const char *text, size_t len,
+                                struct zetl_config **out, struct zetl_errbuf *eb);
+void zetl_config_free(struct zetl_config *cfg);
+
+/* Parses "64MiB", "10MB", "512k", "1048576" into bytes; false when malformed. */
+bool zetl_config_parse_size(const char *s, uint64_t *out);
+
+/*
+ * Copies a libpq conninfo string with any password value replaced by "********",
+ * for logs.  Returns owned memory.
+ */
+char *zetl_config_redact_dsn(const char *dsn);
+
+#endif

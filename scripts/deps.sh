@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages zetl builds, tests and demos with.  Idempotent:
+# does nothing when everything is present.  Needs root (or sudo) only when
+# something is missing.
+set -euo pipefail
+
+pkgs=(
+  build-essential cmake pkg-config clang
+  libpq-dev libyaml-dev libzstd-dev libjansson-dev libssl-dev libcurl4-openssl-dev
+  postgresql-15 postgresql-client-15
+  zstd python3 nodejs npm
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The Debian postgresql package starts a cluster on port 5432; zetl's tests
+# and demo make their own clusters and never use it.

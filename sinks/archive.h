@@ -1,0 +1,46 @@
+/*
+ * The archive: sealed batches stored as
+ *   <archive>/<stream>/<first_lsn>-<last_lsn>/{<table>.csv.zst..., manifest.json}
+ * with LSNs as 16 hex digits (so names sort by LSN).  A batch directory
+ * appears whole or not at all: files are written under a ".tmp-" name,
+ * fsynced, the manifest written last, and the directory renamed in.
+ */
+#ifndef ZETL_ARCHIVE_H
+#define ZETL_ARCHIVE_H
+
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "common/err.h"
+#include "sinks/batch.h"
+
+struct zetl_archive;
+
+/*
+ * Opens the archive at `url` ("file://PATH"; a relative PATH is relative to
+ * the working directory).  Creates the root directory.  ZETL_ERR_USAGE for an
+ * unsupported URL, ZETL_ERR_IO when the directory is not writable.
+ */
+enum zetl_err zetl_archive_open(const char *url, struct zetl_archive **out, struct zetl_errbuf *eb);
+void zetl_archive_free(struct zetl_archive *ar);
+
+/*
+ * Finds the newest complete batch of `stream`: its last commit LSN and end
+ * LSN, or 0 and 0 when the stream has none.  Leftover ".tmp-" directories
+ * are removed.
+ */
+enum zetl_err zetl_archive_last_lsn(struct zetl_archive *ar, const char *stream,
+                                    uint64_t *last_lsn, uint64_t *end_lsn,
+                                    struct zetl_errbuf *eb);
+
+/* Stores the batch durably (the files in b->dir are moved or copied). */
+enum zetl_err zetl_archive_put(struct zetl_archive *ar, const struct zetl_batch *b,
+                               struct zetl_errbuf *eb);
+
+/* Renders the manifest JSON of a batch into out (appended). */
+void zetl_archive_manifest(const struct zetl_batch *b, struct zetl_buf *out);
+
+/* "<first>-<last>" directory name of a batch (34 bytes with NUL). */
+void zetl_archive_batch_name(const struct zetl_batch *b, char name[40]);
+
+#endif
