@@ -2,16 +2,22 @@
 #include "common/lsn.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+/* Like PostgreSQL's pg_lsn_in: 1-8 hex digits, '/', 1-8 hex digits, nothing else. */
 bool zetl_lsn_parse(const char *s, uint64_t *lsn)
 {
-    unsigned hi, lo;
-    int n = 0;
+    static const char hexdigits[] = "0123456789abcdefABCDEF";
+    size_t len1 = strspn(s, hexdigits);
+    size_t len2;
 
-    if (sscanf(s, "%X/%X%n", &hi, &lo, &n) != 2 || s[n] != '\0')
+    if (len1 < 1 || len1 > 8 || s[len1] != '/')
         return false;
-    *lsn = ((uint64_t)hi << 32) | lo;
+    len2 = strspn(s + len1 + 1, hexdigits);
+    if (len2 < 1 || len2 > 8 || s[len1 + 1 + len2] != '\0')
+        return false;
+    *lsn = ((uint64_t)strtoul(s, NULL, 16) << 32) | strtoul(s + len1 + 1, NULL, 16);
     return true;
 }
 

@@ -1,8 +1,271 @@
-/* zetl command line entry point. */
+/* zetl command line: run, check, verify. The composition root of the daemon. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
-int main(void)
+#include "common/err.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/lsn.h"
+#include "common/mem.h"
+#include "config/config.h"
+#include "replicator/commands.h"
+#include "replicator/source.h"
+#include "replicator/stream.h"
+#include "sinks/archive.h"
+
+#define EXIT_JOB 1
+#define EXIT_USAGE 2
+
+static const char usage_text[] =
+    "zetl - streaming change data capture from PostgreSQL tenant schemas\n"
+    "\n"
+    "Usage:\n"
+    "  zetl run    --config FILE [--once]   stream changes into the archive (and warehouse)\n"
+    "                                        until SIGTERM/SIGINT; with --once, catch up to\n"
+    "                                        the source's WAL position at start, then exit\n"
+    "  zetl verify --config FILE            compare source and warehouse per tenant and table\n"
+    "  zetl check  --config FILE            preflight: wal_level, privileges, replica identity\n"
+    "  zetl --help | --version\n"
+    "\n"
+    "Environment:\n"
+    "  ZETL_SOURCE_DSN      overrides source.dsn (keep passwords out of files)\n"
+    "  ZETL_WAREHOUSE_DSN   overrides warehouse.dsn\n"
+    "  ZETL_MASK_SALT       salt for transforms.clean rules with mask: sha256\n"
+    "  ZETL_LOG_LEVEL       debug | info | log | warning | error (default log)\n"
+    "\n"
+    "Exit status: 0 ok, 1 the job failed, 2 bad usage or invalid config.\n";
+
+static void on_signal(int sig)
 {
-    printf("zetl %s\n", ZETL_VERSION);
-    return 0;
+    (void)sig;
+    zetl_stream_stop_all();
+}
+
+/* Creates buffer.dir/spool and proves a file can be written and synced there. */
+static enum zetl_err check_buffer_dir(const char *dir, struct zetl_errbuf *eb)
+{
+    char path[4096];
+    enum zetl_err err;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/spool", dir);
+    if ((err = zetl_fs_mkdirs(path, eb)) != ZETL_OK)
+        return err;
+    snprintf(path, sizeof(path), "%s/spool/.write-test", dir);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || write(fd, "x", 1) != 1 || fsync(fd) != 0) {
+        err = zetl_err_set(eb, ZETL_ERR_IO, "could not write \"%s\": %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return err;
+    }
+    close(fd);
+    unlink(path);
+    return ZETL_OK;
+}
+
+struct stream_thread {
+    struct zetl_stream *st;
+    pthread_t tid;
+    enum zetl_err err;
+    struct zetl_errbuf eb;
+};
+
+static void *stream_thread_main(void *arg)
+{
+    struct stream_thread *t = arg;
+
+    t->err = zetl_stream_run(t->st, &t->eb);
+    if (t->err != ZETL_OK)
+        zetl_stream_stop_all(); /* one stream failing stops the job */
+    return NULL;
+}
+
+static int cmd_run(const struct zetl_config *cfg, bool once)
+{
+    struct zetl_errbuf eb;
+    struct zetl_source_plan plan = {0};
+    struct zetl_archive *ar = NULL;
+    struct stream_thread *threads = NULL;
+    struct zetl_stream_opts opts = {once, 0};
+    PGconn *conn = NULL;
+    enum zetl_err err;
+    int rc = EXIT_JOB;
+    size_t started = 0;
+
+    err = zetl_source_connect(cfg->source.dsn, false, "zetl", &conn, &eb);
+    if (err) {
+        zetl_log(ZETL_LOG_FATAL, "could not connect to the source database: %s", eb.msg);
+        zetl_log(ZETL_LOG_FATAL, "check source.dsn (or ZETL_SOURCE_DSN): host, port, user and "
+                                 "password, and that the server accepts connections");
+        return EXIT_JOB;
+    }
+    if ((err = zetl_source_preflight(conn, &eb)) != ZETL_OK ||
+        (err = zetl_source_discover(conn, cfg, &plan, &eb)) != ZETL_OK) {
+        zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
+        goto done;
+    }
+    if (cfg->archive.url == NULL) {
+        zetl_log(ZETL_LOG_FATAL, "%s: archive.url is required (the warehouse path reads "
+                                 "batches from the archive)",
+                 cfg->path);
+        rc = EXIT_USAGE;
+        goto done;
+    }
+    if ((err = zetl_archive_open(cfg->archive.url, &ar, &eb)) != ZETL_OK) {
+        zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
+        rc = err == ZETL_ERR_USAGE ? EXIT_USAGE : EXIT_JOB;
+        goto done;
+    }
+    /* Local state first: nothing is created on the source when the spool is unusable. */
+    if ((err = check_buffer_dir(cfg->buffer.dir, &eb)) != ZETL_OK) {
+        zetl_log(ZETL_LOG_FATAL, "buffer.dir: %s", eb.msg);
+        goto done;
+    }
+    if ((err = zetl_source_setup(conn, cfg, &plan, &eb)) != ZETL_OK) {
+        zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
+        goto done;
+    }
+    if (once) {
+        if ((err = zetl_source_current_lsn(conn, &opts.target_lsn, &eb)) != ZETL_OK) {
+            zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
+            goto done;
+        }
+        zetl_logmsg("catching up to source WAL position " ZETL_LSN_FMT,
+                    ZETL_LSN_ARGS(opts.target_lsn));
+    }
+    PQfinish(conn);
+    conn = NULL;
+
+    threads = zetl_calloc(plan.ngroups, sizeof(*threads));
+    for (size_t i = 0; i < plan.ngroups; i++) {
+        err = zetl_stream_new(cfg, &plan.groups[i], ar, &opts, &threads[i].st, &eb);
+        if (err) {
+            zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
+            goto done;
+        }
+    }
+    zetl_logmsg("zetl %s streaming %zu slot group(s)", ZETL_VERSION, plan.ngroups);
+    for (started = 0; started < plan.ngroups; started++) {
+        if (pthread_create(&threads[started].tid, NULL, stream_thread_main, &threads[started]) !=
+            0) {
+            zetl_log(ZETL_LOG_FATAL, "could not start stream thread");
+            zetl_stream_stop_all();
+            break;
+        }
+    }
+    rc = 0;
+    for (size_t i = 0; i < started; i++) {
+        pthread_join(threads[i].tid, NULL);
+        if (threads[i].err != ZETL_OK) {
+            zetl_log(ZETL_LOG_FATAL, "%s", threads[i].eb.msg);
+            rc = EXIT_JOB;
+        }
+    }
+    if (started < plan.ngroups)
+        rc = EXIT_JOB;
+    if (rc == 0)
+        zetl_logmsg(once ? "caught up; exiting" : "shut down cleanly");
+
+done:
+    if (threads) {
+        for (size_t i = 0; i < plan.ngroups; i++)
+            zetl_stream_free(threads[i].st);
+        free(threads);
+    }
+    zetl_archive_free(ar);
+    zetl_source_plan_release(&plan);
+    if (conn)
+        PQfinish(conn);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'}, {"once", no_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0}};
+    const char *cmd = NULL;
+    const char *config_path = NULL;
+    bool once = false;
+    struct zetl_config *cfg = NULL;
+    struct zetl_errbuf eb;
+    struct sigaction sa;
+    int c, rc;
+
+    if (argc >= 2 && argv[1][0] != '-') {
+        cmd = argv[1];
+        argv++;
+        argc--;
+    }
+    while ((c = getopt_long(argc, argv, "c:hV", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'o':
+            once = true;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            return 0;
+        case 'V':
+            printf("zetl %s\n", ZETL_VERSION);
+            return 0;
+        default:
+            fputs("Try \"zetl --help\" for more information.\n", stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "zetl: unexpected argument \"%s\"\n", argv[optind]);
+        return EXIT_USAGE;
+    }
+    if (cmd == NULL) {
+        fputs(usage_text, stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(cmd, "run") != 0 && strcmp(cmd, "verify") != 0 && strcmp(cmd, "check") != 0) {
+        fprintf(stderr, "zetl: unknown command \"%s\"\nTry \"zetl --help\" for more information.\n",
+                cmd);
+        return EXIT_USAGE;
+    }
+    if (once && strcmp(cmd, "run") != 0) {
+        fprintf(stderr, "zetl: --once only applies to \"zetl run\"\n");
+        return EXIT_USAGE;
+    }
+    if (config_path == NULL) {
+        fprintf(stderr, "zetl %s: --config FILE is required\n", cmd);
+        return EXIT_USAGE;
+    }
+    if (zetl_config_load(config_path, &cfg, &eb) != ZETL_OK) {
+        fprintf(stderr, "zetl: %s\n", eb.msg);
+        return EXIT_USAGE;
+    }
+    if (cfg->log_level && getenv("ZETL_LOG_LEVEL") == NULL)
+        zetl_log_set_level((enum zetl_log_level)zetl_log_parse_level(cfg->log_level));
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (strcmp(cmd, "run") == 0)
+        rc = cmd_run(cfg, once);
+    else if (strcmp(cmd, "check") == 0)
+        rc = zetl_cmd_check(cfg);
+    else
+        rc = zetl_cmd_verify(cfg);
+    zetl_config_free(cfg);
+    return rc;
 }

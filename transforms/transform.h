@@ -26,23 +26,28 @@ struct zetl_value {
     struct zetl_slice val; /* borrowed: the receive buffer or the caller's arena */
 };
 
-/* Cleaning steps for one source column, in rule order. */
+/*
+ * Cleaning steps for one source column, in rule order.  Only rules with a
+ * cleaning step (trim, null_strings, lower, mask) are listed; a dropped column
+ * lists none.
+ */
 struct zetl_col_plan {
     bool drop;
     size_t nrules;
     const struct zetl_clean_rule **rules; /* owned array of borrowed rules (from the config) */
+    char *name;                           /* owned: column name, for messages */
 };
 
 struct zetl_table_plan {
-    char *tenant;            /* owned: tenant id (= the source schema name) */
-    char *table;             /* owned: unqualified table name: tables of this name union */
-    uint16_t ncols;          /* source columns */
+    char *tenant;               /* owned: tenant id (= the source schema name) */
+    char *table;                /* owned: unqualified table name: tables of this name union */
+    uint16_t ncols;             /* source columns */
     struct zetl_col_plan *cols; /* owned, ncols entries */
-    uint16_t nout;           /* columns kept (not dropped) */
-    uint16_t *out_index;     /* owned, nout entries: source column index of each kept column */
-    bool has_key;            /* the relation has replica identity key columns */
-    bool any_clean;          /* some column has rules: per-row work needed */
-    const uint8_t *salt;     /* borrowed: mask salt (from ZETL_MASK_SALT), may be NULL */
+    uint16_t nout;              /* columns kept (not dropped) */
+    uint16_t *out_index;        /* owned, nout entries: source column index of each kept column */
+    bool has_key;               /* the relation has replica identity key columns */
+    bool any_clean;             /* some column has rules: per-row work needed */
+    const uint8_t *salt;        /* borrowed: mask salt (from ZETL_MASK_SALT), may be NULL */
     size_t salt_len;
 };
 
@@ -57,17 +62,21 @@ void zetl_transform_plan_free(struct zetl_table_plan *plan);
 
 /*
  * Applies the plan to one tuple: writes plan->nout values into out (caller
- * provides room for plan->nout).  New values (trimmed, lowered, masked) are
- * allocated in `ar`; untouched values stay slices of the input.  A tuple with
- * a column count different from the relation's is a protocol error.
+ * provides room for plan->nout).  New values (lowered, masked) are allocated
+ * in `ar`; untouched and trimmed values stay slices of the input.  A tuple with
+ * a column count different from the relation's, or holding a binary ('b') or
+ * unknown column kind, is a protocol error.
  */
 enum zetl_err zetl_transform_tuple(const struct zetl_table_plan *plan, const struct zetl_tuple *tup,
                                    struct zetl_value *out, struct zetl_arena *ar,
                                    struct zetl_errbuf *eb);
 
-/* True when `table` (unqualified) is selected by source.tables. */
+/* True when `table` (unqualified) is selected by source.tables (an empty list selects all). */
 bool zetl_transform_table_selected(const struct zetl_config *cfg, const char *table);
-/* True when `schema` is a tenant schema under source.tenants.schemas. */
+/*
+ * True when `schema` is a tenant schema under source.tenants.schemas (an empty
+ * list selects none).  System schemas (pg_*, information_schema) never are.
+ */
 bool zetl_transform_schema_selected(const struct zetl_config *cfg, const char *schema);
 
 #endif

@@ -1,0 +1,69 @@
+/* File system helpers. */
+#include "common/fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum zetl_err zetl_fs_mkdirs(const char *path, struct zetl_errbuf *eb)
+{
+    char tmp[4096];
+    size_t n = strlen(path);
+
+    if (n == 0 || n >= sizeof(tmp))
+        return zetl_err_set(eb, ZETL_ERR_IO, "invalid directory path \"%s\"", path);
+    memcpy(tmp, path, n + 1);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+            return zetl_err_set(eb, ZETL_ERR_IO, "could not create directory \"%s\": %s", tmp,
+                                strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+        return zetl_err_set(eb, ZETL_ERR_IO, "could not create directory \"%s\": %s", tmp,
+                            strerror(errno));
+    return ZETL_OK;
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)ftw;
+    return (flag == FTW_DP ? rmdir(p) : unlink(p)) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+enum zetl_err zetl_fs_rmtree(const char *path, struct zetl_errbuf *eb)
+{
+    struct stat st;
+
+    if (lstat(path, &st) != 0 && errno == ENOENT)
+        return ZETL_OK;
+    if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        return zetl_err_set(eb, ZETL_ERR_IO, "could not remove \"%s\": %s", path,
+                            strerror(errno));
+    return ZETL_OK;
+}
+
+enum zetl_err zetl_fs_fsync_dir(const char *path, struct zetl_errbuf *eb)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY);
+
+    if (fd < 0)
+        return zetl_err_set(eb, ZETL_ERR_IO, "could not open directory \"%s\": %s", path,
+                            strerror(errno));
+    if (fsync(fd) != 0) {
+        int e = errno;
+        close(fd);
+        return zetl_err_set(eb, ZETL_ERR_IO, "could not fsync directory \"%s\": %s", path,
+                            strerror(e));
+    }
+    close(fd);
+    return ZETL_OK;
+}

@@ -1,0 +1,14 @@
+/* Small file system helpers: recursive mkdir/remove, fsync of a directory. */
+#ifndef ZETL_FS_H
+#define ZETL_FS_H
+
+#include "common/err.h"
+
+/* mkdir -p with mode 0700 for new directories. ZETL_ERR_IO naming the path on failure. */
+enum zetl_err zetl_fs_mkdirs(const char *path, struct zetl_errbuf *eb);
+/* rm -rf; a missing path is not an error. */
+enum zetl_err zetl_fs_rmtree(const char *path, struct zetl_errbuf *eb);
+/* fsync(2) of a directory, so a rename or create inside it is durable. */
+enum zetl_err zetl_fs_fsync_dir(const char *path, struct zetl_errbuf *eb);
+
+#endif

@@ -1,0 +1,157 @@
+/* zetl check: preflight of the source (and warehouse) before replication starts. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/mem.h"
+#include "replicator/commands.h"
+#include "replicator/source.h"
+#include "transforms/transform.h"
+
+struct findings {
+    int errors;
+    int warnings;
+};
+
+static void finding(struct findings *f, const char *level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void finding(struct findings *f, const char *level, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (strcmp(level, "error") == 0)
+        f->errors++;
+    else if (strcmp(level, "warning") == 0)
+        f->warnings++;
+    printf("%-7s  ", level);
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+}
+
+/* Tables in tenant schemas that cannot replicate UPDATE/DELETE, and other per-table findings. */
+static void check_tables(PGconn *conn, const struct zetl_config *cfg,
+                         const struct zetl_source_plan *plan, struct findings *f)
+{
+    size_t ntables = 0;
+
+    for (size_t g = 0; g < plan->ngroups; g++) {
+        for (size_t s = 0; s < plan->groups[g].nschemas; s++) {
+            const char *schema = plan->groups[g].schemas[s];
+            const char *params[1] = {schema};
+            PGresult *res = PQexecParams(
+                conn,
+                "SELECT c.relname, c.relreplident, "
+                "EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary), "
+                "EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident), "
+                "has_table_privilege(c.oid, 'SELECT') "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
+                "ORDER BY c.relname",
+                1, NULL, params, NULL, NULL, 0);
+            if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+                finding(f, "error", "could not list tables of schema \"%s\": %s", schema,
+                        PQresultErrorMessage(res));
+                PQclear(res);
+                continue;
+            }
+            for (int r = 0; r < PQntuples(res); r++) {
+                const char *t = PQgetvalue(res, r, 0);
+                char ident = PQgetvalue(res, r, 1)[0];
+                bool pk = PQgetvalue(res, r, 2)[0] == 't';
+                bool ri = PQgetvalue(res, r, 3)[0] == 't';
+                bool sel = PQgetvalue(res, r, 4)[0] == 't';
+
+                if (!zetl_transform_table_selected(cfg, t))
+                    continue;
+                ntables++;
+                if (!sel)
+                    finding(f, "error", "table \"%s\".\"%s\": the source role has no SELECT "
+                            "privilege on it",
+                            schema, t);
+                if (ident == 'n' || (ident == 'd' && !pk) || (ident == 'i' && !ri))
+                    finding(f, "error",
+                            "table \"%s\".\"%s\" has no primary key and replica identity %s: "
+                            "UPDATE and DELETE on it fail on the source once it is published; "
+                            "add a primary key or run ALTER TABLE ... REPLICA IDENTITY FULL",
+                            schema, t,
+                            ident == 'n' ? "nothing" : ident == 'i' ? "index (missing)"
+                                                                    : "default");
+                else if (!pk)
+                    finding(f, "warning",
+                            "table \"%s\".\"%s\" has no primary key: its rows are appended in "
+                            "the warehouse (replica identity %s)",
+                            schema, t, ident == 'f' ? "full" : "index");
+            }
+            PQclear(res);
+        }
+    }
+    finding(f, "ok", "%zu table(s) selected in %s", ntables, "the tenant schemas");
+}
+
+int zetl_cmd_check(const struct zetl_config *cfg)
+{
+    struct findings f = {0, 0};
+    struct zetl_errbuf eb;
+    struct zetl_source_plan plan = {0};
+    PGconn *conn = NULL;
+    PGresult *res;
+
+    if (zetl_source_connect(cfg->source.dsn, false, "zetl check", &conn, &eb) != ZETL_OK) {
+        finding(&f, "error", "source: could not connect: %s", eb.msg);
+        goto out;
+    }
+    finding(&f, "ok", "source: connected (server version %d)", PQserverVersion(conn));
+    if (zetl_source_preflight(conn, &eb) != ZETL_OK)
+        finding(&f, "error", "source: %s", eb.msg);
+    else
+        finding(&f, "ok", "source: wal_level is logical and the role may replicate");
+
+    res = PQexec(conn, "SELECT current_setting('max_replication_slots')::int - "
+                       "(SELECT count(*) FROM pg_replication_slots), "
+                       "current_setting('max_wal_senders')::int");
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        int free_slots = atoi(PQgetvalue(res, 0, 0));
+        if (free_slots < cfg->source.slot_groups)
+            finding(&f, "warning",
+                    "source: %d free replication slot(s), source.slot_groups is %d (existing "
+                    "zetl slots are reused)",
+                    free_slots, cfg->source.slot_groups);
+    }
+    PQclear(res);
+
+    if (zetl_source_discover(conn, cfg, &plan, &eb) != ZETL_OK) {
+        finding(&f, "error", "source: %s", eb.msg);
+    } else {
+        size_t n = 0;
+        for (size_t g = 0; g < plan.ngroups; g++)
+            n += plan.groups[g].nschemas;
+        finding(&f, "ok", "source: %zu tenant schema(s) in %zu slot group(s)", n, plan.ngroups);
+        if (!plan.superuser && plan.server_version >= 150000)
+            finding(&f, "warning",
+                    "source: the role is not a superuser: publications list tables one by one "
+                    "(tables created later are picked up at the next start)");
+        check_tables(conn, cfg, &plan, &f);
+    }
+
+    if (cfg->warehouse.kind != ZETL_WH_NONE) {
+        PGconn *wh = NULL;
+        if (zetl_source_connect(cfg->warehouse.dsn, false, "zetl check", &wh, &eb) != ZETL_OK)
+            finding(&f, "error", "warehouse: could not connect: %s", eb.msg);
+        else
+            finding(&f, "ok", "warehouse: connected (server version %d)", PQserverVersion(wh));
+        if (wh)
+            PQfinish(wh);
+    }
+
+out:
+    zetl_source_plan_release(&plan);
+    if (conn)
+        PQfinish(conn);
+    printf("%d error(s), %d warning(s)\n", f.errors, f.warnings);
+    return f.errors ? 1 : 0;
+}

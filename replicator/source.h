@@ -1,0 +1,67 @@
+/*
+ * The source side: connecting (normal and replication connections),
+ * preflight checks, discovering tenant schemas, and creating the
+ * publications and slots each slot group streams from.
+ */
+#ifndef ZETL_SOURCE_H
+#define ZETL_SOURCE_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "config/config.h"
+
+/* One slot group: the tenant schemas streamed through one slot. */
+struct zetl_source_group {
+    int index;
+    char *name;        /* owned: slot and publication name, "<source.slot>_<index>"; also the stream name */
+    char **schemas;    /* owned */
+    size_t nschemas;
+};
+
+struct zetl_source_plan {
+    struct zetl_source_group *groups; /* owned; only groups with at least one schema */
+    size_t ngroups;
+    bool superuser;      /* the source role is a superuser (FOR TABLES IN SCHEMA allowed) */
+    int server_version;  /* PQserverVersion */
+};
+
+/*
+ * Connects to the source.  With `replication`, opens a logical replication
+ * connection (replication=database).  Classifies failures: unreachable server
+ * is ZETL_ERR_RETRY, authentication failure ZETL_ERR_FATAL.  Messages never
+ * contain the password.  *out is owned by the caller (PQfinish).
+ */
+enum zetl_err zetl_source_connect(const char *dsn, bool replication, const char *app_name,
+                                  PGconn **out, struct zetl_errbuf *eb);
+
+/* wal_level, REPLICATION privilege, server version >= 14. */
+enum zetl_err zetl_source_preflight(PGconn *conn, struct zetl_errbuf *eb);
+
+/* Finds tenant schemas (source.tenants.schemas) and spreads them over slot groups. */
+enum zetl_err zetl_source_discover(PGconn *conn, const struct zetl_config *cfg,
+                                   struct zetl_source_plan *plan, struct zetl_errbuf *eb);
+void zetl_source_plan_release(struct zetl_source_plan *plan);
+
+/*
+ * Creates or updates each group's publication and creates missing slots
+ * (pgoutput).  Idempotent.  Warns about published tables that lack a primary
+ * key and whose replica identity is not FULL.
+ */
+enum zetl_err zetl_source_setup(PGconn *conn, const struct zetl_config *cfg,
+                                const struct zetl_source_plan *plan, struct zetl_errbuf *eb);
+
+/* pg_current_wal_insert_lsn() of the source: includes commits not yet written out. */
+enum zetl_err zetl_source_current_lsn(PGconn *conn, uint64_t *lsn, struct zetl_errbuf *eb);
+
+/* Group index of a schema: stable across runs for the same slot_groups. */
+int zetl_source_group_of(const char *schema, int slot_groups);
+
+/* Appends the quoted identifier of s ("a""b") to out. Returns owned memory. */
+char *zetl_quote_ident(const char *s);
+/* Quoted SQL literal ('it''s'), owned. */
+char *zetl_quote_literal(const char *s);
+
+#endif

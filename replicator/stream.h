@@ -1,0 +1,47 @@
+/*
+ * One stream: a slot group's replication connection, decoding, transforms and
+ * batching in a reader thread, and a sink thread that makes sealed batches
+ * durable (archive).  The reader never blocks on the sink: sealed batches go
+ * through a bounded queue; when it is full the reader stops reading the
+ * socket (backpressure) but keeps sending status updates on time.
+ *
+ * The slot's flush position only moves to the end LSN of the last batch the
+ * sink made durable (or, when nothing at all is pending, to the server's
+ * reported WAL end, so idle slots do not hold WAL).
+ */
+#ifndef ZETL_STREAM_H
+#define ZETL_STREAM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "config/config.h"
+#include "replicator/source.h"
+#include "sinks/archive.h"
+
+struct zetl_stream;
+
+struct zetl_stream_opts {
+    bool once;           /* stop once caught up with target_lsn */
+    uint64_t target_lsn; /* source WAL position at start (once mode) */
+};
+
+/* cfg, group and archive are borrowed and must outlive the stream. */
+enum zetl_err zetl_stream_new(const struct zetl_config *cfg, const struct zetl_source_group *grp,
+                              struct zetl_archive *ar, const struct zetl_stream_opts *opts,
+                              struct zetl_stream **out, struct zetl_errbuf *eb);
+void zetl_stream_free(struct zetl_stream *st);
+
+/*
+ * Runs the stream until zetl_stream_stop_all() is called (then seals what is
+ * complete and exits), until caught up in once mode, or until a fatal error.
+ * Retriable errors (connection lost) reconnect with backoff.
+ */
+enum zetl_err zetl_stream_run(struct zetl_stream *st, struct zetl_errbuf *eb);
+
+/* Asks every stream to finish; async-signal-safe. */
+void zetl_stream_stop_all(void);
+bool zetl_stream_stopping(void);
+
+#endif

@@ -1,0 +1,677 @@
+/* Unit tests for config/: YAML parsing, defaults, every error message, sizes, env overrides,
+ * redaction. */
+#include "config/config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/unit/tap.h"
+
+/* Minimal valid prefix: a source and a destination; tests append to or replace parts of it. */
+#define SRC                                                                                        \
+    "source:\n"                                                                                    \
+    "  dsn: \"host=127.0.0.1 dbname=app\"\n"                                                       \
+    "  tenants:\n"                                                                                 \
+    "    schemas: [\"tenant_*\"]\n"
+#define ARCHIVE                                                                                    \
+    "archive:\n"                                                                                   \
+    "  url: file:///tmp/zetl-archive\n"
+
+static void clear_env(void)
+{
+    unsetenv("ZETL_SOURCE_DSN");
+    unsetenv("ZETL_WAREHOUSE_DSN");
+    unsetenv("ZETL_MASK_SALT");
+    unsetenv("AWS_REGION");
+}
+
+static struct zetl_config *parse_ok(const char *text, int line)
+{
+    struct zetl_config *cfg = NULL;
+    struct zetl_errbuf eb = {{0}};
+    enum zetl_err err = zetl_config_parse("zetl.yaml", text, strlen(text), &cfg, &eb);
+
+    if (err != ZETL_OK) {
+        fprintf(stderr, "%s:%d: unexpected error: %s\n", __FILE__, line, eb.msg);
+        zetl_tap_failed++;
+        return NULL;
+    }
+    zetl_tap_passed++;
+    return cfg;
+}
+
+/* Parses `text` as zetl.yaml and checks the error class and that the message contains `want`. */
+static void expect_error(const char *text, enum zetl_err want_err, const char *want, int line)
+{
+    struct zetl_config *cfg = (struct zetl_config *)1;
+    struct zetl_errbuf eb = {{0}};
+    enum zetl_err err = zetl_config_parse("zetl.yaml", text, strlen(text), &cfg, &eb);
+
+    if (err == want_err && cfg == NULL && strstr(eb.msg, want) != NULL) {
+        zetl_tap_passed++;
+    } else {
+        zetl_tap_failed++;
+        fprintf(stderr, "%s:%d: expected error %d containing\n  %s\ngot error %d:\n  %s\n",
+                __FILE__, line, (int)want_err, want, (int)err, eb.msg);
+    }
+    if (err == ZETL_OK && cfg != NULL)
+        zetl_config_free(cfg);
+}
+
+#define PARSE_OK(text) parse_ok((text), __LINE__)
+#define EXPECT_USAGE(text, want) expect_error((text), ZETL_ERR_USAGE, (want), __LINE__)
+
+static char *fixture(const char *name)
+{
+    const char *dir = getenv("ZETL_SOURCE_DIR");
+    char path[4096];
+
+    snprintf(path, sizeof(path), "%s/tests/fixtures/config/%s", dir ? dir : ".", name);
+    return strdup(path);
+}
+
+static void test_full(void)
+{
+    struct zetl_config *cfg = NULL;
+    struct zetl_errbuf eb = {{0}};
+    char *path = fixture("full.yaml");
+
+    clear_env();
+    setenv("ZETL_MASK_SALT", "pepper", 1);
+    CHECK(zetl_config_load(path, &cfg, &eb) == ZETL_OK);
+    if (cfg == NULL) {
+        fprintf(stderr, "full.yaml: %s\n", eb.msg);
+        free(path);
+        return;
+    }
+    CHECK_STR(cfg->path, path);
+    CHECK_STR(cfg->source.dsn,
+              "host=src.example port=5433 dbname=app user=zetl password='s3 cret'");
+    CHECK(cfg->source.schemas.n == 2);
+    CHECK_STR(cfg->source.schemas.items[0], "tenant_*");
+    CHECK_STR(cfg->source.schemas.items[1], "acme");
+    CHECK(cfg->source.tables.n == 3);
+    CHECK_STR(cfg->source.tables.items[0], "users");
+    CHECK_STR(cfg->source.tables.items[1], "order?");
+    CHECK_STR(cfg->source.tables.items[2], "[a-c]*");
+    CHECK_STR(cfg->source.slot, "zetl_prod");
+    CHECK(cfg->source.slot_groups == 4);
+
+    CHECK_STR(cfg->transforms.tenant_column, "org_id");
+    CHECK(cfg->transforms.nclean == 3);
+    if (cfg->transforms.nclean == 3) {
+        const struct zetl_clean_rule *r = cfg->transforms.clean;
+        CHECK(r[0].columns.n == 1);
+        CHECK_STR(r[0].columns.items[0], "*");
+        CHECK(r[0].null_strings.n == 3);
+        CHECK_STR(r[0].null_strings.items[0], "NULL");
+        CHECK_STR(r[0].null_strings.items[1], "");
+        CHECK_STR(r[0].null_strings.items[2], "n/a");
+        CHECK(r[0].trim && !r[0].lower && r[0].mask == ZETL_MASK_NONE && !r[0].drop);
+        CHECK(r[0].line == 12);
+        CHECK_STR(r[1].columns.items[0], "users.email");
+        CHECK(r[1].null_strings.n == 0);
+        CHECK(!r[1].trim && r[1].lower && r[1].mask == ZETL_MASK_SHA256 && !r[1].drop);
+        CHECK(r[1].line == 15);
+        CHECK(r[2].columns.n == 2);
+        CHECK_STR(r[2].columns.items[1], "ssn");
+        CHECK(r[2].drop && !r[2].trim && !r[2].lower && r[2].mask == ZETL_MASK_NONE);
+        CHECK(r[2].line == 18);
+    }
+
+    CHECK_STR(cfg->buffer.dir, "/var/lib/zetl");
+    CHECK(cfg->buffer.max_rows == 5000);
+    CHECK(cfg->buffer.max_bytes == 10000000);
+    CHECK(cfg->buffer.max_age_ms == 250);
+
+    CHECK_STR(cfg->archive.url, "s3://zetl-archive/prod/cdc");
+    CHECK_STR(cfg->archive.s3.region, "eu-west-1");
+    CHECK_STR(cfg->archive.s3.endpoint, "http://127.0.0.1:4569");
+    CHECK(cfg->archive.s3.path_style == false);
+    CHECK(cfg->archive.s3.part_size == 16ull * 1024 * 1024);
+
+    CHECK(cfg->warehouse.kind == ZETL_WH_REDSHIFT);
+    CHECK_STR(cfg->warehouse.dsn, "host=wh.example port=5439 dbname=dw user=loader");
+    CHECK_STR(cfg->warehouse.schema, "raw");
+    CHECK(cfg->warehouse.deletes == ZETL_DELETES_HISTORY);
+    CHECK_STR(cfg->warehouse.iam_role, "arn:aws:iam::123456789012:role/zetl-copy");
+    CHECK_STR(cfg->log_level, "debug");
+
+    zetl_config_free(cfg);
+    free(path);
+    clear_env();
+}
+
+static void test_defaults(void)
+{
+    struct zetl_config *cfg = NULL;
+    struct zetl_errbuf eb = {{0}};
+    char *path = fixture("minimal.yaml");
+
+    clear_env();
+    CHECK(zetl_config_load(path, &cfg, &eb) == ZETL_OK);
+    free(path);
+    if (cfg == NULL) {
+        fprintf(stderr, "minimal.yaml: %s\n", eb.msg);
+        return;
+    }
+    CHECK_STR(cfg->source.dsn, "host=127.0.0.1 dbname=app user=zetl");
+    CHECK(cfg->source.tables.n == 1);
+    CHECK_STR(cfg->source.tables.items[0], "*");
+    CHECK_STR(cfg->source.slot, "zetl");
+    CHECK(cfg->source.slot_groups == 1);
+    CHECK_STR(cfg->transforms.tenant_column, "tenant_id");
+    CHECK(cfg->transforms.nclean == 0);
+    CHECK_STR(cfg->buffer.dir, "./zetl-data");
+    CHECK(cfg->buffer.max_rows == 100000);
+    CHECK(cfg->buffer.max_bytes == 64ull * 1024 * 1024);
+    CHECK(cfg->buffer.max_age_ms == 1000);
+    CHECK_STR(cfg->archive.url, "file://./zetl-data/archive");
+    CHECK_STR(cfg->archive.s3.region, "us-east-1");
+    CHECK(cfg->archive.s3.endpoint == NULL);
+    CHECK(cfg->archive.s3.path_style == false);
+    CHECK(cfg->archive.s3.part_size == 8ull * 1024 * 1024);
+    CHECK(cfg->warehouse.kind == ZETL_WH_NONE);
+    CHECK(cfg->warehouse.dsn == NULL);
+    CHECK(cfg->log_level == NULL);
+    zetl_config_free(cfg);
+
+    /* Warehouse only, with its own defaults; empty sections read as absent. */
+    cfg = PARSE_OK(SRC "transforms:\nbuffer:\nwarehouse:\n  kind: postgres\n  dsn: host=wh\n");
+    if (cfg != NULL) {
+        CHECK(cfg->archive.url == NULL);
+        CHECK(cfg->warehouse.kind == ZETL_WH_POSTGRES);
+        CHECK_STR(cfg->warehouse.dsn, "host=wh");
+        CHECK_STR(cfg->warehouse.schema, "zetl_raw");
+        CHECK(cfg->warehouse.deletes == ZETL_DELETES_HARD);
+        CHECK(cfg->warehouse.iam_role == NULL);
+        CHECK_STR(cfg->transforms.tenant_column, "tenant_id");
+        CHECK(cfg->buffer.max_rows == 100000);
+        zetl_config_free(cfg);
+    }
+
+    /* An endpoint makes path-style the default; AWS_REGION is the default region. */
+    setenv("AWS_REGION", "ap-south-1", 1);
+    cfg = PARSE_OK(SRC "archive:\n  url: s3://bucket\n  s3:\n    endpoint: https://s3.local\n");
+    if (cfg != NULL) {
+        CHECK(cfg->archive.s3.path_style == true);
+        CHECK_STR(cfg->archive.s3.region, "ap-south-1");
+        CHECK_STR(cfg->archive.s3.endpoint, "https://s3.local");
+        zetl_config_free(cfg);
+    }
+    clear_env();
+
+    /* Flow style, True/False, and the limits that are still valid. */
+    cfg = PARSE_OK("{source: {dsn: h, tenants: {schemas: [a]}, slot_groups: 64,"
+                   " slot: _aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa},"
+                   " transforms: {tenant_column: ccccccccccccccccccccccccccccccccccccccccccccccc"
+                   "cccccccccccccccc, clean: [{columns: [x], trim: True, lower: False}]},"
+                   " archive: {url: 'file:///a', s3: {part_size: 5MiB}}}");
+    if (cfg != NULL) {
+        CHECK(cfg->source.slot_groups == 64);
+        CHECK(strlen(cfg->source.slot) == 50);
+        CHECK(strlen(cfg->transforms.tenant_column) == 63);
+        CHECK(cfg->transforms.nclean == 1 && cfg->transforms.clean[0].trim &&
+              !cfg->transforms.clean[0].lower);
+        CHECK(cfg->archive.s3.part_size == 5ull * 1024 * 1024);
+        zetl_config_free(cfg);
+    }
+}
+
+static void test_structure_errors(void)
+{
+    struct zetl_config *cfg = NULL;
+    struct zetl_errbuf eb = {{0}};
+    char *path;
+
+    clear_env();
+
+    /* Unknown keys, with a did-you-mean when a sibling is close. */
+    path = fixture("bad-unknown-key.yaml");
+    CHECK(zetl_config_load(path, &cfg, &eb) == ZETL_ERR_USAGE);
+    CHECK(cfg == NULL);
+    CHECK(strstr(eb.msg, "bad-unknown-key.yaml:4: source.tenant: unknown key (did you mean "
+                         "source.tenants?)") != NULL);
+    free(path);
+    EXPECT_USAGE(SRC ARCHIVE "wharehouse:\n  kind: postgres\n",
+                 "zetl.yaml:7: wharehouse: unknown key (did you mean warehouse?)");
+    EXPECT_USAGE(SRC ARCHIVE "buffer:\n  max_rows: 1\n  colour: blue\n",
+                 "zetl.yaml:9: buffer.colour: unknown key");
+    EXPECT_USAGE(SRC "archive:\n  url: s3://bucket\n  s3:\n    regoin: x\n",
+                 "zetl.yaml:8: archive.s3.regoin: unknown key (did you mean archive.s3.region?)");
+    EXPECT_USAGE(SRC ARCHIVE "transforms:\n  clean:\n    - columns: [a]\n      trimm: true\n",
+                 "zetl.yaml:10: transforms.clean[0].trimm: unknown key (did you mean "
+                 "transforms.clean[0].trim?)");
+
+    /* Duplicate keys, at the top and nested. */
+    EXPECT_USAGE(SRC ARCHIVE "buffer:\n  max_rows: 1\n  max_rows: 2\n",
+                 "zetl.yaml:9: buffer.max_rows: duplicate key (first set on line 8)");
+    EXPECT_USAGE(SRC ARCHIVE ARCHIVE, "zetl.yaml:7: archive: duplicate key (first set on line 5)");
+
+    /* Missing required keys name the line of the nearest enclosing key. */
+    EXPECT_USAGE("source:\n  dsn: x\n" ARCHIVE,
+                 "zetl.yaml:1: source.tenants.schemas: missing required key");
+    EXPECT_USAGE("source:\n  dsn: x\n  tenants:\n    other: 1\n" ARCHIVE,
+                 "zetl.yaml:4: source.tenants.other: unknown key");
+    EXPECT_USAGE("source:\n  dsn: x\n  tenants: {}\n" ARCHIVE,
+                 "zetl.yaml:3: source.tenants.schemas: missing required key");
+    EXPECT_USAGE("source:\n  tenants:\n    schemas: [a]\n" ARCHIVE,
+                 "zetl.yaml:1: source.dsn: missing required key (or set ZETL_SOURCE_DSN)");
+    EXPECT_USAGE(ARCHIVE, "zetl.yaml:1: source: missing required key");
+    EXPECT_USAGE("", "zetl.yaml:1: source: missing required key");
+    EXPECT_USAGE(SRC, "zetl.yaml:1: archive.url: no destination configured");
+    EXPECT_USAGE(SRC "archive:\n", "zetl.yaml:5: archive.url: missing required key");
+    EXPECT_USAGE(SRC "warehouse:\n", "zetl.yaml:5: warehouse.kind: missing required key");
+    EXPECT_USAGE(SRC "warehouse:\n  kind: postgres\n",
+                 "zetl.yaml:5: warehouse.dsn: missing required key (or set ZETL_WAREHOUSE_DSN)");
+    EXPECT_USAGE(SRC "warehouse:\n  dsn: x\n", "zetl.yaml:5: warehouse.kind: missing required key");
+
+    /* Wrong types. */
+    EXPECT_USAGE("source:\n  dsn: x\n  tenants:\n    schemas: {a: 1}\n" ARCHIVE,
+                 "zetl.yaml:4: source.tenants.schemas: expected a list of strings, got a mapping");
+    EXPECT_USAGE("source:\n  dsn: x\n  tenants:\n    schemas: tenant_a\n" ARCHIVE,
+                 "zetl.yaml:4: source.tenants.schemas: expected a list of strings, got a string");
+    EXPECT_USAGE("source:\n  dsn: x\n  tenants:\n    schemas:\n      - a\n      - [b]\n" ARCHIVE,
+                 "zetl.yaml:6: source.tenants.schemas[1]: expected a string, got a list");
+    EXPECT_USAGE("source:\n  dsn: x\n  tenants:\n    schemas: []\n" ARCHIVE,
+                 "zetl.yaml:4: source.tenants.schemas: must not be an empty list");
+    EXPECT_USAGE("source:\n  dsn: x\n  tenants: [a]\n" ARCHIVE,
+                 "zetl.yaml:3: source.tenants: expected a mapping, got a list");
+    EXPECT_USAGE("source:\n  dsn: [x]\n  tenants:\n    schemas: [a]\n" ARCHIVE,
+                 "zetl.yaml:2: source.dsn: expected a string, got a list");
+    EXPECT_USAGE("source:\n  dsn: \"\"\n  tenants:\n    schemas: [a]\n" ARCHIVE,
+                 "zetl.yaml:2: source.dsn: must not be empty");
+    EXPECT_USAGE("source: x\n" ARCHIVE, "zetl.yaml:1: source: expected a mapping, got a string");
+    EXPECT_USAGE("- a\n- b\n", "zetl.yaml:1: (top level): expected a mapping, got a list");
+    EXPECT_USAGE(SRC ARCHIVE "? [a]\n: b\n", "zetl.yaml:7: (top level): keys must be strings");
+    EXPECT_USAGE(SRC ARCHIVE "buffer: [1]\n",
+                 "zetl.yaml:7: buffer: expected a mapping, got a list");
+    EXPECT_USAGE(SRC ARCHIVE "transforms:\n  clean: {columns: [a]}\n",
+                 "zetl.yaml:8: transforms.clean: expected a list of rules, got a mapping");
+    EXPECT_USAGE(SRC ARCHIVE "transforms:\n  clean:\n    - x\n",
+                 "zetl.yaml:9: transforms.clean[0]: expected a mapping (a cleaning rule), got a "
+                 "string");
+
+    /* Multiple documents. */
+    EXPECT_USAGE(SRC ARCHIVE "---\nlog_level: info\n",
+                 "zetl.yaml:8: (top level): expected a single YAML document");
+}
+
+static void test_value_errors(void)
+{
+    clear_env();
+
+    /* Globs. */
+    EXPECT_USAGE("source:\n  dsn: x\n  tenants:\n    schemas: [\"tenant_[ab\"]\n" ARCHIVE,
+                 "zetl.yaml:4: source.tenants.schemas[0]: invalid glob \"tenant_[ab\"");
+    EXPECT_USAGE(SRC "  tables:\n    - users\n    - \"bad\\\\\"\n" ARCHIVE,
+                 "zetl.yaml:7: source.tables[1]: invalid glob \"bad\\\\\"");
+    EXPECT_USAGE(SRC "  tables: []\n" ARCHIVE,
+                 "zetl.yaml:5: source.tables: must not be an empty list");
+
+    /* Slot names and groups. */
+    EXPECT_USAGE(SRC "  slot: Zetl\n" ARCHIVE, "zetl.yaml:5: source.slot: invalid name \"Zetl\"");
+    EXPECT_USAGE(SRC "  slot: 1zetl\n" ARCHIVE, "zetl.yaml:5: source.slot: invalid name");
+    EXPECT_USAGE(SRC "  slot: zetl-prod\n" ARCHIVE, "zetl.yaml:5: source.slot: invalid name");
+    EXPECT_USAGE(SRC "  slot: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n" ARCHIVE,
+                 "source.slot: invalid name");
+    EXPECT_USAGE(SRC "  slot_groups: 0\n" ARCHIVE,
+                 "zetl.yaml:5: source.slot_groups: must be between 1 and 64, got \"0\"");
+    EXPECT_USAGE(SRC "  slot_groups: 65\n" ARCHIVE,
+                 "zetl.yaml:5: source.slot_groups: must be between 1 and 64, got \"65\"");
+    EXPECT_USAGE(SRC "  slot_groups: two\n" ARCHIVE,
+                 "zetl.yaml:5: source.slot_groups: expected an integer, got \"two\"");
+    EXPECT_USAGE(SRC "  slot_groups: \"2\"\n" ARCHIVE,
+                 "zetl.yaml:5: source.slot_groups: expected an integer, got the quoted string");
+
+    /* Integers. */
+    EXPECT_USAGE(SRC ARCHIVE "buffer:\n  max_rows: 0\n",
+                 "zetl.yaml:8: buffer.max_rows: must be greater than 0, got \"0\"");
+    EXPECT_USAGE(SRC ARCHIVE "buffer:\n  max_rows: -5\n",
+                 "zetl.yaml:8: buffer.max_rows: must be greater than 0, got \"-5\"");
+    EXPECT_USAGE(SRC ARCHIVE "buffer:\n  max_rows: 1.5\n",
+                 "zetl.yaml:8: buffer.max_rows: expected an integer, got \"1.5\"");
+    EXPECT_USAGE(
+        SRC ARCHIVE "buffer:\n  max_age_ms: 99999999999999999999999\n",
+        "zetl.yaml:8: buffer.max_age_ms: integer \"99999999999999999999999\" is too large");
+    EXPECT_USAGE(SRC ARCHIVE "buffer:\n  max_age_ms: {}\n",
+                 "zetl.yaml:8: buffer.max_age_ms: expected an integer, got a mapping");
+
+    /* Sizes. */
+    EXPECT_USAGE(SRC ARCHIVE "buffer:\n  dir: /x\n  max_bytes: 12 apples\n",
+                 "zetl.yaml:9: buffer.max_bytes: invalid size \"12 apples\" (expected a number "
+                 "with an optional unit such as 64MiB)");
+    EXPECT_USAGE(SRC ARCHIVE "buffer:\n  max_bytes: 0MiB\n",
+                 "zetl.yaml:8: buffer.max_bytes: size \"0MiB\" must be greater than 0");
+    EXPECT_USAGE(SRC ARCHIVE "buffer:\n  max_bytes: -64MiB\n",
+                 "zetl.yaml:8: buffer.max_bytes: size \"-64MiB\" must be greater than 0");
+    EXPECT_USAGE(SRC ARCHIVE "buffer:\n  max_bytes: 20000000000GiB\n",
+                 "zetl.yaml:8: buffer.max_bytes: size \"20000000000GiB\" is too large");
+    EXPECT_USAGE(SRC "archive:\n  url: s3://bucket\n  s3:\n    part_size: 4MiB\n",
+                 "zetl.yaml:8: archive.s3.part_size: size \"4MiB\" is below the minimum of 5 MiB");
+    EXPECT_USAGE(SRC "archive:\n  url: s3://bucket\n  s3:\n    part_size: 6GiB\n",
+                 "zetl.yaml:8: archive.s3.part_size: size \"6GiB\" is above the maximum");
+
+    /* Identifiers. */
+    EXPECT_USAGE(SRC ARCHIVE "transforms:\n  tenant_column: \"\"\n",
+                 "zetl.yaml:8: transforms.tenant_column: must not be empty");
+    EXPECT_USAGE(SRC ARCHIVE "transforms:\n  tenant_column: "
+                             "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\n",
+                 "zetl.yaml:8: transforms.tenant_column: must be at most 63 bytes");
+
+    /* Cleaning rules. */
+    EXPECT_USAGE(SRC ARCHIVE "transforms:\n  clean:\n    - columns: [a]\n      trim: true\n"
+                             "      drop: true\n",
+                 "zetl.yaml:11: transforms.clean[0].drop: a rule that drops columns cannot also "
+                 "clean them");
+    EXPECT_USAGE(SRC ARCHIVE "transforms:\n  clean:\n    - columns: [a]\n      trim: true\n"
+                             "    - columns: [b]\n      trim: false\n",
+                 "zetl.yaml:11: transforms.clean[1]: rule has no action");
+    EXPECT_USAGE(SRC ARCHIVE "transforms:\n  clean:\n    - columns: [a]\n      null_strings: []\n",
+                 "zetl.yaml:9: transforms.clean[0]: rule has no action");
+    EXPECT_USAGE(SRC ARCHIVE "transforms:\n  clean:\n    - trim: true\n",
+                 "zetl.yaml:9: transforms.clean[0].columns: missing required key");
+    EXPECT_USAGE(SRC ARCHIVE "transforms:\n  clean:\n    - columns: [\"[x\"]\n      trim: true\n",
+                 "zetl.yaml:9: transforms.clean[0].columns[0]: invalid glob");
+    EXPECT_USAGE(SRC ARCHIVE "transforms:\n  clean:\n    - columns: [a]\n      trim: \"true\"\n",
+                 "zetl.yaml:10: transforms.clean[0].trim: expected true or false, got the quoted "
+                 "string \"true\"");
+    EXPECT_USAGE(SRC ARCHIVE "transforms:\n  clean:\n    - columns: [a]\n      trim: yes\n",
+                 "zetl.yaml:10: transforms.clean[0].trim: expected true or false, got \"yes\"");
+    EXPECT_USAGE(SRC ARCHIVE "transforms:\n  clean:\n    - columns: [a]\n      mask: md5\n",
+                 "zetl.yaml:10: transforms.clean[0].mask: invalid value \"md5\" (expected one of "
+                 "sha256)");
+
+    /* Archive and S3. */
+    EXPECT_USAGE(SRC "archive:\n  url: http://example.com/x\n",
+                 "zetl.yaml:6: archive.url: unsupported url (scheme \"http\"; expected "
+                 "file://PATH or s3://BUCKET[/PREFIX])");
+    EXPECT_USAGE(SRC "archive:\n  url: /var/archive\n",
+                 "zetl.yaml:6: archive.url: unsupported url");
+    EXPECT_USAGE(SRC "archive:\n  url: file://\n",
+                 "zetl.yaml:6: archive.url: file:// url has no path");
+    EXPECT_USAGE(SRC "archive:\n  url: s3://\n",
+                 "zetl.yaml:6: archive.url: invalid S3 bucket name \"\"");
+    EXPECT_USAGE(SRC "archive:\n  url: s3://My_Bucket/p\n",
+                 "zetl.yaml:6: archive.url: invalid S3 bucket name \"My_Bucket\"");
+    EXPECT_USAGE(SRC "archive:\n  url: s3://bucket\n  s3:\n    endpoint: ftp://x\n",
+                 "zetl.yaml:8: archive.s3.endpoint: expected an http:// or https:// url");
+    EXPECT_USAGE(SRC "archive:\n  url: s3://bucket\n  s3:\n    endpoint: http://\n",
+                 "zetl.yaml:8: archive.s3.endpoint: expected an http:// or https:// url");
+    EXPECT_USAGE(SRC "archive:\n  url: s3://bucket\n  s3:\n    path_style: 1\n",
+                 "zetl.yaml:8: archive.s3.path_style: expected true or false, got \"1\"");
+
+    /* Warehouse. */
+    EXPECT_USAGE(SRC "warehouse:\n  kind: mysql\n  dsn: x\n",
+                 "zetl.yaml:6: warehouse.kind: invalid value \"mysql\" (expected one of postgres, "
+                 "redshift)");
+    EXPECT_USAGE(SRC "warehouse:\n  kind: postgres\n  dsn: x\n  deletes: archive\n",
+                 "zetl.yaml:8: warehouse.deletes: invalid value \"archive\" (expected one of "
+                 "hard, soft, history)");
+    EXPECT_USAGE(SRC "warehouse:\n  kind: postgres\n  dsn: x\n  iam_role: arn:x\n",
+                 "zetl.yaml:8: warehouse.iam_role: only valid when warehouse.kind is redshift");
+    EXPECT_USAGE(SRC "warehouse:\n  kind: postgres\n  dsn: x\n  schema: \"\"\n",
+                 "zetl.yaml:8: warehouse.schema: must not be empty");
+
+    /* Top level. */
+    EXPECT_USAGE(SRC ARCHIVE "log_level: verbose\n",
+                 "zetl.yaml:7: log_level: invalid value \"verbose\" (expected one of debug, info, "
+                 "log, warning, error)");
+
+    /* Values are echoed escaped, and cut short. */
+    EXPECT_USAGE(SRC ARCHIVE "log_level: \"a\\tb\\\"c\"\n",
+                 "log_level: invalid value \"a\\x09b\\\"c\"");
+}
+
+static void test_mask_salt(void)
+{
+    const char *text =
+        SRC ARCHIVE "transforms:\n  clean:\n    - columns: [a]\n      trim: true\n"
+                    "    - columns: [email]\n      lower: true\n      mask: sha256\n";
+    struct zetl_config *cfg;
+    struct zetl_errbuf eb = {{0}};
+
+    clear_env();
+    EXPECT_USAGE(text, "zetl.yaml:11: transforms.clean[1].mask: masking requires the environment "
+                       "variable ZETL_MASK_SALT");
+    setenv("ZETL_MASK_SALT", "", 1);
+    EXPECT_USAGE(text, "zetl.yaml:11: transforms.clean[1].mask: masking requires");
+    setenv("ZETL_MASK_SALT", "very-secret-salt", 1);
+    cfg = PARSE_OK(text);
+    if (cfg != NULL) {
+        CHECK(cfg->transforms.clean[1].mask == ZETL_MASK_SHA256);
+        zetl_config_free(cfg);
+    }
+    /* The salt never appears in a message, even when another error follows. */
+    cfg = NULL;
+    CHECK(zetl_config_parse("zetl.yaml", "source: 1", 9, &cfg, &eb) == ZETL_ERR_USAGE);
+    CHECK(strstr(eb.msg, "very-secret-salt") == NULL);
+    clear_env();
+}
+
+static void test_env_overrides(void)
+{
+    struct zetl_config *cfg;
+    const char *wh = SRC "warehouse:\n  kind: postgres\n  dsn: host=file-wh\n";
+    const char *nodsn = "source:\n  tenants:\n    schemas: [a]\n"
+                        "warehouse:\n  kind: redshift\n";
+
+    clear_env();
+    setenv("ZETL_SOURCE_DSN", "host=env-src password=x", 1);
+    setenv("ZETL_WAREHOUSE_DSN", "host=env-wh", 1);
+    cfg = PARSE_OK(wh);
+    if (cfg != NULL) {
+        CHECK_STR(cfg->source.dsn, "host=env-src password=x");
+        CHECK_STR(cfg->warehouse.dsn, "host=env-wh");
+        zetl_config_free(cfg);
+    }
+    /* With the env set, the file may leave both DSNs out. */
+    cfg = PARSE_OK(nodsn);
+    if (cfg != NULL) {
+        CHECK_STR(cfg->source.dsn, "host=env-src password=x");
+        CHECK_STR(cfg->warehouse.dsn, "host=env-wh");
+        CHECK(cfg->warehouse.kind == ZETL_WH_REDSHIFT);
+        zetl_config_free(cfg);
+    }
+    /* An empty variable counts as unset. */
+    setenv("ZETL_SOURCE_DSN", "", 1);
+    setenv("ZETL_WAREHOUSE_DSN", "", 1);
+    cfg = PARSE_OK(wh);
+    if (cfg != NULL) {
+        CHECK_STR(cfg->source.dsn, "host=127.0.0.1 dbname=app");
+        CHECK_STR(cfg->warehouse.dsn, "host=file-wh");
+        zetl_config_free(cfg);
+    }
+    EXPECT_USAGE(nodsn, "zetl.yaml:1: source.dsn: missing required key");
+    setenv("ZETL_SOURCE_DSN", "host=env-src", 1);
+    EXPECT_USAGE(nodsn, "zetl.yaml:4: warehouse.dsn: missing required key");
+    /* ZETL_WAREHOUSE_DSN alone does not make a warehouse. */
+    setenv("ZETL_WAREHOUSE_DSN", "host=env-wh", 1);
+    cfg = PARSE_OK(SRC ARCHIVE);
+    if (cfg != NULL) {
+        CHECK(cfg->warehouse.kind == ZETL_WH_NONE);
+        CHECK(cfg->warehouse.dsn == NULL);
+        zetl_config_free(cfg);
+    }
+    clear_env();
+}
+
+static void test_syntax_and_io(void)
+{
+    struct zetl_config *cfg = NULL;
+    struct zetl_errbuf eb = {{0}};
+    char *path;
+
+    clear_env();
+    path = fixture("bad-syntax.yaml");
+    CHECK(zetl_config_load(path, &cfg, &eb) == ZETL_ERR_USAGE);
+    CHECK(cfg == NULL);
+    CHECK(strstr(eb.msg, "bad-syntax.yaml:4:") != NULL);
+    CHECK(strstr(eb.msg, "invalid YAML: ") != NULL);
+    free(path);
+
+    EXPECT_USAGE("source:\n  dsn: \"unterminated\n",
+                 "zetl.yaml:3:1: invalid YAML: found unexpected end of stream");
+    EXPECT_USAGE("a: [1, 2\nb: 3\n", "invalid YAML: ");
+    EXPECT_USAGE("a: *nope\n", "zetl.yaml:1:4: invalid YAML: found undefined alias");
+    EXPECT_USAGE("a: b\n\xff\xfe\n", "zetl.yaml:2: invalid YAML: invalid leading UTF-8 octet");
+
+    cfg = NULL;
+    CHECK(zetl_config_load("/nonexistent/zetl.yaml", &cfg, &eb) == ZETL_ERR_IO);
+    CHECK(cfg == NULL);
+    CHECK_STR(eb.msg,
+              "could not open config file \"/nonexistent/zetl.yaml\": No such file or directory");
+    CHECK(zetl_config_load("/", &cfg, &eb) == ZETL_ERR_IO);
+    CHECK(strstr(eb.msg, "could not read config file \"/\"") != NULL);
+
+    zetl_config_free(NULL);
+}
+
+/* Every prefix of the full fixture parses or fails cleanly with a located message. */
+static void test_truncations(void)
+{
+    char *path = fixture("full.yaml");
+    FILE *f = fopen(path, "rb");
+    char text[8192];
+    size_t len = 0;
+    int bad = 0;
+
+    free(path);
+    CHECK(f != NULL);
+    if (f == NULL)
+        return;
+    len = fread(text, 1, sizeof(text), f);
+    fclose(f);
+    clear_env();
+    setenv("ZETL_MASK_SALT", "pepper", 1);
+    for (size_t n = 0; n <= len; n++) {
+        struct zetl_config *cfg = NULL;
+        struct zetl_errbuf eb = {{0}};
+        enum zetl_err err = zetl_config_parse("zetl.yaml", text, n, &cfg, &eb);
+        if (err == ZETL_OK) {
+            zetl_config_free(cfg);
+        } else if (err != ZETL_ERR_USAGE || cfg != NULL || strncmp(eb.msg, "zetl.yaml:", 10) != 0) {
+            if (bad++ < 5)
+                fprintf(stderr, "prefix %zu: error %d: %s\n", n, (int)err, eb.msg);
+        }
+    }
+    CHECK(bad == 0);
+    clear_env();
+}
+
+static void test_sizes(void)
+{
+    static const struct {
+        const char *s;
+        bool ok;
+        uint64_t want;
+    } cases[] = {
+        {"64MiB", true, 64ull << 20},
+        {"10MB", true, 10000000ull},
+        {"512KiB", true, 512ull << 10},
+        {"1GiB", true, 1ull << 30},
+        {"1048576", true, 1048576ull},
+        {"64M", true, 64ull << 20},
+        {"512k", true, 512ull << 10},
+        {"512K", true, 512ull << 10},
+        {"2G", true, 2ull << 30},
+        {"1TiB", true, 1ull << 40},
+        {"3kB", true, 3000ull},
+        {"3KB", true, 3000ull},
+        {"7GB", true, 7000000000ull},
+        {"100B", true, 100ull},
+        {"64 MiB", true, 64ull << 20},
+        {"+5", true, 5ull},
+        {"18446744073709551615", true, UINT64_MAX},
+        {"0", false, 0},
+        {"0MiB", false, 0},
+        {"-1", false, 0},
+        {"-64MiB", false, 0},
+        {"", false, 0},
+        {"MiB", false, 0},
+        {"12 apples", false, 0},
+        {"1.5GiB", false, 0},
+        {"64mib", false, 0},
+        {"64 ", false, 0},
+        {" 64", false, 0},
+        {"64  MiB", false, 0},
+        {"64MiBs", false, 0},
+        {"18446744073709551616", false, 0},
+        {"17179869184GiB", false, 0},
+        {"99999999999999999999999999", false, 0},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t got = 0;
+        bool ok = zetl_config_parse_size(cases[i].s, &got);
+        if (ok != cases[i].ok || (ok && got != cases[i].want)) {
+            fprintf(stderr, "size \"%s\": got ok=%d %llu\n", cases[i].s, ok,
+                    (unsigned long long)got);
+        }
+        CHECK(ok == cases[i].ok);
+        if (ok && cases[i].ok)
+            CHECK(got == cases[i].want);
+    }
+}
+
+static void test_redact(void)
+{
+    static const struct {
+        const char *in;
+        const char *want;
+    } cases[] = {
+        {"host=h dbname=d", "host=h dbname=d"},
+        {"host=h password=secret dbname=d", "host=h password=******** dbname=d"},
+        {"password=secret", "password=********"},
+        {"host=h password='with spaces' user=u", "host=h password=******** user=u"},
+        {"host=h password='it\\'s \\\\ here' user=u", "host=h password=******** user=u"},
+        {"host=h password = 'x' user=u", "host=h password = ******** user=u"},
+        {"  host=h\tpassword=a\\ b  ", "  host=h\tpassword=********  "},
+        {"host=h passwordx=keep", "host=h passwordx=keep"},
+        {"host='pass word=x' user=u", "host='pass word=x' user=u"},
+        {"host=h password='unterminated", "host=h ********"},
+        {"host=h password", "host=h ********"},
+        {"host=h junk", "host=h junk"},
+        {"", ""},
+        {"postgresql://user:secret@host:5432/db", "postgresql://user:********@host:5432/db"},
+        {"postgres://user:secret@host/db?sslmode=require",
+         "postgres://user:********@host/db?sslmode=require"},
+        {"postgresql://user@host/db", "postgresql://user@host/db"},
+        {"postgresql://host/db", "postgresql://host/db"},
+        {"postgresql://user:@host/db", "postgresql://user:@host/db"},
+        {"postgresql://u:p@ss@host/db", "postgresql://u:********@host/db"},
+        {"postgresql://host/db?user=u&password=secret&sslmode=disable",
+         "postgresql://host/db?user=u&password=********&sslmode=disable"},
+        {"postgresql://host/db?password=secret", "postgresql://host/db?password=********"},
+        {"postgresql:///db?host=/tmp", "postgresql:///db?host=/tmp"},
+        {"dbname='postgresql://u:pw@h/d' connect_timeout=5",
+         "dbname='postgresql://u:********@h/d' connect_timeout=5"},
+        {"dbname='host=h password=pw' user=x", "dbname='host=h password=********' user=x"},
+        {"dbname=app", "dbname=app"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *got = zetl_config_redact_dsn(cases[i].in);
+        CHECK_STR(got, cases[i].want);
+        free(got);
+    }
+    char *got = zetl_config_redact_dsn(NULL);
+    CHECK_STR(got, "");
+    free(got);
+}
+
+int main(void)
+{
+    test_full();
+    test_defaults();
+    test_structure_errors();
+    test_value_errors();
+    test_mask_salt();
+    test_env_overrides();
+    test_syntax_and_io();
+    test_truncations();
+    test_sizes();
+    test_redact();
+    return zetl_tap_done();
+}
