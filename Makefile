@@ -40,7 +40,7 @@ fuzz: build-fuzz
 	./tests/fuzz/run.sh $(FUZZ_BUILD)
 
 demo: build
-	./scripts/demo.sh $(BUILD)/zetl
+	python3 scripts/demo.py $(BUILD)/zetl
 
 bench: build
 	./bench/run.sh $(BUILD)/zetl

@@ -478,7 +478,7 @@ static enum zetl_err get_enum(struct cfg_parse *cp, yaml_node_t *v, int line, co
                 quote(q, sizeof(q), scalar(v)), list);
 }
 
-static void strlist_release(struct zetl_strlist *sl)
+void zetl_strlist_release(struct zetl_strlist *sl)
 {
     for (size_t i = 0; i < sl->n; i++)
         free(sl->items[i]);
@@ -532,7 +532,7 @@ static enum zetl_err get_strlist(struct cfg_parse *cp, yaml_node_t *v, int line,
     return ZETL_OK;
 
 fail:
-    strlist_release(out);
+    zetl_strlist_release(out);
     return err;
 }
 
@@ -1178,14 +1178,14 @@ void zetl_config_free(struct zetl_config *cfg)
     free(cfg->archive.url);
     free(cfg->buffer.dir);
     for (size_t i = 0; i < cfg->transforms.nclean; i++) {
-        strlist_release(&cfg->transforms.clean[i].columns);
-        strlist_release(&cfg->transforms.clean[i].null_strings);
+        zetl_strlist_release(&cfg->transforms.clean[i].columns);
+        zetl_strlist_release(&cfg->transforms.clean[i].null_strings);
     }
     free(cfg->transforms.clean);
     free(cfg->transforms.tenant_column);
     free(cfg->source.slot);
-    strlist_release(&cfg->source.tables);
-    strlist_release(&cfg->source.schemas);
+    zetl_strlist_release(&cfg->source.tables);
+    zetl_strlist_release(&cfg->source.schemas);
     free(cfg->source.dsn);
     free(cfg->path);
     free(cfg);

@@ -14,6 +14,9 @@ struct zetl_strlist {
     size_t n;
 };
 
+/* Frees every item and the array; leaves an empty list. */
+void zetl_strlist_release(struct zetl_strlist *l);
+
 enum zetl_mask_kind {
     ZETL_MASK_NONE = 0,
     ZETL_MASK_SHA256, /* hex sha256 of salt || value; salt from ZETL_MASK_SALT */

@@ -12,6 +12,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
+#include "config/config.h"
 #include "sinks/batch.h"
 
 struct zetl_archive;
@@ -33,9 +34,29 @@ enum zetl_err zetl_archive_last_lsn(struct zetl_archive *ar, const char *stream,
                                     uint64_t *last_lsn, uint64_t *end_lsn,
                                     struct zetl_errbuf *eb);
 
-/* Stores the batch durably (the files in b->dir are moved or copied). */
+/*
+ * Stores the batch durably (the files in b->dir are moved or copied).  When
+ * the batch directory already exists with a valid manifest (a replay after a
+ * crash) this is a success that changes nothing, and b->dir is left as is.
+ */
 enum zetl_err zetl_archive_put(struct zetl_archive *ar, const struct zetl_batch *b,
                                struct zetl_errbuf *eb);
+
+/*
+ * Lists the complete batches of `stream` whose last commit LSN is above
+ * after_lsn, oldest first: batch directory names in out (owned; free with
+ * zetl_strlist_release).
+ */
+enum zetl_err zetl_archive_list(struct zetl_archive *ar, const char *stream, uint64_t after_lsn,
+                                struct zetl_strlist *out, struct zetl_errbuf *eb);
+
+/*
+ * Makes batch `name` of `stream` readable as a local directory: *dir (owned)
+ * is the archive's own directory for file://, or a fresh copy (then *is_copy
+ * is true and the caller removes it after use) for remote archives.
+ */
+enum zetl_err zetl_archive_fetch(struct zetl_archive *ar, const char *stream, const char *name,
+                                 char **dir, bool *is_copy, struct zetl_errbuf *eb);
 
 /* Renders the manifest JSON of a batch into out (appended). */
 void zetl_archive_manifest(const struct zetl_batch *b, struct zetl_buf *out);

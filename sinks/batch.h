@@ -15,7 +15,9 @@
  *   _zetl_seq        order of the change within its transaction (0-based)
  *   _zetl_commit_ts  commit time, "YYYY-MM-DD HH:MM:SS.ffffff+00"
  *   _zetl_unchanged  unchanged TOAST (or absent) columns as an int array of
- *                    0-based source-column indices, e.g. {2,5}; NULL when none
+ *                    0-based indices into this file's source columns (the
+ *                    manifest's "columns"), e.g. {2,5}; NULL when none.  Their
+ *                    fields are NULL and must not overwrite the stored value.
  *   <tenant column>  the tenant id (source schema name)
  * then the source columns (after drops) in source order.
  *
@@ -95,8 +97,11 @@ struct zetl_batch_writer;
 
 /*
  * Creates a writer for `stream` spooling under `spool_dir` (created if
- * missing).  `relcache` (borrowed) resolves custom type names.  Returns
- * ZETL_ERR_IO when the directory cannot be created or written.
+ * missing): batches fill <spool_dir>/<stream>/open-<seq>/ and are renamed to
+ * sealed-<seq>/ when sealed; open-* directories left by a crash are removed
+ * here, and numbering continues after any sealed-* left behind.  `relcache`
+ * (borrowed) resolves custom type names.  Returns ZETL_ERR_IO when the
+ * directory cannot be created or written.
  */
 enum zetl_err zetl_batch_writer_new(const char *spool_dir, const char *stream,
                                     const char *tenant_column, struct zetl_relcache *relcache,
@@ -106,14 +111,22 @@ void zetl_batch_writer_free(struct zetl_batch_writer *w);
 /* Starts a transaction committed at commit_lsn / commit_time. */
 enum zetl_err zetl_batch_begin_txn(struct zetl_batch_writer *w, uint64_t commit_lsn,
                                    int64_t commit_time, struct zetl_errbuf *eb);
-/* Appends one change of the open transaction. ZETL_ERR_IO on write failure (disk full). */
+/*
+ * Appends one change of the open transaction. ZETL_ERR_IO on write failure
+ * (disk full).  After any error the batch refuses more work (ZETL_ERR_FATAL)
+ * until zetl_batch_discard.
+ */
 enum zetl_err zetl_batch_add(struct zetl_batch_writer *w, const struct zetl_row *row,
                              struct zetl_errbuf *eb);
 /* Closes the open transaction; end_lsn is the commit's end LSN. */
 enum zetl_err zetl_batch_end_txn(struct zetl_batch_writer *w, uint64_t end_lsn,
                                  struct zetl_errbuf *eb);
 
-/* True when the open batch holds whole transactions and reached a limit (rows, bytes, age). */
+/*
+ * True when the open batch holds whole transactions and reached a limit
+ * (rows, uncompressed bytes, age since its first transaction began); a limit
+ * of 0 is not checked.
+ */
 bool zetl_batch_should_seal(const struct zetl_batch_writer *w, uint64_t max_rows,
                             uint64_t max_bytes, uint64_t max_age_ms, int64_t now_ms);
 /* Rows in whole transactions not yet sealed. */
@@ -132,5 +145,24 @@ void zetl_batch_discard(struct zetl_batch_writer *w);
 
 /* Milliseconds on a monotonic clock. */
 int64_t zetl_now_ms(void);
+
+/* Room for a formatted time and its NUL. */
+#define ZETL_BATCH_TIME_LEN 48
+
+/*
+ * Formats PostgreSQL-epoch microseconds as UTC text: "YYYY-MM-DD
+ * HH:MM:SS.ffffff+00" (the _zetl_commit_ts column) or, when `iso`, RFC 3339
+ * "YYYY-MM-DDTHH:MM:SS.ffffffZ" (the manifest).  Returns the length.
+ */
+size_t zetl_batch_format_time(int64_t pg_usec, bool iso, char out[ZETL_BATCH_TIME_LEN]);
+
+/*
+ * Type text of a column as the manifest and the warehouse see it: the
+ * built-in name with its typmod ("numeric(30,2)", "varchar(20)",
+ * "timestamptz(3)"), array types by their internal name ("_int4"), custom
+ * types as "schema.name" from `relcache` (borrowed, may be NULL), else
+ * "oid:N".  Returns an owned string.
+ */
+char *zetl_batch_type_text(struct zetl_relcache *relcache, uint32_t typoid, int32_t typmod);
 
 #endif
