@@ -287,6 +287,90 @@ CREATE TABLE tenant_big.events (id bigint PRIMARY KEY, payload text);
         self.assertLess(z.maxrss_kb, 100 * 1024, f"peak RSS {z.maxrss_kb} KiB")
 
 
+    def test_reconnects_when_the_walsender_dies(self):
+        self.sql(tenant_ddl("tenant_a"))
+        z = self.zetl()
+        self.assertEqual(z.run_once(), 0, z.log())
+        z.start()
+        for k in range(3):
+            self.wait_active()
+            self.sql(f"INSERT INTO tenant_a.users SELECT i, 'e', 'n', 1 FROM "
+                     f"generate_series({k * 100}, {k * 100 + 99}) i")
+            time.sleep(0.3)
+            self.sql(f"SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                     f"WHERE database = '{self.db}' AND active")
+        self.wait_active(timeout=60)
+        self.assertEqual(z.kill(signal.SIGTERM), 0, z.log())
+        self.assertIn("reconnecting", z.log())
+        self.assertEqual(z.run_once(), 0, z.log())
+        ids = sorted(int(r["id"]) for r in self.archive()[1])
+        self.assertEqual(ids, list(range(300)))
+
+    def wait_active(self, timeout=30):
+        deadline = time.time() + timeout
+        while not self.sql(f"SELECT 1 FROM pg_replication_slots WHERE database = '{self.db}' "
+                           f"AND active"):
+            self.assertLess(time.time(), deadline, "zetl did not (re)connect")
+            time.sleep(0.1)
+
+    def test_slot_groups_spread_tenants(self):
+        tenants = [f"tenant_{i}" for i in range(6)]
+        self.sql("".join(tenant_ddl(t) for t in tenants))
+        z = self.zetl(slot_groups=3)
+        self.assertEqual(z.run_once(), 0, z.log())
+        slots = self.sql(f"SELECT slot_name FROM pg_replication_slots WHERE database = "
+                         f"'{self.db}' ORDER BY 1")
+        pubs = self.sql("SELECT pubname FROM pg_publication ORDER BY 1")
+        self.assertEqual(slots, [["zetl_0"], ["zetl_1"], ["zetl_2"]])
+        self.assertEqual(pubs, slots)
+        self.sql("".join(f"INSERT INTO {t}.users VALUES (1, 'e', '{t}', 1);" for t in tenants))
+        self.assertEqual(z.run_once(), 0, z.log())
+        _, rows = self.archive()
+        self.assertEqual(sorted(r["tenant_id"] for r in rows), tenants)
+        by_stream = {}
+        for r in rows:
+            by_stream.setdefault(r["tenant_id"], set()).add(r["_stream"])
+        self.assertTrue(all(len(v) == 1 for v in by_stream.values()))
+        self.assertGreater(len({r["_stream"] for r in rows}), 1)
+
+    def test_table_selection_and_cleaning_rules(self):
+        self.sql(tenant_ddl("tenant_a"))
+        extra = """transforms:
+  tenant_column: org
+  clean:
+    - columns: ["users.name"]
+      trim: true
+      null_strings: ["NULL", "n/a"]
+      lower: true
+    - columns: ["email"]
+      mask: sha256
+    - columns: ["score"]
+      drop: true
+"""
+        cfg = config(self.pg, self.db, extra=extra).replace(
+            "  slot: zetl", '  tables: ["users"]\n  slot: zetl')
+        z = Zetl(self.work, cfg)
+        env = {"ZETL_MASK_SALT": "pepper"}
+        self.assertEqual(z.run_once(env=env), 0, z.log())
+        self.sql("""
+INSERT INTO tenant_a.users VALUES (1, 'A@x', '  MiXed  ', 5), (2, NULL, ' n/a ', 6),
+  (3, '', 'NULL', 7);
+INSERT INTO tenant_a.orders VALUES (1, 1, 1, 'not captured');
+""")
+        self.assertEqual(z.run_once(env=env), 0, z.log())
+        batches, rows = self.archive()
+        import hashlib
+        self.assertEqual([r["_table"] for r in rows], ["users"] * 3)
+        self.assertEqual([r["org"] for r in rows], ["tenant_a"] * 3)
+        self.assertEqual([r["name"] for r in rows], ["mixed", None, None])
+        self.assertEqual([r["email"] for r in rows],
+                         [hashlib.sha256(b"pepperA@x").hexdigest(), None,
+                          hashlib.sha256(b"pepper").hexdigest()])
+        self.assertNotIn("score", rows[0])
+        cols = [c["name"] for c in batches[-1]["files"][0]["columns"]]
+        self.assertEqual(cols, ["id", "email", "name"])
+
+
 class BadInputTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
