@@ -8,14 +8,20 @@ pkgs=(
   build-essential cmake pkg-config clang
   libpq-dev libyaml-dev libzstd-dev libjansson-dev libssl-dev libcurl4-openssl-dev
   postgresql-15 postgresql-client-15
-  zstd python3 nodejs npm
+  zstd
 )
+# Tools that may come from elsewhere than a Debian package of that name.
+cmds=(python3:python3)
 
 missing=()
 for p in "${pkgs[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
     missing+=("$p")
   fi
+done
+
+for c in "${cmds[@]}"; do
+  command -v "${c%%:*}" >/dev/null 2>&1 || missing+=("${c#*:}")
 done
 
 if [ ${#missing[@]} -gt 0 ]; then
