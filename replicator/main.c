@@ -19,6 +19,7 @@
 #include "replicator/source.h"
 #include "replicator/stream.h"
 #include "sinks/archive.h"
+#include "sinks/warehouse/wh.h"
 
 #define EXIT_JOB 1
 #define EXIT_USAGE 2
@@ -32,6 +33,11 @@ static const char usage_text[] =
     "                                        the source's WAL position at start, then exit\n"
     "  zetl verify --config FILE            compare source and warehouse per tenant and table\n"
     "  zetl check  --config FILE            preflight: wal_level, privileges, replica identity\n"
+    "  zetl apply-batch --config FILE DIR   apply one archived batch directory to the warehouse\n"
+    "                                        (replay; batches at or below the offset are skipped)\n"
+    "  zetl resync --config FILE TABLE      re-apply every archived batch's rows of TABLE to the\n"
+    "                                        warehouse after a stopped table was fixed\n"
+    "                                        (see docs/warehouse.md)\n"
     "  zetl --help | --version\n"
     "\n"
     "Environment:\n"
@@ -119,12 +125,22 @@ static int cmd_run(const struct zetl_config *cfg, bool once)
         rc = EXIT_USAGE;
         goto done;
     }
-    if ((err = zetl_archive_open(cfg->archive.url, &ar, &eb)) != ZETL_OK) {
+    if ((err = zetl_archive_open(cfg, &ar, &eb)) != ZETL_OK) {
         zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
         rc = err == ZETL_ERR_USAGE ? EXIT_USAGE : EXIT_JOB;
         goto done;
     }
-    /* Local state first: nothing is created on the source when the spool is unusable. */
+    /* Sinks and local state first: nothing is created on the source when they are unusable. */
+    if (cfg->warehouse.kind != ZETL_WH_NONE) {
+        struct zetl_wh *wh = NULL;
+        if ((err = zetl_wh_open(cfg, &wh, &eb)) != ZETL_OK) {
+            zetl_log(ZETL_LOG_FATAL, "could not open the warehouse: %s", eb.msg);
+            zetl_log(ZETL_LOG_FATAL, "check warehouse.dsn (or ZETL_WAREHOUSE_DSN) and that the "
+                                     "warehouse accepts connections");
+            goto done;
+        }
+        zetl_wh_free(wh);
+    }
     if ((err = check_buffer_dir(cfg->buffer.dir, &eb)) != ZETL_OK) {
         zetl_log(ZETL_LOG_FATAL, "buffer.dir: %s", eb.msg);
         goto done;
@@ -187,6 +203,74 @@ done:
     return rc;
 }
 
+static int cmd_apply_batch(const struct zetl_config *cfg, const char *dir)
+{
+    struct zetl_wh *wh = NULL;
+    struct zetl_errbuf eb;
+    enum zetl_err err;
+
+    if (cfg->warehouse.kind == ZETL_WH_NONE) {
+        fprintf(stderr, "zetl apply-batch: %s has no warehouse section\n", cfg->path);
+        return EXIT_USAGE;
+    }
+    err = zetl_wh_open(cfg, &wh, &eb);
+    if (err == ZETL_OK)
+        err = zetl_wh_apply_dir(wh, dir, &eb);
+    if (err != ZETL_OK)
+        zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
+    zetl_wh_free(wh);
+    return err == ZETL_OK ? 0 : EXIT_JOB;
+}
+
+/* Re-applies one table's rows from every archived batch of every stream, oldest first. */
+static int cmd_resync(const struct zetl_config *cfg, const char *table)
+{
+    struct zetl_archive *ar = NULL;
+    struct zetl_wh *wh = NULL;
+    struct zetl_errbuf eb;
+    enum zetl_err err;
+    size_t applied = 0;
+
+    if (cfg->warehouse.kind == ZETL_WH_NONE || cfg->archive.url == NULL) {
+        fprintf(stderr, "zetl resync: %s needs both an archive and a warehouse section\n",
+                cfg->path);
+        return EXIT_USAGE;
+    }
+    if ((err = zetl_archive_open(cfg, &ar, &eb)) != ZETL_OK ||
+        (err = zetl_wh_open(cfg, &wh, &eb)) != ZETL_OK)
+        goto done;
+    for (int g = 0; g < cfg->source.slot_groups && err == ZETL_OK; g++) {
+        char stream[128];
+        struct zetl_strlist names = {NULL, 0};
+
+        snprintf(stream, sizeof(stream), "%s_%d", cfg->source.slot, g);
+        if ((err = zetl_archive_list(ar, stream, 0, &names, &eb)) != ZETL_OK)
+            break;
+        for (size_t i = 0; i < names.n && err == ZETL_OK; i++) {
+            char *dir = NULL;
+            bool is_copy = false;
+            err = zetl_archive_fetch(ar, stream, names.items[i], &dir, &is_copy, &eb);
+            if (err == ZETL_OK)
+                err = zetl_wh_apply_dir_table(wh, dir, table, &eb);
+            if (is_copy) {
+                struct zetl_errbuf ignore;
+                zetl_fs_rmtree(dir, &ignore);
+            }
+            free(dir);
+            applied += err == ZETL_OK;
+        }
+        zetl_strlist_release(&names);
+    }
+done:
+    if (err != ZETL_OK)
+        zetl_log(ZETL_LOG_FATAL, "resync of table \"%s\": %s", table, eb.msg);
+    else
+        zetl_logmsg("resync of table \"%s\": %zu archived batch(es) applied", table, applied);
+    zetl_wh_free(wh);
+    zetl_archive_free(ar);
+    return err == ZETL_OK ? 0 : EXIT_JOB;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -225,6 +309,11 @@ int main(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
+    /* apply-batch DIR and resync TABLE take one operand. */
+    const char *operand = NULL;
+    if (cmd != NULL && (strcmp(cmd, "apply-batch") == 0 || strcmp(cmd, "resync") == 0) &&
+        optind < argc)
+        operand = argv[optind++];
     if (optind < argc) {
         fprintf(stderr, "zetl: unexpected argument \"%s\"\n", argv[optind]);
         return EXIT_USAGE;
@@ -233,13 +322,22 @@ int main(int argc, char **argv)
         fputs(usage_text, stderr);
         return EXIT_USAGE;
     }
-    if (strcmp(cmd, "run") != 0 && strcmp(cmd, "verify") != 0 && strcmp(cmd, "check") != 0) {
+    if (strcmp(cmd, "run") != 0 && strcmp(cmd, "verify") != 0 && strcmp(cmd, "check") != 0 &&
+        strcmp(cmd, "apply-batch") != 0 && strcmp(cmd, "resync") != 0) {
         fprintf(stderr, "zetl: unknown command \"%s\"\nTry \"zetl --help\" for more information.\n",
                 cmd);
         return EXIT_USAGE;
     }
     if (once && strcmp(cmd, "run") != 0) {
         fprintf(stderr, "zetl: --once only applies to \"zetl run\"\n");
+        return EXIT_USAGE;
+    }
+    if (strcmp(cmd, "apply-batch") == 0 && operand == NULL) {
+        fprintf(stderr, "zetl apply-batch: the batch directory is missing\n");
+        return EXIT_USAGE;
+    }
+    if (strcmp(cmd, "resync") == 0 && operand == NULL) {
+        fprintf(stderr, "zetl resync: the table name is missing\n");
         return EXIT_USAGE;
     }
     if (config_path == NULL) {
@@ -264,6 +362,10 @@ int main(int argc, char **argv)
         rc = cmd_run(cfg, once);
     else if (strcmp(cmd, "check") == 0)
         rc = zetl_cmd_check(cfg);
+    else if (strcmp(cmd, "apply-batch") == 0)
+        rc = cmd_apply_batch(cfg, operand);
+    else if (strcmp(cmd, "resync") == 0)
+        rc = cmd_resync(cfg, operand);
     else
         rc = zetl_cmd_verify(cfg);
     zetl_config_free(cfg);

@@ -22,6 +22,7 @@
 #include "proto/relcache.h"
 #include "replicator/spill.h"
 #include "sinks/batch.h"
+#include "sinks/warehouse/wh.h"
 #include "transforms/transform.h"
 
 #define SINK_QUEUE_MAX 2         /* sealed batches waiting for the sink */
@@ -54,6 +55,7 @@ struct zetl_stream {
     const struct zetl_config *cfg;
     const struct zetl_source_group *grp;
     struct zetl_archive *ar;
+    struct zetl_wh *wh; /* owned; NULL without a warehouse; used by the sink thread only */
     struct zetl_stream_opts opts;
     char *name;
     char *spool_dir; /* <buffer.dir>/spool/<stream> */
@@ -61,6 +63,7 @@ struct zetl_stream {
     size_t salt_len;
 
     PGconn *conn;
+    PGconn *catalog; /* owned: normal connection for catalog look-ups, opened on first need */
     struct zetl_pgo_decoder dec;
     struct zetl_relcache *rc;
     struct zetl_arena msg_arena;
@@ -80,6 +83,7 @@ struct zetl_stream {
     uint64_t txn_commit_lsn;
     int64_t txn_commit_time;
     uint32_t stream_xid; /* xid of the open Stream Start block, 0 outside */
+    uint64_t replayed;   /* spilled messages replayed, for pacing status updates */
 
     /* positions */
     uint64_t last_sealed_lsn; /* commit LSN of the newest transaction sealed into a batch */
@@ -99,7 +103,10 @@ struct zetl_stream {
     size_t qhead, qlen;
     bool sink_busy;     /* a batch is being made durable */
     bool sink_shutdown; /* no more batches will come */
+    bool sink_abandoned; /* stopped while the warehouse was unavailable */
     uint64_t durable_end_lsn;
+    uint64_t sink_idle_lsn; /* reader's position while nothing is pending */
+    uint64_t wh_noted_lsn;  /* idle progress last recorded in the warehouse */
     enum zetl_err sink_err;
     struct zetl_errbuf sink_eb;
 };
@@ -170,19 +177,128 @@ static struct zetl_table_plan *plan_for(struct zetl_stream *st, const struct zet
 
 /* ---- sink thread ---- */
 
+static void sleep_ms(int64_t ms);
+
+/*
+ * Applies an archived batch to the warehouse, retrying with backoff while the
+ * warehouse is unavailable.  Returns ZETL_ERR_RETRY only when asked to stop
+ * meanwhile.
+ */
+static enum zetl_err apply_with_retry(struct zetl_stream *st, const char *name,
+                                      struct zetl_errbuf *eb)
+{
+    int64_t backoff = 500;
+    enum zetl_err err;
+
+    for (;;) {
+        char *dir = NULL;
+        bool is_copy = false;
+
+        err = zetl_archive_fetch(st->ar, st->name, name, &dir, &is_copy, eb);
+        if (err == ZETL_OK)
+            err = zetl_wh_apply_dir(st->wh, dir, eb);
+        if (is_copy) {
+            struct zetl_errbuf ignore;
+            zetl_fs_rmtree(dir, &ignore);
+        }
+        free(dir);
+        if (err != ZETL_ERR_RETRY)
+            return err;
+        if (zetl_stream_stopping())
+            return err;
+        zetl_warn("stream %s: could not apply batch %s to the warehouse: %s; retrying in %lld ms",
+                  st->name, name, eb->msg, (long long)backoff);
+        sleep_ms(backoff);
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+}
+
+/* Applies archived batches the warehouse has not seen (a crash between archive and apply). */
+static enum zetl_err catch_up_warehouse(struct zetl_stream *st, struct zetl_errbuf *eb)
+{
+    uint64_t last = 0, end = 0;
+    struct zetl_strlist names = {NULL, 0};
+    enum zetl_err err;
+    int64_t backoff = 500;
+
+    while ((err = zetl_wh_offset(st->wh, st->name, &last, &end, eb)) == ZETL_ERR_RETRY &&
+           !zetl_stream_stopping()) {
+        zetl_warn("stream %s: warehouse unavailable: %s; retrying in %lld ms", st->name, eb->msg,
+                  (long long)backoff);
+        sleep_ms(backoff);
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+    if (err)
+        return err;
+    if ((err = zetl_archive_list(st->ar, st->name, last, &names, eb)) != ZETL_OK)
+        return err;
+    if (names.n > 0)
+        zetl_logmsg("stream %s: applying %zu archived batch(es) the warehouse has not seen",
+                    st->name, names.n);
+    for (size_t i = 0; i < names.n && err == ZETL_OK; i++)
+        err = apply_with_retry(st, names.items[i], eb);
+    zetl_strlist_release(&names);
+    return err;
+}
+
+static void sink_fail(struct zetl_stream *st, enum zetl_err err, const struct zetl_errbuf *eb)
+{
+    pthread_mutex_lock(&st->mu);
+    if (err == ZETL_ERR_RETRY) {
+        /* Stopping while the warehouse is down: what is archived is applied at the next start. */
+        st->sink_abandoned = true;
+    } else {
+        st->sink_err = err;
+        st->sink_eb = *eb;
+    }
+    st->sink_busy = false;
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+}
+
+/* Records idle progress in the warehouse so `zetl verify` sees it is current. */
+static void note_idle_progress(struct zetl_stream *st)
+{
+    uint64_t idle;
+    struct zetl_errbuf eb;
+
+    pthread_mutex_lock(&st->mu);
+    idle = st->sink_idle_lsn;
+    pthread_mutex_unlock(&st->mu);
+    if (st->wh == NULL || idle <= st->wh_noted_lsn)
+        return;
+    if (zetl_wh_note_progress(st->wh, st->name, idle, &eb) == ZETL_OK)
+        st->wh_noted_lsn = idle;
+    else
+        zetl_debug("stream %s: could not record progress: %s", st->name, eb.msg);
+}
+
 static void *sink_main(void *arg)
 {
     struct zetl_stream *st = arg;
+    struct zetl_errbuf eb;
+    enum zetl_err err;
 
+    if (st->wh != NULL && (err = catch_up_warehouse(st, &eb)) != ZETL_OK) {
+        zetl_err_prefix(&eb, "stream %s", st->name);
+        sink_fail(st, err, &eb);
+        return NULL;
+    }
     for (;;) {
         struct zetl_batch *b;
-        struct zetl_errbuf eb;
-        enum zetl_err err;
         char name[40];
 
         pthread_mutex_lock(&st->mu);
-        while (st->qlen == 0 && !st->sink_shutdown)
-            pthread_cond_wait(&st->cv, &st->mu);
+        while (st->qlen == 0 && !st->sink_shutdown) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            if (pthread_cond_timedwait(&st->cv, &st->mu, &ts) == ETIMEDOUT && st->qlen == 0) {
+                pthread_mutex_unlock(&st->mu);
+                note_idle_progress(st);
+                pthread_mutex_lock(&st->mu);
+            }
+        }
         if (st->qlen == 0) {
             pthread_mutex_unlock(&st->mu);
             break;
@@ -191,21 +307,22 @@ static void *sink_main(void *arg)
         st->sink_busy = true;
         pthread_mutex_unlock(&st->mu);
 
-        err = zetl_archive_put(st->ar, b, &eb);
         zetl_archive_batch_name(b, name);
+        err = zetl_archive_put(st->ar, b, &eb);
         if (err) {
             zetl_err_prefix(&eb, "stream %s: could not archive batch %s", st->name, name);
-            pthread_mutex_lock(&st->mu);
-            st->sink_err = err;
-            st->sink_eb = eb;
-            st->sink_busy = false;
-            pthread_cond_broadcast(&st->cv);
-            pthread_mutex_unlock(&st->mu);
+            sink_fail(st, err, &eb);
             break;
         }
-        zetl_info("stream %s: archived batch %s: %llu rows in %llu transactions, commit lsn "
+        if (st->wh != NULL && (err = apply_with_retry(st, name, &eb)) != ZETL_OK) {
+            zetl_err_prefix(&eb, "stream %s: batch %s", st->name, name);
+            sink_fail(st, err, &eb);
+            break;
+        }
+        zetl_info("stream %s: %s batch %s: %llu rows in %llu transactions, commit lsn "
                   "%X/%X to %X/%X",
-                  st->name, name, (unsigned long long)b->nrows, (unsigned long long)b->ntxns,
+                  st->name, st->wh ? "archived and applied" : "archived", name,
+                  (unsigned long long)b->nrows, (unsigned long long)b->ntxns,
                   ZETL_LSN_ARGS(b->first_lsn), ZETL_LSN_ARGS(b->last_lsn));
         if (zetl_fs_rmtree(b->dir, &eb) != ZETL_OK)
             zetl_warn("stream %s: %s", st->name, eb.msg);
@@ -244,8 +361,12 @@ static uint64_t flush_position(struct zetl_stream *st)
     pthread_mutex_lock(&st->mu);
     flush = st->durable_end_lsn;
     pthread_mutex_unlock(&st->mu);
-    if (nothing_pending(st) && st->idle_lsn > flush)
+    if (nothing_pending(st) && st->idle_lsn > flush) {
         flush = st->idle_lsn;
+        pthread_mutex_lock(&st->mu);
+        st->sink_idle_lsn = st->idle_lsn;
+        pthread_mutex_unlock(&st->mu);
+    }
     return flush;
 }
 
@@ -309,9 +430,9 @@ static enum zetl_err seal_and_queue(struct zetl_stream *st, struct zetl_errbuf *
         return ZETL_OK;
     st->last_sealed_lsn = b->last_lsn;
     pthread_mutex_lock(&st->mu);
-    while (st->qlen >= SINK_QUEUE_MAX && st->sink_err == ZETL_OK)
+    while (st->qlen >= SINK_QUEUE_MAX && st->sink_err == ZETL_OK && !st->sink_abandoned)
         pthread_cond_wait(&st->cv, &st->mu);
-    if (st->sink_err == ZETL_OK) {
+    if (st->sink_err == ZETL_OK && !st->sink_abandoned) {
         st->queue[(st->qhead + st->qlen) % SINK_QUEUE_MAX] = b;
         st->qlen++;
         b = NULL;
@@ -471,6 +592,52 @@ static enum zetl_err txn_commit(struct zetl_stream *st, uint64_t commit_lsn, uin
     return err;
 }
 
+/*
+ * With REPLICA IDENTITY FULL every column arrives flagged as key, but the
+ * warehouse key must be the primary key: look it up in the source catalog.
+ * A FULL table without a primary key gets no key (its rows are appended).
+ */
+static enum zetl_err update_relation(struct zetl_stream *st, const struct zetl_pgo_msg *m,
+                                     struct zetl_errbuf *eb)
+{
+    struct zetl_relation *rel = zetl_relcache_update(st->rc, m);
+    char relid[16];
+    const char *params[1] = {relid};
+    PGresult *res;
+    enum zetl_err err;
+
+    if (rel->replident != 'f')
+        return ZETL_OK;
+    if (st->catalog == NULL || PQstatus(st->catalog) != CONNECTION_OK) {
+        if (st->catalog)
+            PQfinish(st->catalog);
+        st->catalog = NULL;
+        if ((err = zetl_source_connect(st->cfg->source.dsn, false, "zetl catalog", &st->catalog,
+                                       eb)) != ZETL_OK)
+            return err;
+    }
+    snprintf(relid, sizeof(relid), "%u", rel->relid);
+    res = PQexecParams(st->catalog,
+                       "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = "
+                       "i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = $1::oid AND "
+                       "i.indisprimary",
+                       1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        err = zetl_err_set(eb, ZETL_ERR_RETRY, "could not read the primary key of \"%s\".\"%s\": %s",
+                           rel->nspname, rel->relname, PQresultErrorMessage(res));
+        PQclear(res);
+        return err;
+    }
+    for (uint16_t c = 0; c < rel->ncols; c++) {
+        rel->cols[c].key = false;
+        for (int r = 0; r < PQntuples(res); r++)
+            if (strcmp(PQgetvalue(res, r, 0), rel->cols[c].name) == 0)
+                rel->cols[c].key = true;
+    }
+    PQclear(res);
+    return ZETL_OK;
+}
+
 /* Replays one spilled message of a committed streamed transaction. */
 static enum zetl_err replay_one(void *arg, const uint8_t *data, size_t len,
                                 struct zetl_errbuf *eb)
@@ -480,6 +647,9 @@ static enum zetl_err replay_one(void *arg, const uint8_t *data, size_t len,
     struct zetl_pgo_msg m;
     enum zetl_err err;
 
+    /* A replay of millions of rows takes a while: keep the walsender from timing out. */
+    if ((++st->replayed & 4095) == 0 && (err = send_status(st, false, eb)) != ZETL_OK)
+        return err;
     zetl_pgo_decoder_init(&dec, st->dec.proto_version);
     dec.in_stream = true;
     zetl_arena_reset(&st->replay_arena);
@@ -488,8 +658,7 @@ static enum zetl_err replay_one(void *arg, const uint8_t *data, size_t len,
         return err;
     switch (m.kind) {
     case ZETL_PGO_RELATION:
-        zetl_relcache_update(st->rc, &m);
-        return ZETL_OK;
+        return update_relation(st, &m, eb);
     case ZETL_PGO_TYPE:
         zetl_relcache_update_type(st->rc, &m);
         return ZETL_OK;
@@ -533,8 +702,7 @@ static enum zetl_err handle_message(struct zetl_stream *st, const uint8_t *data,
     case ZETL_PGO_COMMIT:
         return txn_commit(st, m.u.commit.commit_lsn, m.u.commit.end_lsn, eb);
     case ZETL_PGO_RELATION:
-        zetl_relcache_update(st->rc, &m);
-        return ZETL_OK;
+        return update_relation(st, &m, eb);
     case ZETL_PGO_TYPE:
         zetl_relcache_update_type(st->rc, &m);
         return ZETL_OK;
@@ -761,11 +929,16 @@ static enum zetl_err drain(struct zetl_stream *st, struct zetl_errbuf *eb)
     pthread_mutex_lock(&st->mu);
     st->sink_shutdown = true;
     pthread_cond_broadcast(&st->cv);
-    while ((st->qlen > 0 || st->sink_busy) && st->sink_err == ZETL_OK)
+    while ((st->qlen > 0 || st->sink_busy) && st->sink_err == ZETL_OK && !st->sink_abandoned)
         pthread_cond_wait(&st->cv, &st->mu);
+    bool abandoned = st->sink_abandoned;
     pthread_mutex_unlock(&st->mu);
     if (err == ZETL_OK)
         err = check_sink(st, eb);
+    if (err == ZETL_OK && abandoned)
+        zetl_warn("stream %s: stopped while the warehouse was unavailable: archived batches are "
+                  "applied at the next start",
+                  st->name);
     return err;
 }
 
@@ -877,6 +1050,21 @@ enum zetl_err zetl_stream_new(const struct zetl_config *cfg, const struct zetl_s
     if (err)
         goto fail;
     st->durable_end_lsn = end_lsn;
+    if (cfg->warehouse.kind != ZETL_WH_NONE) {
+        uint64_t wh_last = 0, wh_end = 0;
+        if ((err = zetl_wh_open(cfg, &st->wh, eb)) != ZETL_OK) {
+            zetl_err_prefix(eb, "could not open the warehouse");
+            goto fail;
+        }
+        if ((err = zetl_wh_offset(st->wh, st->name, &wh_last, &wh_end, eb)) != ZETL_OK) {
+            zetl_err_prefix(eb, "could not read the warehouse offset");
+            goto fail;
+        }
+        /* Durable means durable in every sink: the warehouse may lag the archive. */
+        if (wh_end < st->durable_end_lsn)
+            st->durable_end_lsn = wh_end;
+        st->wh_noted_lsn = wh_end;
+    }
     if (st->last_sealed_lsn)
         zetl_logmsg("stream %s: archive holds transactions up to commit lsn " ZETL_LSN_FMT,
                     st->name, ZETL_LSN_ARGS(st->last_sealed_lsn));
@@ -908,6 +1096,9 @@ void zetl_stream_free(struct zetl_stream *st)
         PQputCopyEnd(st->conn, NULL);
         PQfinish(st->conn);
     }
+    if (st->catalog)
+        PQfinish(st->catalog);
+    zetl_wh_free(st->wh);
     zetl_batch_writer_free(st->bw);
     zetl_spill_free(st->spill);
     rels_clear(st);

@@ -11,7 +11,7 @@ pkgs=(
   zstd
 )
 # Tools that may come from elsewhere than a Debian package of that name.
-cmds=(python3:python3)
+cmds=(python3:python3 node:nodejs)
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -35,3 +35,21 @@ fi
 
 # The Debian postgresql package starts a cluster on port 5432; zetl's tests
 # and demo make their own clusters and never use it.
+
+# npm only after nodejs is in: a nodejs that bundles npm conflicts with
+# Debian's npm package, so that package is installed only when no npm exists.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "installing: npm"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -qq --no-install-recommends npm
+fi
+
+# Test-only npm packages (s3rver, the S3 peer of the integration tests), at
+# the versions package-lock.json pins.  Skipped when already installed.
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ ! -d "$root/node_modules/s3rver" ]; then
+  echo "installing npm test dependencies (npm ci)"
+  (cd "$root" && npm ci --no-audit --no-fund)
+fi

@@ -6,6 +6,7 @@
  * through struct archive_backend.
  */
 #include "sinks/archive.h"
+#include "sinks/archive_backend.h"
 
 #include "common/buf.h"
 #include "common/lsn.h"
@@ -29,28 +30,6 @@
 /* A manifest larger than this is not one we wrote. */
 #define ZETL_ARCHIVE_MANIFEST_MAX ((off_t)64 << 20)
 #define ZETL_ARCHIVE_COPY_CHUNK ((size_t)1 << 20)
-
-struct archive_backend {
-    const char *scheme;
-    enum zetl_err (*last_lsn)(struct zetl_archive *ar, const char *stream, uint64_t *last_lsn,
-                              uint64_t *end_lsn, struct zetl_errbuf *eb);
-    /* Stores the batch files, then the manifest (text of len bytes) last. */
-    enum zetl_err (*put)(struct zetl_archive *ar, const struct zetl_batch *b, const char *manifest,
-                         size_t len, struct zetl_errbuf *eb);
-    /* Names of complete batches whose last LSN is above after_lsn, oldest first. */
-    enum zetl_err (*list)(struct zetl_archive *ar, const char *stream, uint64_t after_lsn,
-                          struct zetl_strlist *out, struct zetl_errbuf *eb);
-    /* A local directory holding the batch; *is_copy when the caller must remove it. */
-    enum zetl_err (*fetch)(struct zetl_archive *ar, const char *stream, const char *name,
-                           char **dir, bool *is_copy, struct zetl_errbuf *eb);
-    void (*release)(struct zetl_archive *ar);
-};
-
-struct zetl_archive {
-    const struct archive_backend *be;
-    char *url;  /* owned */
-    char *root; /* owned: file backend: absolute root directory */
-};
 
 /* ---- manifest ---------------------------------------------------------- */
 
@@ -849,9 +828,11 @@ fail:
 
 /* ---- public entry points ------------------------------------------------ */
 
-enum zetl_err zetl_archive_open(const char *url, struct zetl_archive **out, struct zetl_errbuf *eb)
+enum zetl_err zetl_archive_open(const struct zetl_config *cfg, struct zetl_archive **out,
+                                struct zetl_errbuf *eb)
 {
     struct zetl_archive *ar = zetl_calloc(1, sizeof(*ar));
+    const char *url = cfg->archive.url ? cfg->archive.url : "";
     enum zetl_err err;
 
     *out = NULL;
@@ -861,8 +842,8 @@ enum zetl_err zetl_archive_open(const char *url, struct zetl_archive **out, stru
         if ((err = file_open(ar, url + 7, eb)) != ZETL_OK)
             goto fail;
     } else if (strncmp(url, "s3://", 5) == 0) {
-        err = zetl_err_set(eb, ZETL_ERR_USAGE, "s3 archive is not supported yet");
-        goto fail;
+        if ((err = zetl_archive_s3_open(ar, cfg, eb)) != ZETL_OK)
+            goto fail;
     } else {
         err = zetl_err_set(eb, ZETL_ERR_USAGE,
                            "unsupported archive url \"%s\": expected file://PATH or s3://BUCKET",

@@ -18,11 +18,16 @@
 struct zetl_archive;
 
 /*
- * Opens the archive at `url` ("file://PATH"; a relative PATH is relative to
- * the working directory).  Creates the root directory.  ZETL_ERR_USAGE for an
- * unsupported URL, ZETL_ERR_IO when the directory is not writable.
+ * Opens the archive at cfg->archive.url (cfg borrowed, only during the call):
+ * "file://PATH" (a relative PATH is relative to the working directory;
+ * creates the root directory) or "s3://BUCKET[/PREFIX]" (with
+ * cfg->archive.s3; checks the bucket is reachable, exists, is ours to list
+ * and is in the configured region).  ZETL_ERR_USAGE for an unsupported URL,
+ * ZETL_ERR_IO when the directory is not writable, ZETL_ERR_FATAL or
+ * ZETL_ERR_RETRY (endpoint unreachable) when the bucket check fails.
  */
-enum zetl_err zetl_archive_open(const char *url, struct zetl_archive **out, struct zetl_errbuf *eb);
+enum zetl_err zetl_archive_open(const struct zetl_config *cfg, struct zetl_archive **out,
+                                struct zetl_errbuf *eb);
 void zetl_archive_free(struct zetl_archive *ar);
 
 /*

@@ -26,7 +26,8 @@
 #include <unistd.h>
 #include <zstd.h>
 
-#define ZETL_BATCH_ZSTD_LEVEL 3
+/* Level 1: capture must keep up with the walsender; level 3 costs twice the CPU for ~8% smaller files. */
+#define ZETL_BATCH_ZSTD_LEVEL 1
 /* 1 MiB window: each open file's compressor stays around 1-2 MB. */
 #define ZETL_BATCH_ZSTD_WINDOW_LOG 20
 /* A row under construction goes to the compressor once it is this big. */

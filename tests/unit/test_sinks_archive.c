@@ -23,6 +23,16 @@
 
 static char tmpdir[256];
 
+/* zetl_archive_open with a config holding only archive.url. */
+static enum zetl_err open_url(const char *url, struct zetl_archive **out, struct zetl_errbuf *eb)
+{
+    struct zetl_config cfg;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.archive.url = (char *)url;
+    return zetl_archive_open(&cfg, out, eb);
+}
+
 static struct zetl_relcol users_cols[] = {
     {"id", 23, -1, true},
     {"name", 25, -1, false},
@@ -288,7 +298,7 @@ static void test_put(void)
     zetl_buf_printf(&url, "file://%s/archive/root", tmpdir);
     zetl_buf_printf(&spool, "%s/spool", tmpdir);
 
-    CHECK(zetl_archive_open(url.data, &ar, &eb) == ZETL_OK);
+    CHECK(open_url(url.data, &ar, &eb) == ZETL_OK);
     if (ar == NULL) {
         fprintf(stderr, "  %s\n", eb.msg);
         goto done;
@@ -378,7 +388,7 @@ static void test_last_lsn_and_leftovers(void)
     zetl_buf_init(&ls, 0);
     zetl_buf_printf(&url, "file://%s/arch2/", tmpdir);
     zetl_buf_printf(&spool, "%s/spool2", tmpdir);
-    CHECK(zetl_archive_open(url.data, &ar, &eb) == ZETL_OK);
+    CHECK(open_url(url.data, &ar, &eb) == ZETL_OK);
     if (ar == NULL)
         goto done;
 
@@ -490,26 +500,31 @@ static void test_urls(void)
     CHECK(getcwd(cwd, sizeof(cwd)) != NULL);
     CHECK(chdir(tmpdir) == 0);
 
-    CHECK(zetl_archive_open("file://./rel/a", &ar, &eb) == ZETL_OK);
+    CHECK(open_url("file://./rel/a", &ar, &eb) == ZETL_OK);
     zetl_archive_free(ar);
     ar = NULL;
     CHECK(path_exists("rel/a"));
-    CHECK(zetl_archive_open("file://rel2", &ar, &eb) == ZETL_OK);
+    CHECK(open_url("file://rel2", &ar, &eb) == ZETL_OK);
     zetl_archive_free(ar);
     ar = NULL;
     CHECK(path_exists("rel2"));
 
-    CHECK(zetl_archive_open("s3://bucket/prefix", &ar, &eb) == ZETL_ERR_USAGE && ar == NULL);
-    CHECK(zetl_archive_open("http://example.com/x", &ar, &eb) == ZETL_ERR_USAGE && ar == NULL);
+    /* s3:// is the s3 backend's: without credentials it stops before any network I/O. */
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/zetl-test-credentials", 1);
+    CHECK(open_url("s3://bucket/prefix", &ar, &eb) == ZETL_ERR_FATAL && ar == NULL);
+    CHECK(strstr(eb.msg, "no AWS credentials") != NULL);
+    CHECK(open_url("http://example.com/x", &ar, &eb) == ZETL_ERR_USAGE && ar == NULL);
     CHECK(strstr(eb.msg, "unsupported archive url") != NULL);
-    CHECK(zetl_archive_open("file://", &ar, &eb) == ZETL_ERR_USAGE && ar == NULL);
-    CHECK(zetl_archive_open("/abs/no/scheme", &ar, &eb) == ZETL_ERR_USAGE && ar == NULL);
+    CHECK(open_url("file://", &ar, &eb) == ZETL_ERR_USAGE && ar == NULL);
+    CHECK(open_url("/abs/no/scheme", &ar, &eb) == ZETL_ERR_USAGE && ar == NULL);
 
     f = fopen("plain", "w");
     if (f != NULL)
         fclose(f);
     zetl_buf_printf(&p, "file://%s/plain/archive", tmpdir);
-    CHECK(zetl_archive_open(p.data, &ar, &eb) == ZETL_ERR_IO && ar == NULL);
+    CHECK(open_url(p.data, &ar, &eb) == ZETL_ERR_IO && ar == NULL);
     CHECK(strstr(eb.msg, "could not create directory") != NULL);
 
     CHECK(chdir(cwd) == 0);
@@ -535,7 +550,7 @@ static void test_cross_device(void)
     zetl_buf_init(&ls, 0);
     zetl_buf_init(&p, 0);
     zetl_buf_printf(&url, "file://%s/arch3", tmpdir);
-    CHECK(zetl_archive_open(url.data, &ar, &eb) == ZETL_OK);
+    CHECK(open_url(url.data, &ar, &eb) == ZETL_OK);
     b = make_batch(spool, "s1", LSN1, LSN2);
     CHECK(b != NULL);
     if (ar != NULL && b != NULL) {

@@ -1,0 +1,658 @@
+/*
+ * The s3:// archive backend: the file archive's layout as object keys,
+ *   <prefix>/<stream>/<first>-<last>/{<table>.csv.zst..., copy.manifest, manifest.json}
+ * S3 has no rename, so "a batch appears whole" becomes "a batch counts only
+ * once its manifest.json exists": the data files and copy.manifest (a
+ * Redshift COPY manifest of the data files) go first, manifest.json last,
+ * and readers skip batch prefixes without one.
+ */
+#include "sinks/archive_backend.h"
+
+#include "common/buf.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/lsn.h"
+#include "common/mem.h"
+#include "sinks/s3.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define S3A_MANIFEST "manifest.json"
+#define S3A_COPY_MANIFEST "copy.manifest"
+#define S3A_MANIFEST_MAX ((size_t)64 << 20) /* as the file backend: larger is not ours */
+#define S3A_MAX_BATCHES ((size_t)16 << 20)  /* cap on batches of one stream held while scanning */
+
+struct archive_s3 {
+    struct zetl_s3 *s3; /* owned */
+    char *bucket;       /* owned */
+    char *prefix;       /* owned: without leading or trailing '/'; "" for the bucket root */
+    char *fetch_root;   /* owned: absolute directory for fetched batches */
+};
+
+/* One batch prefix of a stream found by a scan. */
+struct s3a_batch {
+    char name[40];
+    uint64_t first, last;
+    bool complete; /* its manifest.json exists */
+};
+
+struct s3a_scan {
+    const char *base; /* "<prefix>/<stream>/" */
+    size_t base_len;
+    struct s3a_batch *b; /* owned */
+    size_t n, cap;
+    bool overflow;
+};
+
+/* "<hex16>-<hex16>" exactly, upper-case digits: archive.c's batch names. */
+static bool parse_name(const char *s, size_t n, uint64_t *first, uint64_t *last)
+{
+    char tmp[40];
+
+    if (n != 33)
+        return false;
+    for (size_t i = 0; i < 33; i++) {
+        char c = s[i];
+        if (i == 16 ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'A' && c <= 'F')))
+            return false;
+    }
+    memcpy(tmp, s, 33);
+    tmp[33] = '\0';
+    tmp[16] = '\0';
+    return zetl_lsn_from_hex16(tmp, first) && zetl_lsn_from_hex16(tmp + 17, last);
+}
+
+/* "<prefix>/<stream>/[<name>/[<file>]]" into out (reset first). */
+static void s3a_key(const struct archive_s3 *a, struct zetl_buf *out, const char *stream,
+                    const char *name, const char *file)
+{
+    zetl_buf_reset(out);
+    if (a->prefix[0] != '\0')
+        zetl_buf_printf(out, "%s/", a->prefix);
+    zetl_buf_printf(out, "%s/", stream);
+    if (name != NULL)
+        zetl_buf_printf(out, "%s/", name);
+    if (file != NULL)
+        zetl_buf_puts(out, file);
+}
+
+static struct s3a_batch *scan_find(struct s3a_scan *sc, const char *name)
+{
+    /* Keys come in order, so a batch's keys are adjacent: look at the last one only. */
+    if (sc->n > 0 && strcmp(sc->b[sc->n - 1].name, name) == 0)
+        return &sc->b[sc->n - 1];
+    return NULL;
+}
+
+static bool scan_key(void *arg, const char *key, uint64_t size, bool is_prefix)
+{
+    struct s3a_scan *sc = arg;
+    const char *rest, *slash;
+    char name[40];
+    uint64_t first, last;
+    struct s3a_batch *b;
+
+    (void)size;
+    (void)is_prefix;
+    if (strncmp(key, sc->base, sc->base_len) != 0)
+        return true;
+    rest = key + sc->base_len;
+    slash = strchr(rest, '/');
+    if (slash == NULL || !parse_name(rest, (size_t)(slash - rest), &first, &last))
+        return true;
+    memcpy(name, rest, 33);
+    name[33] = '\0';
+    if ((b = scan_find(sc, name)) == NULL) {
+        if (sc->n == S3A_MAX_BATCHES) {
+            sc->overflow = true;
+            return false;
+        }
+        if (sc->n == sc->cap) {
+            sc->cap = sc->cap ? sc->cap * 2 : 64;
+            sc->b = zetl_realloc(sc->b, sc->cap * sizeof(*sc->b));
+        }
+        b = &sc->b[sc->n++];
+        memset(b, 0, sizeof(*b));
+        memcpy(b->name, name, 34);
+        b->first = first;
+        b->last = last;
+    }
+    if (strcmp(slash + 1, S3A_MANIFEST) == 0)
+        b->complete = true;
+    return true;
+}
+
+/* Every batch prefix of `stream`, in name order, with whether its manifest exists. */
+static enum zetl_err scan_stream(struct archive_s3 *a, const char *stream, struct s3a_scan *sc,
+                                 struct zetl_errbuf *eb)
+{
+    struct zetl_buf base;
+    enum zetl_err err;
+
+    memset(sc, 0, sizeof(*sc));
+    zetl_buf_init(&base, 0);
+    s3a_key(a, &base, stream, NULL, NULL);
+    sc->base = base.data;
+    sc->base_len = base.len;
+    err = zetl_s3_list(a->s3, base.data, NULL, NULL, scan_key, sc, eb);
+    if (err == ZETL_OK && sc->overflow)
+        err = zetl_err_set(eb, ZETL_ERR_FATAL,
+                           "s3 LIST s3://%s/%s: more than %zu batches in one stream", a->bucket,
+                           base.data, S3A_MAX_BATCHES);
+    sc->base = NULL;
+    zetl_buf_release(&base);
+    if (err != ZETL_OK) {
+        free(sc->b);
+        memset(sc, 0, sizeof(*sc));
+    }
+    return err;
+}
+
+/*
+ * Parses a manifest: version 1, of `stream`, with LSNs and files.  Returns
+ * the parsed JSON (owned) or NULL with why filled.
+ */
+static json_t *parse_manifest(const char *text, size_t len, const char *stream, uint64_t *first,
+                              uint64_t *last, uint64_t *end, char *why, size_t whylen)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    const char *s;
+
+    if (root == NULL) {
+        snprintf(why, whylen, "could not parse: line %d: %s", jerr.line, jerr.text);
+        return NULL;
+    }
+    if (!json_is_object(root) || json_integer_value(json_object_get(root, "version")) != 1) {
+        snprintf(why, whylen, "not a version 1 manifest");
+        goto bad;
+    }
+    if ((s = json_string_value(json_object_get(root, "stream"))) == NULL ||
+        strcmp(s, stream) != 0) {
+        snprintf(why, whylen, "manifest is not of stream \"%s\"", stream);
+        goto bad;
+    }
+    if ((s = json_string_value(json_object_get(root, "first_lsn"))) == NULL ||
+        !zetl_lsn_parse(s, first) ||
+        (s = json_string_value(json_object_get(root, "last_lsn"))) == NULL ||
+        !zetl_lsn_parse(s, last) ||
+        (s = json_string_value(json_object_get(root, "end_lsn"))) == NULL ||
+        !zetl_lsn_parse(s, end) || !json_is_array(json_object_get(root, "files"))) {
+        snprintf(why, whylen, "manifest lacks valid first_lsn, last_lsn, end_lsn or files");
+        goto bad;
+    }
+    return root;
+
+bad:
+    json_decref(root);
+    return NULL;
+}
+
+/* Deletes every object under the prefix of an incomplete batch. */
+static bool collect_key(void *arg, const char *key, uint64_t size, bool is_prefix)
+{
+    struct zetl_strlist *l = arg;
+
+    (void)size;
+    (void)is_prefix;
+    if (l->n >= 100000)
+        return false; /* a batch has one file per table: this is not ours */
+    l->items = zetl_realloc(l->items, (l->n + 1) * sizeof(char *));
+    l->items[l->n++] = zetl_strdup(key);
+    return true;
+}
+
+static enum zetl_err remove_incomplete(struct archive_s3 *a, const char *stream, const char *name,
+                                       struct zetl_errbuf *eb)
+{
+    struct zetl_buf p;
+    struct zetl_strlist keys = {NULL, 0};
+    enum zetl_err err;
+
+    zetl_buf_init(&p, 0);
+    s3a_key(a, &p, stream, name, NULL);
+    zetl_logmsg("archive: removing incomplete batch s3://%s/%s (no manifest: it comes again)",
+                a->bucket, p.data);
+    err = zetl_s3_list(a->s3, p.data, NULL, NULL, collect_key, &keys, eb);
+    for (size_t i = 0; err == ZETL_OK && i < keys.n; i++) {
+        /* Never the manifest: a batch that has one is complete. */
+        size_t kl = strlen(keys.items[i]);
+        if (kl >= strlen(S3A_MANIFEST) &&
+            strcmp(keys.items[i] + kl - strlen(S3A_MANIFEST), S3A_MANIFEST) == 0)
+            continue;
+        err = zetl_s3_delete(a->s3, keys.items[i], eb);
+    }
+    zetl_strlist_release(&keys);
+    zetl_buf_release(&p);
+    return err;
+}
+
+static int cmp_newest_first(const void *x, const void *y)
+{
+    const struct s3a_batch *a = x, *b = y;
+
+    if (a->last != b->last)
+        return a->last > b->last ? -1 : 1;
+    if (a->first != b->first)
+        return a->first > b->first ? -1 : 1;
+    return 0;
+}
+
+static enum zetl_err s3a_last_lsn(struct zetl_archive *ar, const char *stream, uint64_t *last_lsn,
+                                  uint64_t *end_lsn, struct zetl_errbuf *eb)
+{
+    struct archive_s3 *a = ar->s3;
+    struct s3a_scan sc;
+    struct zetl_buf key, text;
+    enum zetl_err err;
+    size_t i;
+
+    *last_lsn = *end_lsn = 0;
+    if ((err = scan_stream(a, stream, &sc, eb)) != ZETL_OK)
+        return err;
+    zetl_buf_init(&key, 0);
+    zetl_buf_init(&text, S3A_MANIFEST_MAX);
+    if (sc.n > 1)
+        qsort(sc.b, sc.n, sizeof(*sc.b), cmp_newest_first);
+    for (i = 0; i < sc.n; i++) {
+        uint64_t first, last, end;
+        char why[512];
+        bool found;
+        json_t *root;
+
+        if (!sc.b[i].complete) {
+            /* Never completed: a put that did not finish.  The batch comes again. */
+            if ((err = remove_incomplete(a, stream, sc.b[i].name, eb)) != ZETL_OK)
+                goto fail;
+            continue;
+        }
+        s3a_key(a, &key, stream, sc.b[i].name, S3A_MANIFEST);
+        if ((err = zetl_s3_get_mem(a->s3, key.data, S3A_MANIFEST_MAX, &text, &found, eb)) !=
+            ZETL_OK)
+            goto fail;
+        if (!found) {
+            err = zetl_err_set(eb, ZETL_ERR_FATAL, "archive batch s3://%s/%s disappeared",
+                               a->bucket, key.data);
+            goto fail;
+        }
+        root = parse_manifest(text.data ? text.data : "", text.len, stream, &first, &last, &end,
+                              why, sizeof(why));
+        if (root == NULL) {
+            err = zetl_err_set(eb, ZETL_ERR_PROTOCOL, "archive batch s3://%s/%s is damaged: %s",
+                               a->bucket, key.data, why);
+            goto fail;
+        }
+        json_decref(root);
+        if (first != sc.b[i].first || last != sc.b[i].last) {
+            err = zetl_err_set(eb, ZETL_ERR_PROTOCOL,
+                               "archive batch s3://%s/%s has a manifest for " ZETL_LSN_FMT
+                               "-" ZETL_LSN_FMT,
+                               a->bucket, key.data, ZETL_LSN_ARGS(first), ZETL_LSN_ARGS(last));
+            goto fail;
+        }
+        *last_lsn = last;
+        *end_lsn = end;
+        break;
+    }
+
+fail:
+    zetl_buf_release(&text);
+    zetl_buf_release(&key);
+    free(sc.b);
+    return err;
+}
+
+static int cmp_name(const void *x, const void *y)
+{
+    /* Batch names are fixed-width hex: text order is LSN order. */
+    return strcmp(((const struct s3a_batch *)x)->name, ((const struct s3a_batch *)y)->name);
+}
+
+static enum zetl_err s3a_list(struct zetl_archive *ar, const char *stream, uint64_t after_lsn,
+                              struct zetl_strlist *out, struct zetl_errbuf *eb)
+{
+    struct s3a_scan sc;
+    enum zetl_err err;
+
+    out->items = NULL;
+    out->n = 0;
+    if ((err = scan_stream(ar->s3, stream, &sc, eb)) != ZETL_OK)
+        return err;
+    if (sc.n > 1)
+        qsort(sc.b, sc.n, sizeof(*sc.b), cmp_name);
+    for (size_t i = 0; i < sc.n; i++) {
+        if (!sc.b[i].complete || sc.b[i].last <= after_lsn)
+            continue;
+        out->items = zetl_realloc(out->items, (out->n + 1) * sizeof(char *));
+        out->items[out->n++] = zetl_strdup(sc.b[i].name);
+    }
+    free(sc.b);
+    return ZETL_OK;
+}
+
+/* The Redshift COPY manifest of the batch's data files. */
+static char *copy_manifest(const struct archive_s3 *a, const struct zetl_batch *b, const char *name,
+                           size_t *len)
+{
+    json_t *root = json_object(), *entries = json_array();
+    struct zetl_buf key, url;
+    char *s, *t;
+
+    zetl_buf_init(&key, 0);
+    zetl_buf_init(&url, 0);
+    for (size_t i = 0; i < b->nfiles; i++) {
+        json_t *e = json_object(), *meta = json_object();
+
+        s3a_key(a, &key, b->stream, name, b->files[i].file);
+        zetl_buf_reset(&url);
+        zetl_buf_printf(&url, "s3://%s/%s", a->bucket, key.data);
+        json_object_set_new(e, "url", json_stringn(url.data, url.len));
+        json_object_set_new(e, "mandatory", json_true());
+        json_object_set_new(meta, "content_length", json_integer((json_int_t)b->files[i].bytes));
+        json_object_set_new(e, "meta", meta);
+        json_array_append_new(entries, e);
+    }
+    json_object_set_new(root, "entries", entries);
+    s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    zetl_buf_release(&url);
+    zetl_buf_release(&key);
+    if (s == NULL) {
+        fprintf(stderr, "FATAL:  could not render copy manifest\n");
+        abort();
+    }
+    *len = strlen(s);
+    t = zetl_malloc(*len + 2);
+    memcpy(t, s, *len);
+    t[(*len)++] = '\n';
+    t[*len] = '\0';
+    free(s);
+    return t;
+}
+
+static enum zetl_err s3a_put(struct zetl_archive *ar, const struct zetl_batch *b,
+                             const char *manifest, size_t len, struct zetl_errbuf *eb)
+{
+    struct archive_s3 *a = ar->s3;
+    struct zetl_s3_xfer *x = zetl_calloc(b->nfiles + 1, sizeof(*x));
+    char **keys = zetl_calloc(b->nfiles + 1, sizeof(char *));
+    char **paths = zetl_calloc(b->nfiles + 1, sizeof(char *));
+    struct zetl_buf k;
+    char name[40];
+    char *copy = NULL;
+    size_t copy_len = 0;
+    bool found;
+    enum zetl_err err;
+
+    zetl_buf_init(&k, 0);
+    zetl_archive_batch_name(b, name);
+
+    /* A replay after a crash: the batch is in already. */
+    s3a_key(a, &k, b->stream, name, S3A_MANIFEST);
+    if ((err = zetl_s3_head(a->s3, k.data, &found, NULL, eb)) != ZETL_OK)
+        goto fail;
+    if (found) {
+        zetl_debug("archive: batch s3://%s/%s is stored already", a->bucket, k.data);
+        goto fail;
+    }
+
+    /* Data files and the COPY manifest, several at once; manifest.json only after all. */
+    for (size_t i = 0; i < b->nfiles; i++) {
+        s3a_key(a, &k, b->stream, name, b->files[i].file);
+        keys[i] = zetl_strndup(k.data, k.len);
+        zetl_buf_reset(&k);
+        zetl_buf_printf(&k, "%s/%s", b->dir, b->files[i].file);
+        paths[i] = zetl_strndup(k.data, k.len);
+        x[i].key = keys[i];
+        x[i].path = paths[i];
+        x[i].sha256 = b->files[i].sha256;
+        x[i].size = (int64_t)b->files[i].bytes;
+    }
+    copy = copy_manifest(a, b, name, &copy_len);
+    s3a_key(a, &k, b->stream, name, S3A_COPY_MANIFEST);
+    keys[b->nfiles] = zetl_strndup(k.data, k.len);
+    x[b->nfiles].key = keys[b->nfiles];
+    x[b->nfiles].data = copy;
+    x[b->nfiles].len = copy_len;
+    x[b->nfiles].size = -1;
+    if ((err = zetl_s3_put(a->s3, x, b->nfiles + 1, eb)) != ZETL_OK)
+        goto fail;
+
+    s3a_key(a, &k, b->stream, name, S3A_MANIFEST);
+    memset(x, 0, sizeof(*x));
+    x[0].key = k.data;
+    x[0].data = manifest;
+    x[0].len = len;
+    x[0].size = -1;
+    err = zetl_s3_put(a->s3, x, 1, eb);
+
+fail:
+    for (size_t i = 0; i <= b->nfiles; i++) {
+        free(keys[i]);
+        free(paths[i]);
+    }
+    free(keys);
+    free(paths);
+    free(x);
+    free(copy);
+    zetl_buf_release(&k);
+    return err;
+}
+
+/* A file name from a manifest that is safe to create in our directory. */
+static bool file_name_ok(const char *s)
+{
+    return s[0] != '\0' && strchr(s, '/') == NULL && strcmp(s, ".") != 0 && strcmp(s, "..") != 0 &&
+           strcmp(s, S3A_MANIFEST) != 0 && strlen(s) < 1024;
+}
+
+static enum zetl_err write_file(const char *path, const char *data, size_t len,
+                                struct zetl_errbuf *eb)
+{
+    FILE *f = fopen(path, "wb");
+
+    if (f == NULL)
+        return zetl_err_set(eb, ZETL_ERR_IO, "could not create file \"%s\": %s", path,
+                            strerror(errno));
+    if (fwrite(data, 1, len, f) != len || fflush(f) != 0 || fsync(fileno(f)) != 0) {
+        int e = errno;
+        fclose(f);
+        return zetl_err_set(eb, ZETL_ERR_IO, "could not write file \"%s\": %s", path, strerror(e));
+    }
+    if (fclose(f) != 0)
+        return zetl_err_set(eb, ZETL_ERR_IO, "could not write file \"%s\": %s", path,
+                            strerror(errno));
+    return ZETL_OK;
+}
+
+static enum zetl_err s3a_fetch(struct zetl_archive *ar, const char *stream, const char *name,
+                               char **dir, bool *is_copy, struct zetl_errbuf *eb)
+{
+    struct archive_s3 *a = ar->s3;
+    struct zetl_buf d, k, text;
+    struct zetl_s3_xfer *x = NULL;
+    char **keys = NULL, **paths = NULL;
+    json_t *root = NULL, *files;
+    size_t nfiles = 0;
+    uint64_t first, last, end;
+    char why[512];
+    bool found, made = false;
+    enum zetl_err err;
+
+    *dir = NULL;
+    *is_copy = false;
+    zetl_buf_init(&d, 0);
+    zetl_buf_init(&k, 0);
+    zetl_buf_init(&text, S3A_MANIFEST_MAX);
+    if (!parse_name(name, strlen(name), &first, &last)) {
+        err = zetl_err_set(eb, ZETL_ERR_USAGE, "invalid batch name \"%s\"", name);
+        goto fail;
+    }
+    s3a_key(a, &k, stream, name, S3A_MANIFEST);
+    if ((err = zetl_s3_get_mem(a->s3, k.data, S3A_MANIFEST_MAX, &text, &found, eb)) != ZETL_OK)
+        goto fail;
+    if (!found) {
+        err = zetl_err_set(eb, ZETL_ERR_FATAL, "archive batch s3://%s/%s does not exist", a->bucket,
+                           k.data);
+        goto fail;
+    }
+    root = parse_manifest(text.data ? text.data : "", text.len, stream, &first, &last, &end, why,
+                          sizeof(why));
+    if (root == NULL) {
+        err = zetl_err_set(eb, ZETL_ERR_PROTOCOL, "archive batch s3://%s/%s is damaged: %s",
+                           a->bucket, k.data, why);
+        goto fail;
+    }
+
+    if ((err = zetl_fs_mkdirs(a->fetch_root, eb)) != ZETL_OK)
+        goto fail;
+    zetl_buf_printf(&d, "%s/%s-%s-XXXXXX", a->fetch_root, stream, name);
+    if (mkdtemp(d.data) == NULL) {
+        err = zetl_err_set(eb, ZETL_ERR_IO, "could not create directory \"%s\": %s", d.data,
+                           strerror(errno));
+        goto fail;
+    }
+    made = true;
+    zetl_buf_reset(&k);
+    zetl_buf_printf(&k, "%s/%s", d.data, S3A_MANIFEST);
+    if ((err = write_file(k.data, text.data, text.len, eb)) != ZETL_OK)
+        goto fail;
+
+    files = json_object_get(root, "files");
+    nfiles = json_array_size(files);
+    x = zetl_calloc(nfiles + 1, sizeof(*x));
+    keys = zetl_calloc(nfiles + 1, sizeof(char *));
+    paths = zetl_calloc(nfiles + 1, sizeof(char *));
+    for (size_t i = 0; i < nfiles; i++) {
+        json_t *f = json_array_get(files, i);
+        const char *file = json_string_value(json_object_get(f, "file"));
+        const char *sha = json_string_value(json_object_get(f, "sha256"));
+        json_t *bytes = json_object_get(f, "bytes");
+
+        if (file == NULL || !file_name_ok(file) || sha == NULL || strlen(sha) != 64 ||
+            !json_is_integer(bytes) || json_integer_value(bytes) < 0) {
+            err = zetl_err_set(eb, ZETL_ERR_PROTOCOL,
+                               "archive batch %s/%s: manifest entry %zu lacks a valid file, "
+                               "bytes or sha256",
+                               stream, name, i);
+            goto fail;
+        }
+        s3a_key(a, &k, stream, name, file);
+        keys[i] = zetl_strndup(k.data, k.len);
+        zetl_buf_reset(&k);
+        zetl_buf_printf(&k, "%s/%s", d.data, file);
+        paths[i] = zetl_strndup(k.data, k.len);
+        x[i].key = keys[i];
+        x[i].path = paths[i];
+        x[i].sha256 = sha;
+        x[i].size = (int64_t)json_integer_value(bytes);
+    }
+    if ((err = zetl_s3_get(a->s3, x, nfiles, eb)) != ZETL_OK)
+        goto fail;
+    *dir = zetl_strndup(d.data, d.len);
+    *is_copy = true;
+
+fail:
+    if (err != ZETL_OK && made) {
+        struct zetl_errbuf ignore;
+        zetl_fs_rmtree(d.data, &ignore);
+    }
+    for (size_t i = 0; keys != NULL && i < nfiles; i++) {
+        free(keys[i]);
+        free(paths[i]);
+    }
+    free(keys);
+    free(paths);
+    free(x);
+    json_decref(root);
+    zetl_buf_release(&text);
+    zetl_buf_release(&k);
+    zetl_buf_release(&d);
+    return err;
+}
+
+static void s3a_release(struct zetl_archive *ar)
+{
+    struct archive_s3 *a = ar->s3;
+
+    if (a == NULL)
+        return;
+    zetl_s3_free(a->s3);
+    free(a->fetch_root);
+    free(a->prefix);
+    free(a->bucket);
+    free(a);
+    ar->s3 = NULL;
+}
+
+static const struct archive_backend s3_backend = {
+    .scheme = "s3",
+    .last_lsn = s3a_last_lsn,
+    .put = s3a_put,
+    .list = s3a_list,
+    .fetch = s3a_fetch,
+    .release = s3a_release,
+};
+
+enum zetl_err zetl_archive_s3_open(struct zetl_archive *ar, const struct zetl_config *cfg,
+                                   struct zetl_errbuf *eb)
+{
+    struct archive_s3 *a = zetl_calloc(1, sizeof(*a));
+    struct zetl_s3_opts o = {0};
+    struct zetl_buf p;
+    const char *bdir = cfg->buffer.dir;
+    enum zetl_err err;
+
+    ar->be = &s3_backend;
+    ar->s3 = a;
+    zetl_buf_init(&p, 0);
+    if ((err = zetl_s3_parse_url(ar->url, &a->bucket, &a->prefix, eb)) != ZETL_OK)
+        goto fail;
+
+    /* Fetched batches go under the buffer directory: the space the user set aside. */
+    if (bdir == NULL) {
+        const char *tmp = getenv("TMPDIR");
+        zetl_buf_printf(&p, "%s/zetl-s3-fetch", tmp && tmp[0] ? tmp : "/tmp");
+    } else {
+        if (bdir[0] != '/') {
+            char *cwd = getcwd(NULL, 0);
+            if (cwd == NULL) {
+                err = zetl_err_set(eb, ZETL_ERR_IO, "could not get the working directory: %s",
+                                   strerror(errno));
+                goto fail;
+            }
+            zetl_buf_printf(&p, "%s/", strcmp(cwd, "/") == 0 ? "" : cwd);
+            free(cwd);
+            if (strncmp(bdir, "./", 2) == 0)
+                bdir += 2;
+        }
+        zetl_buf_printf(&p, "%s/s3-fetch", bdir);
+    }
+    a->fetch_root = zetl_strndup(p.data, p.len);
+
+    o.region = cfg->archive.s3.region;
+    o.endpoint = cfg->archive.s3.endpoint;
+    o.path_style = cfg->archive.s3.path_style;
+    o.part_size = cfg->archive.s3.part_size;
+    if ((err = zetl_s3_new(a->bucket, &o, &a->s3, eb)) != ZETL_OK) {
+        zetl_err_prefix(eb, "archive %s", ar->url);
+        goto fail;
+    }
+    zetl_buf_reset(&p);
+    if (a->prefix[0] != '\0')
+        zetl_buf_printf(&p, "%s/", a->prefix);
+    if ((err = zetl_s3_check(a->s3, p.data ? p.data : "", eb)) != ZETL_OK) {
+        zetl_err_prefix(eb, "archive %s", ar->url);
+        goto fail;
+    }
+
+fail:
+    zetl_buf_release(&p);
+    return err;
+}

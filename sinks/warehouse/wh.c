@@ -1,0 +1,1233 @@
+/*
+ * The warehouse sink's driver: the libpq connection, the bookkeeping tables
+ * (_zetl_offsets, _zetl_table_state), table creation and schema evolution,
+ * and the apply of one archived batch in one warehouse transaction: manifest,
+ * per table a staging table filled by COPY straight from the zstd files
+ * (sha256 checked while reading), then the dialect's merge (wh_pg.c).
+ */
+#include "sinks/warehouse/wh.h"
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/lsn.h"
+#include "common/mem.h"
+#include "common/sha256.h"
+#include "sinks/batch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#define WH_READ_CHUNK ((size_t)128 << 10)
+#define WH_MANIFEST_MAX ((off_t)64 << 20)
+/* Staging tables above this many rows are analyzed (and indexed for a fill). */
+#define WH_STAGE_BIG 10000
+/* Pointer jumping halves every chain per round; this is far beyond any batch. */
+#define WH_FILL_MAX_ROUNDS 200
+/* Largest zstd window accepted (the archive writes 1 MiB). */
+#define WH_ZSTD_WINDOW_LOG_MAX 23
+
+/* A column of a warehouse table as the catalog describes it. */
+struct whcol {
+    char *name; /* owned */
+    char *type; /* owned: manifest form ("varchar(20)", "_int4", "oid:N" when unknown) */
+    bool key;   /* part of the primary key */
+};
+
+/* Cached shape of one warehouse table; dropped on every rollback. */
+struct whtab {
+    char *name; /* owned */
+    bool exists;
+    size_t ncols;
+    struct whcol *cols; /* owned */
+};
+
+struct zetl_wh {
+    const struct zetl_config *cfg; /* borrowed */
+    PGconn *conn;                  /* owned; NULL after a lost connection */
+    struct whtab *tabs;            /* owned cache */
+    size_t ntabs;
+    uint64_t stage_no;
+};
+
+/* ---- manifest ----------------------------------------------------------- */
+
+struct mcol {
+    const char *name; /* borrowed from the JSON document */
+    const char *type; /* borrowed: canonical (zetl_wh_canon_type) */
+    bool key;
+};
+
+struct mfile {
+    const char *table;  /* borrowed */
+    const char *file;   /* borrowed */
+    const char *sha256; /* borrowed */
+    uint64_t rows;
+    uint64_t bytes;
+    size_t ncols;
+    struct mcol *cols; /* owned */
+};
+
+struct manifest {
+    json_t *root;       /* owned: every borrowed string lives here */
+    const char *stream; /* borrowed */
+    const char *name;   /* borrowed from the directory path: "<first>-<last>" */
+    uint64_t first_lsn, last_lsn, end_lsn;
+    size_t nfiles;
+    struct mfile *files; /* owned */
+};
+
+static void manifest_release(struct manifest *m)
+{
+    for (size_t i = 0; i < m->nfiles; i++)
+        free(m->files[i].cols);
+    free(m->files);
+    if (m->root)
+        json_decref(m->root);
+    memset(m, 0, sizeof(*m));
+}
+
+static const char *jstr(const json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static bool juint(const json_t *o, const char *k, uint64_t *out)
+{
+    json_t *v = json_object_get(o, k);
+
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return false;
+    *out = (uint64_t)json_integer_value(v);
+    return true;
+}
+
+/* LSN from the text form (authoritative), else the integer form. */
+static bool jlsn(const json_t *o, const char *k, const char *kint, uint64_t *out)
+{
+    const char *s = jstr(o, k);
+
+    if (s != NULL)
+        return zetl_lsn_parse(s, out);
+    return juint(o, kint, out);
+}
+
+static bool safe_file_name(const char *f)
+{
+    return f[0] != '\0' && f[0] != '.' && strchr(f, '/') == NULL;
+}
+
+static enum zetl_err manifest_load(const char *dir, struct manifest *m, struct zetl_errbuf *eb)
+{
+    char path[4096];
+    json_error_t jerr;
+    json_t *files;
+    struct stat sb;
+    size_t dlen = strlen(dir);
+
+    memset(m, 0, sizeof(*m));
+    while (dlen > 1 && dir[dlen - 1] == '/')
+        dlen--;
+    m->name = dir;
+    for (size_t i = 0; i < dlen; i++)
+        if (dir[i] == '/' && i + 1 < dlen)
+            m->name = dir + i + 1;
+    snprintf(path, sizeof(path), "%.*s/manifest.json", (int)dlen, dir);
+    if (stat(path, &sb) != 0)
+        return zetl_err_set(eb, ZETL_ERR_IO, "could not read \"%s\": %s", path, strerror(errno));
+    if (sb.st_size > WH_MANIFEST_MAX)
+        return zetl_err_set(eb, ZETL_ERR_FATAL, "\"%s\" is too large to be a manifest", path);
+    m->root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (m->root == NULL)
+        return zetl_err_set(eb, ZETL_ERR_FATAL, "could not parse \"%s\": line %d: %s", path,
+                            jerr.line, jerr.text);
+    files = json_object_get(m->root, "files");
+    m->stream = jstr(m->root, "stream");
+    if (!json_is_integer(json_object_get(m->root, "version")) ||
+        json_integer_value(json_object_get(m->root, "version")) != 1 || m->stream == NULL ||
+        !jlsn(m->root, "first_lsn", "first_lsn_int", &m->first_lsn) ||
+        !jlsn(m->root, "last_lsn", "last_lsn_int", &m->last_lsn) ||
+        !jlsn(m->root, "end_lsn", "end_lsn_int", &m->end_lsn) || !json_is_array(files)) {
+        zetl_err_set(eb, ZETL_ERR_FATAL, "\"%s\": not a version 1 manifest", path);
+        goto fail;
+    }
+    m->nfiles = json_array_size(files);
+    m->files = zetl_calloc(m->nfiles ? m->nfiles : 1, sizeof(*m->files));
+    for (size_t i = 0; i < m->nfiles; i++) {
+        json_t *fo = json_array_get(files, i);
+        json_t *cols = json_object_get(fo, "columns");
+        struct mfile *f = &m->files[i];
+
+        f->table = jstr(fo, "table");
+        f->file = jstr(fo, "file");
+        f->sha256 = jstr(fo, "sha256");
+        if (f->table == NULL || f->file == NULL || f->sha256 == NULL || strlen(f->sha256) != 64 ||
+            !juint(fo, "rows", &f->rows) || !juint(fo, "bytes", &f->bytes) ||
+            !json_is_array(cols) || !safe_file_name(f->file)) {
+            zetl_err_set(eb, ZETL_ERR_FATAL, "\"%s\": files[%zu] is malformed", path, i);
+            goto fail;
+        }
+        f->ncols = json_array_size(cols);
+        f->cols = zetl_calloc(f->ncols ? f->ncols : 1, sizeof(*f->cols));
+        for (size_t k = 0; k < f->ncols; k++) {
+            json_t *co = json_array_get(cols, k);
+            const char *type = jstr(co, "type");
+
+            f->cols[k].name = jstr(co, "name");
+            f->cols[k].key = json_is_true(json_object_get(co, "key"));
+            if (f->cols[k].name == NULL || type == NULL || f->cols[k].name[0] == '\0') {
+                zetl_err_set(eb, ZETL_ERR_FATAL, "\"%s\": files[%zu].columns[%zu] is malformed",
+                             path, i, k);
+                goto fail;
+            }
+            f->cols[k].type = zetl_wh_canon_type(type);
+        }
+    }
+    return ZETL_OK;
+
+fail:
+    manifest_release(m);
+    return ZETL_ERR_FATAL;
+}
+
+/* ---- connection and statements ------------------------------------------ */
+
+static void first_line(const char *msg, char *out, size_t n)
+{
+    size_t len = strcspn(msg ? msg : "", "\n");
+
+    if (len >= n)
+        len = n - 1;
+    memcpy(out, msg ? msg : "", len);
+    out[len] = '\0';
+}
+
+static void notice_cb(void *arg, const char *msg)
+{
+    char line[512];
+
+    (void)arg;
+    first_line(msg, line, sizeof(line));
+    zetl_debug("warehouse: %s", line);
+}
+
+static void cache_clear(struct zetl_wh *wh)
+{
+    for (size_t i = 0; i < wh->ntabs; i++) {
+        for (size_t k = 0; k < wh->tabs[i].ncols; k++) {
+            free(wh->tabs[i].cols[k].name);
+            free(wh->tabs[i].cols[k].type);
+        }
+        free(wh->tabs[i].cols);
+        free(wh->tabs[i].name);
+    }
+    free(wh->tabs);
+    wh->tabs = NULL;
+    wh->ntabs = 0;
+}
+
+static void drop_conn(struct zetl_wh *wh)
+{
+    if (wh->conn)
+        PQfinish(wh->conn);
+    wh->conn = NULL;
+    cache_clear(wh);
+}
+
+/*
+ * Retriable: the connection is gone, or the server says try again
+ * (connection exceptions 08, serialization/deadlock 40, resources 53,
+ * shutdown 57P, lock not available 55P03).  Anything else is the job's fault.
+ */
+static enum zetl_err classify(struct zetl_wh *wh, const PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+    if (wh->conn == NULL || PQstatus(wh->conn) != CONNECTION_OK || state == NULL)
+        return ZETL_ERR_RETRY;
+    if (strncmp(state, "08", 2) == 0 || strncmp(state, "40", 2) == 0 ||
+        strncmp(state, "53", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
+        strcmp(state, "55P03") == 0)
+        return ZETL_ERR_RETRY;
+    return ZETL_ERR_FATAL;
+}
+
+/* Fills eb from a failed result (or the connection), drops a dead connection. */
+static enum zetl_err fail_res(struct zetl_wh *wh, PGresult *res, struct zetl_errbuf *eb)
+{
+    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    enum zetl_err err = classify(wh, res);
+    char line[768];
+
+    if (msg == NULL)
+        msg = wh->conn ? PQerrorMessage(wh->conn) : "no connection to the warehouse";
+    first_line(msg, line, sizeof(line));
+    if (line[0] == '\0')
+        snprintf(line, sizeof(line), "lost the connection to the warehouse");
+    zetl_err_set(eb, err, "%s", line);
+    if (err == ZETL_ERR_RETRY && wh->conn && PQstatus(wh->conn) != CONNECTION_OK)
+        drop_conn(wh);
+    return err;
+}
+
+/* Runs one statement (or, without params, several); *out owned by the caller when wanted. */
+static enum zetl_err wh_exec(struct zetl_wh *wh, const char *sql, int n, const char *const *params,
+                             PGresult **out, struct zetl_errbuf *eb)
+{
+    PGresult *res;
+    ExecStatusType st;
+    enum zetl_err err;
+
+    if (wh->conn == NULL)
+        return zetl_err_set(eb, ZETL_ERR_RETRY, "lost the connection to the warehouse");
+    res =
+        n > 0 ? PQexecParams(wh->conn, sql, n, NULL, params, NULL, NULL, 0) : PQexec(wh->conn, sql);
+    st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        err = fail_res(wh, res, eb);
+        PQclear(res);
+        return err;
+    }
+    if (out)
+        *out = res;
+    else
+        PQclear(res);
+    return ZETL_OK;
+}
+
+/* Runs owned SQL text and frees it. */
+static enum zetl_err exec_owned(struct zetl_wh *wh, char *sql, PGresult **out,
+                                struct zetl_errbuf *eb)
+{
+    enum zetl_err err = wh_exec(wh, sql, 0, NULL, out, eb);
+
+    free(sql);
+    return err;
+}
+
+static enum zetl_err wh_connect(struct zetl_wh *wh, struct zetl_errbuf *eb)
+{
+    /* expand_dbname = 1: the DSN is a conninfo string or URI. */
+    const char *keys[] = {"dbname", "fallback_application_name", NULL};
+    const char *vals[] = {wh->cfg->warehouse.dsn, "zetl", NULL};
+    char line[512];
+    enum zetl_err err;
+
+    if (wh->cfg->warehouse.dsn == NULL)
+        return zetl_err_set(eb, ZETL_ERR_USAGE, "warehouse.dsn is not set");
+    wh->conn = PQconnectdbParams(keys, vals, 1);
+    if (PQstatus(wh->conn) != CONNECTION_OK) {
+        const char *msg = PQerrorMessage(wh->conn);
+
+        /* libpq's message names host and user, never the password. */
+        first_line(msg, line, sizeof(line));
+        err = ZETL_ERR_RETRY;
+        if (strstr(msg, "authentication failed") || strstr(msg, "no pg_hba.conf entry") ||
+            strstr(msg, "password") || strstr(msg, "does not exist") ||
+            strstr(msg, "permission denied") || strstr(msg, "invalid"))
+            err = ZETL_ERR_FATAL;
+        PQfinish(wh->conn);
+        wh->conn = NULL;
+        return zetl_err_set(eb, err, "could not connect to the warehouse: %s", line);
+    }
+    PQsetNoticeProcessor(wh->conn, notice_cb, NULL);
+    /* Staging tables are temporary: give them room before the first one exists. */
+    if ((err = wh_exec(wh, "SET temp_buffers = '64MB'", 0, NULL, NULL, eb)) != ZETL_OK ||
+        (err = exec_owned(wh, zetl_wh_pg_bootstrap_sql(wh->cfg->warehouse.schema), NULL, eb)) !=
+            ZETL_OK) {
+        zetl_err_prefix(eb, "warehouse schema \"%s\"", wh->cfg->warehouse.schema);
+        drop_conn(wh);
+        return err;
+    }
+    return ZETL_OK;
+}
+
+static enum zetl_err ensure_conn(struct zetl_wh *wh, struct zetl_errbuf *eb)
+{
+    if (wh->conn != NULL && PQstatus(wh->conn) == CONNECTION_OK)
+        return ZETL_OK;
+    drop_conn(wh);
+    return wh_connect(wh, eb);
+}
+
+enum zetl_err zetl_wh_open(const struct zetl_config *cfg, struct zetl_wh **out,
+                           struct zetl_errbuf *eb)
+{
+    struct zetl_wh *wh;
+    enum zetl_err err;
+
+    *out = NULL;
+    if (cfg->warehouse.kind != ZETL_WH_POSTGRES)
+        return zetl_err_set(eb, ZETL_ERR_USAGE, "warehouse.kind: only postgres is supported");
+    wh = zetl_calloc(1, sizeof(*wh));
+    wh->cfg = cfg;
+    if ((err = wh_connect(wh, eb)) != ZETL_OK) {
+        zetl_wh_free(wh);
+        return err;
+    }
+    *out = wh;
+    return ZETL_OK;
+}
+
+void zetl_wh_free(struct zetl_wh *wh)
+{
+    if (wh == NULL)
+        return;
+    drop_conn(wh);
+    free(wh);
+}
+
+static void u64_text(uint64_t v, char out[24])
+{
+    snprintf(out, 24, "%" PRIu64, v);
+}
+
+enum zetl_err zetl_wh_offset(struct zetl_wh *wh, const char *stream, uint64_t *last_lsn,
+                             uint64_t *end_lsn, struct zetl_errbuf *eb)
+{
+    char *sql = zetl_wh_pg_offsets_sql(wh->cfg->warehouse.schema, ZETL_WH_SQL_OFFSET_GET);
+    const char *params[] = {stream};
+    PGresult *res = NULL;
+    enum zetl_err err;
+
+    *last_lsn = *end_lsn = 0;
+    if ((err = ensure_conn(wh, eb)) != ZETL_OK ||
+        (err = wh_exec(wh, sql, 1, params, &res, eb)) != ZETL_OK)
+        goto fail;
+    if (PQntuples(res) == 1) {
+        *last_lsn = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        if (!PQgetisnull(res, 0, 1))
+            *end_lsn = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+    }
+    PQclear(res);
+    free(sql);
+    return ZETL_OK;
+
+fail:
+    free(sql);
+    zetl_err_prefix(eb, "could not read the warehouse offset of stream \"%s\"", stream);
+    return err;
+}
+
+enum zetl_err zetl_wh_note_progress(struct zetl_wh *wh, const char *stream, uint64_t end_lsn,
+                                    struct zetl_errbuf *eb)
+{
+    char *sql = zetl_wh_pg_offsets_sql(wh->cfg->warehouse.schema, ZETL_WH_SQL_OFFSET_PROGRESS);
+    char lsn[24];
+    const char *params[] = {stream, lsn};
+    enum zetl_err err;
+
+    u64_text(end_lsn, lsn);
+    if ((err = ensure_conn(wh, eb)) == ZETL_OK)
+        err = wh_exec(wh, sql, 2, params, NULL, eb);
+    free(sql);
+    if (err)
+        zetl_err_prefix(eb, "could not record the progress of stream \"%s\"", stream);
+    return err;
+}
+
+/* ---- warehouse tables: cache, creation, evolution ------------------------ */
+
+static struct whtab *cache_find(struct zetl_wh *wh, const char *table)
+{
+    for (size_t i = 0; i < wh->ntabs; i++)
+        if (strcmp(wh->tabs[i].name, table) == 0)
+            return &wh->tabs[i];
+    return NULL;
+}
+
+/* Reads (or re-reads) a table's columns from the catalog into the cache. */
+static enum zetl_err cache_load(struct zetl_wh *wh, const char *table, struct whtab **out,
+                                struct zetl_errbuf *eb)
+{
+    char *sql = zetl_wh_pg_offsets_sql(wh->cfg->warehouse.schema, ZETL_WH_SQL_COLUMNS);
+    const char *params[] = {wh->cfg->warehouse.schema, table};
+    struct whtab *t = cache_find(wh, table);
+    PGresult *res = NULL;
+    enum zetl_err err;
+    int n;
+
+    err = wh_exec(wh, sql, 2, params, &res, eb);
+    free(sql);
+    if (err)
+        return err;
+    if (t == NULL) {
+        wh->tabs = zetl_realloc(wh->tabs, (wh->ntabs + 1) * sizeof(*wh->tabs));
+        t = &wh->tabs[wh->ntabs++];
+        memset(t, 0, sizeof(*t));
+        t->name = zetl_strdup(table);
+    } else {
+        for (size_t k = 0; k < t->ncols; k++) {
+            free(t->cols[k].name);
+            free(t->cols[k].type);
+        }
+        free(t->cols);
+    }
+    n = PQntuples(res);
+    t->exists = n > 0;
+    t->ncols = (size_t)n;
+    t->cols = zetl_calloc(n ? (size_t)n : 1, sizeof(*t->cols));
+    for (int i = 0; i < n; i++) {
+        t->cols[i].name = zetl_strdup(PQgetvalue(res, i, 0));
+        t->cols[i].type =
+            zetl_batch_type_text(NULL, (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10),
+                                 (int32_t)strtol(PQgetvalue(res, i, 2), NULL, 10));
+        t->cols[i].key = strcmp(PQgetvalue(res, i, 3), "t") == 0;
+    }
+    PQclear(res);
+    *out = t;
+    return ZETL_OK;
+}
+
+static const struct whcol *whtab_col(const struct whtab *t, const char *name)
+{
+    for (size_t k = 0; k < t->ncols; k++)
+        if (strcmp(t->cols[k].name, name) == 0)
+            return &t->cols[k];
+    return NULL;
+}
+
+/* One table of the batch: its files, the union of their columns, and the shapes. */
+struct tplan {
+    const char *table; /* borrowed */
+    size_t nfiles;
+    const struct mfile **files; /* owned array of borrowed */
+    size_t ncols;
+    struct zetl_wh_col *cols;     /* owned array; names borrowed, types borrowed/static */
+    struct zetl_wh_shape *shapes; /* owned, one per file */
+    size_t *maps;                 /* owned storage of every shape's map */
+};
+
+static void tplan_release(struct tplan *p)
+{
+    free(p->files);
+    free(p->cols);
+    free(p->shapes);
+    free(p->maps);
+    memset(p, 0, sizeof(*p));
+}
+
+static bool reserved_name(const char *s)
+{
+    return strncmp(s, "_zetl_", 6) == 0;
+}
+
+/*
+ * Union of the files' columns (source order of first appearance, the wider
+ * type where shapes differ) and each file's column map.  *reason (owned) is
+ * set when the files themselves cannot share one table.
+ */
+static void plan_union(struct tplan *p, const char *tenant_column, char **reason)
+{
+    size_t total = 0, used = 0;
+    const struct mfile *f0 = p->files[0];
+
+    for (size_t i = 0; i < p->nfiles; i++)
+        total += p->files[i]->ncols;
+    p->cols = zetl_calloc(total ? total : 1, sizeof(*p->cols));
+    p->maps = zetl_calloc(total ? total : 1, sizeof(*p->maps));
+    p->shapes = zetl_calloc(p->nfiles, sizeof(*p->shapes));
+    for (size_t i = 0; i < p->nfiles; i++) {
+        const struct mfile *f = p->files[i];
+
+        p->shapes[i].ncols = f->ncols;
+        p->shapes[i].map = p->maps + used;
+        for (size_t k = 0; k < f->ncols; k++) {
+            const struct mcol *c = &f->cols[k];
+            size_t u;
+
+            if (strcmp(c->name, tenant_column) == 0 || reserved_name(c->name)) {
+                if (*reason == NULL) {
+                    struct zetl_buf b;
+
+                    zetl_buf_init(&b, 0);
+                    zetl_buf_printf(&b, "column \"%s\" clashes with a column zetl adds", c->name);
+                    *reason = b.data;
+                }
+                continue;
+            }
+            for (u = 0; u < p->ncols; u++)
+                if (strcmp(p->cols[u].name, c->name) == 0)
+                    break;
+            if (u == p->ncols) {
+                p->cols[u].name = c->name;
+                p->cols[u].type = c->type;
+                p->cols[u].key = c->key;
+                p->ncols++;
+            } else {
+                enum zetl_wh_type_change ch = zetl_wh_pg_type_change(p->cols[u].type, c->type);
+
+                if (ch == ZETL_WH_TYPE_WIDER)
+                    p->cols[u].type = c->type;
+                if ((ch == ZETL_WH_TYPE_INCOMPATIBLE || p->cols[u].key != c->key) &&
+                    *reason == NULL) {
+                    struct zetl_buf b;
+
+                    zetl_buf_init(&b, 0);
+                    zetl_buf_printf(&b, "column \"%s\" is %s%s in one file and %s%s in another",
+                                    c->name, p->cols[u].type, p->cols[u].key ? " (key)" : "",
+                                    c->type, c->key ? " (key)" : "");
+                    *reason = b.data;
+                }
+            }
+            ((size_t *)p->shapes[i].map)[k] = u;
+        }
+        used += f->ncols;
+    }
+    /* Every file must name the same key columns. */
+    for (size_t i = 1; i < p->nfiles && *reason == NULL; i++) {
+        size_t k0 = 0, k1 = 0;
+
+        for (size_t k = 0; k < f0->ncols; k++)
+            k0 += f0->cols[k].key;
+        for (size_t k = 0; k < p->files[i]->ncols; k++)
+            k1 += p->files[i]->cols[k].key;
+        if (k0 != k1)
+            *reason = zetl_strdup("the batch's files disagree on the primary key");
+    }
+}
+
+/* "(a, b)" of the key columns, for messages. */
+static void key_names(struct zetl_buf *b, const struct whtab *wt, const struct tplan *p,
+                      const char *tenant_column)
+{
+    bool first = true;
+
+    zetl_buf_putc(b, '(');
+    if (wt) {
+        for (size_t k = 0; k < wt->ncols; k++)
+            if (wt->cols[k].key && strcmp(wt->cols[k].name, tenant_column) != 0 &&
+                strcmp(wt->cols[k].name, "_zetl_valid_from") != 0) {
+                zetl_buf_printf(b, "%s\"%s\"", first ? "" : ", ", wt->cols[k].name);
+                first = false;
+            }
+    } else {
+        for (size_t u = 0; u < p->ncols; u++)
+            if (p->cols[u].key) {
+                zetl_buf_printf(b, "%s\"%s\"", first ? "" : ", ", p->cols[u].name);
+                first = false;
+            }
+    }
+    zetl_buf_putc(b, ')');
+}
+
+static const char *mode_name(enum zetl_wh_deletes d)
+{
+    return d == ZETL_DELETES_SOFT ? "soft" : d == ZETL_DELETES_HISTORY ? "history" : "hard";
+}
+
+/*
+ * Creates the warehouse table or brings it to the batch's columns (new
+ * columns added, widened types altered).  Sets *reason (owned) instead when
+ * the change is incompatible; nothing is changed then.  On success the
+ * plan's column types are the warehouse's.
+ */
+static enum zetl_err evolve(struct zetl_wh *wh, const struct zetl_wh_table *base, struct tplan *p,
+                            char **reason, struct zetl_errbuf *eb)
+{
+    const char *tenant = wh->cfg->transforms.tenant_column;
+    struct zetl_wh_table t = *base;
+    struct whtab *wt = cache_find(wh, p->table);
+    struct zetl_buf ddl;
+    enum zetl_err err;
+    size_t wkeys = 0, ukeys = 0;
+    bool keys_ok = true;
+
+    t.ncols = p->ncols;
+    t.cols = p->cols;
+    if (wt == NULL && (err = cache_load(wh, p->table, &wt, eb)) != ZETL_OK)
+        return err;
+    if (!wt->exists) {
+        if ((err = exec_owned(wh, zetl_wh_pg_create_table_sql(&t), NULL, eb)) != ZETL_OK)
+            return err;
+        zetl_info("created warehouse table \"%s\".\"%s\"", t.schema, t.table);
+        return cache_load(wh, p->table, &wt, eb);
+    }
+
+    /* The mode's columns must be there: the table may come from another configuration. */
+    if ((t.deletes == ZETL_DELETES_SOFT && whtab_col(wt, "_zetl_deleted") == NULL) ||
+        (t.deletes == ZETL_DELETES_HISTORY && whtab_col(wt, "_zetl_valid_from") == NULL) ||
+        whtab_col(wt, tenant) == NULL)
+        return zetl_err_set(eb, ZETL_ERR_FATAL,
+                            "table \"%s\".\"%s\" was not created by zetl for tenant column "
+                            "\"%s\" and warehouse.deletes: %s",
+                            t.schema, t.table, tenant, mode_name(t.deletes));
+
+    for (size_t k = 0; k < wt->ncols; k++)
+        if (wt->cols[k].key && strcmp(wt->cols[k].name, tenant) != 0 &&
+            strcmp(wt->cols[k].name, "_zetl_valid_from") != 0) {
+            const struct zetl_wh_col *uc = NULL;
+
+            wkeys++;
+            for (size_t u = 0; u < p->ncols; u++)
+                if (strcmp(p->cols[u].name, wt->cols[k].name) == 0)
+                    uc = &p->cols[u];
+            keys_ok = keys_ok && uc != NULL && uc->key;
+        }
+    for (size_t u = 0; u < p->ncols; u++)
+        ukeys += p->cols[u].key;
+    if (!keys_ok || wkeys != ukeys) {
+        struct zetl_buf b;
+
+        zetl_buf_init(&b, 0);
+        zetl_buf_puts(&b, "primary key changed from ");
+        key_names(&b, wt, p, tenant);
+        zetl_buf_puts(&b, " to ");
+        key_names(&b, NULL, p, tenant);
+        *reason = b.data;
+        return ZETL_OK;
+    }
+
+    /* Check everything first: an incompatible column changes nothing. */
+    zetl_buf_init(&ddl, 0);
+    for (size_t u = 0; u < p->ncols; u++) {
+        const struct whcol *wc = whtab_col(wt, p->cols[u].name);
+        enum zetl_wh_type_change ch;
+        char *sql = NULL;
+
+        if (wc == NULL) {
+            sql = zetl_wh_pg_add_column_sql(&t, &p->cols[u]);
+        } else if ((ch = zetl_wh_pg_type_change(wc->type, p->cols[u].type)) == ZETL_WH_TYPE_WIDER) {
+            sql = zetl_wh_pg_alter_type_sql(&t, &p->cols[u]);
+        } else if (ch == ZETL_WH_TYPE_INCOMPATIBLE) {
+            struct zetl_buf b;
+
+            zetl_buf_init(&b, 0);
+            zetl_buf_printf(&b, "column \"%s\" changed type from %s to %s", wc->name, wc->type,
+                            p->cols[u].type);
+            *reason = b.data;
+            zetl_buf_release(&ddl);
+            return ZETL_OK;
+        }
+        if (sql) {
+            zetl_buf_printf(&ddl, "%s%s", ddl.len ? ";\n" : "", sql);
+            free(sql);
+        }
+    }
+    if (ddl.len > 0) {
+        err = wh_exec(wh, ddl.data, 0, NULL, NULL, eb);
+        zetl_buf_release(&ddl);
+        if (err)
+            return err;
+        zetl_info("altered warehouse table \"%s\".\"%s\" to the batch's columns", t.schema,
+                  t.table);
+        if ((err = cache_load(wh, p->table, &wt, eb)) != ZETL_OK)
+            return err;
+    }
+    zetl_buf_release(&ddl);
+    /* Stage in the warehouse's (possibly wider) types. */
+    for (size_t u = 0; u < p->ncols; u++) {
+        const struct whcol *wc = whtab_col(wt, p->cols[u].name);
+
+        if (wc)
+            p->cols[u].type = wc->type;
+    }
+    return ZETL_OK;
+}
+
+/* ---- COPY of one file ----------------------------------------------------- */
+
+/* Drains the results of a finished COPY; ZETL_OK when the server accepted it. */
+static enum zetl_err copy_finish(struct zetl_wh *wh, const char *abort_msg, struct zetl_errbuf *eb)
+{
+    enum zetl_err err = ZETL_OK;
+    PGresult *res;
+
+    if (PQputCopyEnd(wh->conn, abort_msg) != 1)
+        return fail_res(wh, NULL, eb);
+    while ((res = PQgetResult(wh->conn)) != NULL) {
+        if (PQresultStatus(res) != PGRES_COMMAND_OK && err == ZETL_OK)
+            err = fail_res(wh, res, eb);
+        PQclear(res);
+        if (wh->conn == NULL)
+            break;
+    }
+    return err;
+}
+
+/*
+ * Streams dir/file through zstd into the COPY already started, hashing the
+ * compressed bytes; buffers are bounded whatever the file's size.
+ */
+static enum zetl_err copy_file(struct zetl_wh *wh, const char *dir, const struct mfile *f,
+                               struct zetl_errbuf *eb)
+{
+    char path[4096];
+    struct zetl_sha256 sha;
+    char hex[65];
+    unsigned char *in = NULL, *outb = NULL;
+    size_t out_size = ZSTD_DStreamOutSize();
+    ZSTD_DCtx *dctx = NULL;
+    const char *zerr = NULL;
+    size_t zret = 1;
+    uint64_t total = 0;
+    enum zetl_err err;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, f->file);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        err = zetl_err_set(eb, ZETL_ERR_IO, "could not open \"%s\": %s", path, strerror(errno));
+        copy_finish(wh, "zetl: file missing", &(struct zetl_errbuf){""});
+        return err;
+    }
+    zetl_sha256_init(&sha);
+    in = zetl_malloc(WH_READ_CHUNK);
+    outb = zetl_malloc(out_size);
+    dctx = ZSTD_createDCtx();
+    if (dctx == NULL)
+        abort();
+    ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, WH_ZSTD_WINDOW_LOG_MAX);
+
+    for (;;) {
+        ssize_t n = read(fd, in, WH_READ_CHUNK);
+        ZSTD_inBuffer zin;
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            err = zetl_err_set(eb, ZETL_ERR_IO, "could not read \"%s\": %s", path, strerror(errno));
+            goto abort_copy;
+        }
+        if (n == 0)
+            break;
+        zetl_sha256_update(&sha, in, (size_t)n);
+        total += (uint64_t)n;
+        if (zerr != NULL)
+            continue; /* keep hashing: a checksum mismatch is the better message */
+        zin.src = in;
+        zin.size = (size_t)n;
+        zin.pos = 0;
+        while (zin.pos < zin.size) {
+            ZSTD_outBuffer zout = {outb, out_size, 0};
+
+            zret = ZSTD_decompressStream(dctx, &zout, &zin);
+            if (ZSTD_isError(zret)) {
+                zerr = ZSTD_getErrorName(zret);
+                break;
+            }
+            if (zout.pos > 0 && PQputCopyData(wh->conn, (const char *)outb, (int)zout.pos) != 1) {
+                err = fail_res(wh, NULL, eb);
+                goto fail;
+            }
+        }
+    }
+    /* Flush what the decoder still holds. */
+    while (zerr == NULL && zret != 0) {
+        ZSTD_inBuffer zin = {NULL, 0, 0};
+        ZSTD_outBuffer zout = {outb, out_size, 0};
+
+        zret = ZSTD_decompressStream(dctx, &zout, &zin);
+        if (ZSTD_isError(zret)) {
+            zerr = ZSTD_getErrorName(zret);
+            break;
+        }
+        if (zout.pos > 0 && PQputCopyData(wh->conn, (const char *)outb, (int)zout.pos) != 1) {
+            err = fail_res(wh, NULL, eb);
+            goto fail;
+        }
+        if (zout.pos == 0) {
+            zerr = "truncated frame";
+            break;
+        }
+    }
+    zetl_sha256_final_hex(&sha, hex);
+    if (strcmp(hex, f->sha256) != 0 || total != f->bytes) {
+        err = zetl_err_set(eb, ZETL_ERR_FATAL,
+                           "file \"%s\" does not match its manifest (sha256 %s, %" PRIu64
+                           " bytes; manifest: sha256 %s, %" PRIu64 " bytes)",
+                           f->file, hex, total, f->sha256, f->bytes);
+        goto abort_copy;
+    }
+    if (zerr != NULL) {
+        err = zetl_err_set(eb, ZETL_ERR_FATAL, "file \"%s\": zstd: %s", f->file, zerr);
+        goto abort_copy;
+    }
+    if ((err = copy_finish(wh, NULL, eb)) != ZETL_OK) {
+        zetl_err_prefix(eb, "file \"%s\"", f->file);
+        goto fail;
+    }
+    goto done;
+
+abort_copy:
+    if (wh->conn)
+        copy_finish(wh, "zetl: batch file rejected", &(struct zetl_errbuf){""});
+    goto fail;
+done:
+    err = ZETL_OK;
+fail:
+    zetl_sha256_release(&sha);
+    ZSTD_freeDCtx(dctx);
+    free(outb);
+    free(in);
+    close(fd);
+    return err;
+}
+
+/* ---- apply ------------------------------------------------------------------ */
+
+struct tstate {
+    const char *table; /* borrowed from the state result */
+    bool stopped;
+    uint64_t last_lsn;
+    const char *reason; /* borrowed */
+};
+
+/* A table stopped by this batch: logged once the transaction committed. */
+struct stop {
+    char *table;  /* owned */
+    char *reason; /* owned */
+};
+
+static const struct tstate *state_find(const struct tstate *s, size_t n, const char *table)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(s[i].table, table) == 0)
+            return &s[i];
+    return NULL;
+}
+
+static enum zetl_err stage_stats(struct zetl_wh *wh, const struct zetl_wh_table *t,
+                                 const struct tplan *p, uint64_t v[4], struct zetl_errbuf *eb)
+{
+    PGresult *res = NULL;
+    enum zetl_err err;
+
+    err = exec_owned(wh, zetl_wh_pg_stage_stats_sql(t, p->shapes, p->nfiles), &res, eb);
+    if (err)
+        return err;
+    for (int i = 0; i < 4; i++)
+        v[i] = strtoull(PQgetvalue(res, 0, i), NULL, 10);
+    PQclear(res);
+    return ZETL_OK;
+}
+
+/* Stages and merges one table's rows of the batch (rows at or below `skip_lsn` are dropped). */
+static enum zetl_err apply_table(struct zetl_wh *wh, const struct manifest *m, const char *dir,
+                                 struct tplan *p, uint64_t skip_lsn, struct stop *stop,
+                                 struct zetl_errbuf *eb)
+{
+    const struct zetl_config *cfg = wh->cfg;
+    char stage[48];
+    char lsn[24];
+    const char *params[3];
+    struct zetl_wh_table t;
+    char *reason = NULL;
+    uint64_t st[4]; /* truncates, deletes, fills, rows */
+    enum zetl_err err;
+
+    snprintf(stage, sizeof(stage), "_zetl_stage_%" PRIu64, ++wh->stage_no);
+    memset(&t, 0, sizeof(t));
+    t.schema = cfg->warehouse.schema;
+    t.table = p->table;
+    t.tenant_column = cfg->transforms.tenant_column;
+    t.stage = stage;
+    t.deletes = cfg->warehouse.deletes;
+
+    if (reserved_name(p->table))
+        reason = zetl_strdup("table names starting with \"_zetl_\" are reserved");
+    if (reason == NULL)
+        plan_union(p, t.tenant_column, &reason);
+    if (reason == NULL && (err = evolve(wh, &t, p, &reason, eb)) != ZETL_OK)
+        goto fail;
+    if (reason != NULL) {
+        char *sql = zetl_wh_pg_offsets_sql(t.schema, ZETL_WH_SQL_STATE_STOP);
+
+        u64_text(m->first_lsn, lsn);
+        params[0] = p->table;
+        params[1] = reason;
+        params[2] = lsn;
+        err = wh_exec(wh, sql, 3, params, NULL, eb);
+        free(sql);
+        if (err)
+            goto fail;
+        stop->table = zetl_strdup(p->table);
+        stop->reason = reason;
+        return ZETL_OK;
+    }
+    t.ncols = p->ncols;
+    t.cols = p->cols;
+
+    if ((err = exec_owned(wh, zetl_wh_pg_stage_sql(&t), NULL, eb)) != ZETL_OK)
+        goto fail;
+    for (size_t i = 0; i < p->nfiles; i++) {
+        PGresult *res;
+
+        if (p->nfiles > 1 &&
+            (err = exec_owned(wh, zetl_wh_pg_file_default_sql(&t, i), NULL, eb)) != ZETL_OK)
+            goto fail;
+        {
+            char *sql = zetl_wh_pg_copy_sql(&t, &p->shapes[i]);
+
+            res = PQexec(wh->conn, sql);
+            free(sql);
+        }
+        if (PQresultStatus(res) != PGRES_COPY_IN) {
+            err = fail_res(wh, res, eb);
+            PQclear(res);
+            goto fail;
+        }
+        PQclear(res);
+        if ((err = copy_file(wh, dir, p->files[i], eb)) != ZETL_OK)
+            goto fail;
+    }
+    if (skip_lsn >= m->first_lsn) {
+        /* An overlapping replay: what the warehouse has already is not applied twice. */
+        char *sql = zetl_wh_pg_skip_applied_sql(&t);
+
+        u64_text(skip_lsn, lsn);
+        params[0] = lsn;
+        err = wh_exec(wh, sql, 1, params, NULL, eb);
+        free(sql);
+        if (err)
+            goto fail;
+    }
+    if ((err = stage_stats(wh, &t, p, st, eb)) != ZETL_OK)
+        goto fail;
+    if (st[3] > 0) {
+        if (st[3] > WH_STAGE_BIG) {
+            char *sql = st[2] > 0 ? zetl_wh_pg_stage_index_sql(&t) : NULL;
+
+            if (sql == NULL) {
+                struct zetl_buf b;
+                char *q = zetl_wh_quote_ident(stage);
+
+                zetl_buf_init(&b, 0);
+                /* A small sample is plenty for the merge's join choices. */
+                zetl_buf_printf(&b, "SET LOCAL default_statistics_target = 10; ANALYZE pg_temp.%s",
+                                q);
+                free(q);
+                sql = b.data;
+            }
+            if ((err = exec_owned(wh, sql, NULL, eb)) != ZETL_OK)
+                goto fail;
+        }
+        if (st[0] > 0 && (err = exec_owned(wh, zetl_wh_pg_truncate_sql(&t), NULL, eb)) != ZETL_OK)
+            goto fail;
+        if (st[2] > 0) {
+            char *round = zetl_wh_pg_fill_round_sql(&t);
+            int rounds = 0;
+
+            err = exec_owned(wh, zetl_wh_pg_fill_prepare_sql(&t, p->shapes, p->nfiles), NULL, eb);
+            while (err == ZETL_OK && rounds++ < WH_FILL_MAX_ROUNDS) {
+                PGresult *res = NULL;
+                bool more;
+
+                if ((err = wh_exec(wh, round, 0, NULL, &res, eb)) != ZETL_OK)
+                    break;
+                more = strcmp(PQcmdTuples(res), "0") != 0;
+                PQclear(res);
+                if (!more)
+                    break;
+            }
+            free(round);
+            if (err)
+                goto fail;
+        }
+        err = exec_owned(wh, zetl_wh_pg_merge_sql(&t, p->shapes, p->nfiles), NULL, eb);
+        if (err)
+            goto fail;
+    }
+    {
+        char *sql = zetl_wh_pg_offsets_sql(t.schema, ZETL_WH_SQL_STATE_APPLIED);
+
+        u64_text(m->last_lsn, lsn);
+        params[0] = p->table;
+        params[1] = lsn;
+        err = wh_exec(wh, sql, 2, params, NULL, eb);
+        free(sql);
+        if (err)
+            goto fail;
+    }
+    zetl_debug("batch \"%s\": table \"%s\": %" PRIu64 " row(s) merged", m->name, p->table, st[3]);
+    return ZETL_OK;
+
+fail:
+    free(reason);
+    zetl_err_prefix(eb, "table \"%s\".\"%s\"", t.schema, p->table);
+    return err;
+}
+
+static enum zetl_err apply(struct zetl_wh *wh, const char *dir, const char *only,
+                           struct zetl_errbuf *eb)
+{
+    const char *schema = wh->cfg->warehouse.schema;
+    struct manifest m;
+    struct tplan *plans = NULL;
+    size_t nplans = 0;
+    struct tstate *states = NULL;
+    size_t nstates = 0;
+    struct stop *stops = NULL;
+    PGresult *sres = NULL;
+    uint64_t offset = 0;
+    bool in_txn = false, found = false;
+    enum zetl_err err;
+
+    if ((err = manifest_load(dir, &m, eb)) != ZETL_OK)
+        return err;
+    if ((err = ensure_conn(wh, eb)) != ZETL_OK)
+        goto fail;
+    if ((err = wh_exec(wh, "BEGIN; SET LOCAL work_mem = '64MB'", 0, NULL, NULL, eb)) != ZETL_OK)
+        goto fail;
+    in_txn = true;
+
+    if (only == NULL) {
+        const char *params[] = {m.stream};
+        char *sql = zetl_wh_pg_offsets_sql(schema, ZETL_WH_SQL_OFFSET_LOCK);
+        PGresult *res = NULL;
+
+        err = wh_exec(wh, sql, 1, params, NULL, eb);
+        free(sql);
+        if (err)
+            goto fail;
+        sql = zetl_wh_pg_offsets_sql(schema, ZETL_WH_SQL_OFFSET_LOCKED_GET);
+        err = wh_exec(wh, sql, 1, params, &res, eb);
+        free(sql);
+        if (err)
+            goto fail;
+        if (PQntuples(res) == 1)
+            offset = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        PQclear(res);
+        if (m.last_lsn <= offset) {
+            wh_exec(wh, "ROLLBACK", 0, NULL, NULL, eb);
+            zetl_info("batch \"%s\" of stream \"%s\" is already applied (offset " ZETL_LSN_FMT
+                      "); skipped",
+                      m.name, m.stream, ZETL_LSN_ARGS(offset));
+            manifest_release(&m);
+            return ZETL_OK;
+        }
+    }
+
+    {
+        char *sql = zetl_wh_pg_offsets_sql(schema, ZETL_WH_SQL_STATE_GET);
+
+        err = wh_exec(wh, sql, 0, NULL, &sres, eb);
+        free(sql);
+        if (err)
+            goto fail;
+        nstates = (size_t)PQntuples(sres);
+        states = zetl_calloc(nstates ? nstates : 1, sizeof(*states));
+        for (size_t i = 0; i < nstates; i++) {
+            states[i].table = PQgetvalue(sres, (int)i, 0);
+            states[i].stopped = strcmp(PQgetvalue(sres, (int)i, 1), "stopped") == 0;
+            states[i].last_lsn = strtoull(PQgetvalue(sres, (int)i, 2), NULL, 10);
+            states[i].reason = PQgetvalue(sres, (int)i, 3);
+        }
+    }
+
+    /* Tables in the order the batch first names them, with their files. */
+    plans = zetl_calloc(m.nfiles ? m.nfiles : 1, sizeof(*plans));
+    for (size_t i = 0; i < m.nfiles; i++) {
+        struct tplan *p = NULL;
+
+        for (size_t j = 0; j < nplans && p == NULL; j++)
+            if (strcmp(plans[j].table, m.files[i].table) == 0)
+                p = &plans[j];
+        if (p == NULL) {
+            p = &plans[nplans++];
+            p->table = m.files[i].table;
+            p->files = zetl_calloc(m.nfiles, sizeof(*p->files));
+        }
+        p->files[p->nfiles++] = &m.files[i];
+    }
+    stops = zetl_calloc(nplans ? nplans : 1, sizeof(*stops));
+
+    for (size_t j = 0; j < nplans; j++) {
+        const struct tstate *ts = state_find(states, nstates, plans[j].table);
+        uint64_t skip = offset;
+
+        if (only != NULL && strcmp(only, plans[j].table) != 0)
+            continue;
+        found = true;
+        if (ts && ts->stopped) {
+            if (only != NULL) {
+                err = zetl_err_set(eb, ZETL_ERR_FATAL,
+                                   "table \"%s\".\"%s\" is stopped (%s): fix or drop it and "
+                                   "delete its row from \"%s\"._zetl_table_state first",
+                                   schema, plans[j].table, ts->reason, schema);
+                goto fail;
+            }
+            zetl_warn("batch \"%s\": skipping the rows of stopped warehouse table \"%s\".\"%s\" "
+                      "(%s)",
+                      m.name, schema, plans[j].table, ts->reason);
+            continue;
+        }
+        if (ts && ts->last_lsn > skip)
+            skip = ts->last_lsn;
+        if (skip >= m.last_lsn)
+            continue;
+        if ((err = apply_table(wh, &m, dir, &plans[j], skip, &stops[j], eb)) != ZETL_OK)
+            goto fail;
+    }
+    if (only != NULL && !found)
+        zetl_info("batch \"%s\" has no rows of table \"%s\"", m.name, only);
+
+    if (only == NULL) {
+        char *sql = zetl_wh_pg_offsets_sql(schema, ZETL_WH_SQL_OFFSET_SET);
+        char last[24], end[24];
+        const char *params[] = {m.stream, last, end, m.name};
+
+        u64_text(m.last_lsn, last);
+        u64_text(m.end_lsn, end);
+        err = wh_exec(wh, sql, 4, params, NULL, eb);
+        free(sql);
+        if (err)
+            goto fail;
+    }
+    in_txn = false;
+    if ((err = wh_exec(wh, "COMMIT", 0, NULL, NULL, eb)) != ZETL_OK)
+        goto fail;
+    for (size_t j = 0; j < nplans; j++)
+        if (stops[j].table)
+            zetl_error("warehouse table \"%s\".\"%s\" stopped at batch \"%s\": %s; its rows are "
+                       "skipped until it is resynced (see docs/warehouse.md)",
+                       schema, stops[j].table, m.name, stops[j].reason);
+    zetl_info("applied batch \"%s\" of stream \"%s\" up to " ZETL_LSN_FMT, m.name, m.stream,
+              ZETL_LSN_ARGS(m.last_lsn));
+    goto done;
+
+fail:
+    if (in_txn && wh->conn != NULL) {
+        PGresult *res = PQexec(wh->conn, "ROLLBACK");
+
+        PQclear(res);
+    }
+    /* DDL of the failed transaction is gone: forget what the cache learned. */
+    cache_clear(wh);
+    zetl_err_prefix(eb, "could not apply batch \"%s\"", dir);
+done:
+    for (size_t j = 0; j < nplans; j++) {
+        tplan_release(&plans[j]);
+        if (stops) {
+            free(stops[j].table);
+            free(stops[j].reason);
+        }
+    }
+    free(stops);
+    free(plans);
+    free(states);
+    PQclear(sres);
+    manifest_release(&m);
+    return err;
+}
+
+enum zetl_err zetl_wh_apply_dir(struct zetl_wh *wh, const char *dir, struct zetl_errbuf *eb)
+{
+    return apply(wh, dir, NULL, eb);
+}
+
+enum zetl_err zetl_wh_apply_dir_table(struct zetl_wh *wh, const char *dir, const char *table,
+                                      struct zetl_errbuf *eb)
+{
+    return apply(wh, dir, table, eb);
+}

@@ -1,0 +1,1040 @@
+/*
+ * The PostgreSQL dialect of the warehouse sink: type mapping and every SQL
+ * statement the apply runs, as pure text generators (no connection), so the
+ * unit tests can pin them and a Redshift dialect can sit beside this one.
+ *
+ * Sections: "shared" generators use only SQL that Redshift also speaks
+ * (CREATE TABLE, ALTER TABLE, DELETE ... USING, INSERT ... SELECT, UPDATE ...
+ * FROM, window functions); "postgres only" ones use arrays, DISTINCT ON,
+ * LATERAL, temp tables ON COMMIT DROP and COPY FROM STDIN.
+ *
+ * The staging table of one (table, batch) holds the meta columns, the tenant
+ * column and the union of the table's columns over the batch's files:
+ *
+ *   _zetl_id        row id (identity), the target of the links below
+ *   _zetl_file      which file (column shape) the row came from
+ *   _zetl_op .. _zetl_unchanged   as in the file (sinks/batch.h)
+ *   _zetl_unch      for U rows: union column indices whose value is not in
+ *                   the row (unchanged TOAST, or absent from the row's file)
+ *   _zetl_kb        for such U rows: the B row just before (a key change)
+ *   _zetl_prev      the image the missing values come from (NULL: the
+ *                   current warehouse row of the key)
+ *
+ * Identifiers are always quoted; the only literals are numbers we computed.
+ */
+#include "sinks/warehouse/wh.h"
+
+#include "common/buf.h"
+#include "common/mem.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- shared: identifiers, types ---------------------------------------- */
+
+static void qi(struct zetl_buf *b, const char *s)
+{
+    zetl_buf_putc(b, '"');
+    for (; *s; s++) {
+        if (*s == '"')
+            zetl_buf_putc(b, '"');
+        zetl_buf_putc(b, *s);
+    }
+    zetl_buf_putc(b, '"');
+}
+
+/* alias."name" */
+static void qa(struct zetl_buf *b, const char *alias, const char *s)
+{
+    zetl_buf_printf(b, "%s.", alias);
+    qi(b, s);
+}
+
+char *zetl_wh_quote_ident(const char *s)
+{
+    struct zetl_buf b;
+    char *out;
+
+    zetl_buf_init(&b, 0);
+    qi(&b, s);
+    out = zetl_strndup(b.data, b.len);
+    zetl_buf_release(&b);
+    return out;
+}
+
+static char *buf_take(struct zetl_buf *b)
+{
+    char *out = zetl_strndup(b->data ? b->data : "", b->len);
+
+    zetl_buf_release(b);
+    return out;
+}
+
+/* "schema"."table" */
+static void qtable(struct zetl_buf *b, const struct zetl_wh_table *t)
+{
+    qi(b, t->schema);
+    zetl_buf_putc(b, '.');
+    qi(b, t->table);
+}
+
+/* pg_temp."<stage><suffix>" */
+static void qstage(struct zetl_buf *b, const struct zetl_wh_table *t, const char *suffix)
+{
+    struct zetl_buf n;
+
+    zetl_buf_init(&n, 0);
+    zetl_buf_puts(&n, t->stage);
+    zetl_buf_puts(&n, suffix);
+    zetl_buf_puts(b, "pg_temp.");
+    qi(b, n.data);
+    zetl_buf_release(&n);
+}
+
+static bool is_ident_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+/*
+ * A built-in type as the manifest writes it: [a-z0-9_]+ with an optional
+ * "(n)" or "(p,s)" modifier.  Anything else (custom "schema.name", "oid:N",
+ * unexpected text) lands as text, and never reaches DDL as written.
+ */
+const char *zetl_wh_canon_type(const char *mt)
+{
+    const char *p = mt;
+
+    if (mt == NULL || *mt == '\0' || strlen(mt) > 60)
+        return "text";
+    while (is_ident_char(*p))
+        p++;
+    if (p == mt)
+        return "text";
+    if (*p == '\0')
+        return mt;
+    if (*p != '(' || mt[0] == '_')
+        return "text";
+    p++;
+    if (*p == '-')
+        p++;
+    if (!(*p >= '0' && *p <= '9'))
+        return "text";
+    while (*p >= '0' && *p <= '9')
+        p++;
+    if (*p == ',') {
+        p++;
+        if (*p == '-')
+            p++;
+        if (!(*p >= '0' && *p <= '9'))
+            return "text";
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p[0] != ')' || p[1] != '\0')
+        return "text";
+    return mt;
+}
+
+char *zetl_wh_pg_type(const char *manifest_type)
+{
+    const char *c = zetl_wh_canon_type(manifest_type);
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
+    if (c[0] == '_') {
+        /* "_x" is the array of x; the internal one-byte "char" needs quotes. */
+        if (strcmp(c + 1, "char") == 0)
+            zetl_buf_puts(&b, "\"char\"");
+        else
+            zetl_buf_puts(&b, c + 1);
+        zetl_buf_puts(&b, "[]");
+    } else if (strcmp(c, "char") == 0) {
+        zetl_buf_puts(&b, "\"char\"");
+    } else {
+        zetl_buf_puts(&b, c);
+    }
+    return buf_take(&b);
+}
+
+/* Splits "name(a,b)" into its base name and up to two numbers; nargs -1 when malformed. */
+static void type_parse(const char *t, char base[64], long args[2], int *nargs)
+{
+    size_t n = strcspn(t, "(");
+
+    *nargs = 0;
+    args[0] = args[1] = 0;
+    if (n >= 64)
+        n = 63;
+    memcpy(base, t, n);
+    base[n] = '\0';
+    if (t[n] == '(') {
+        char *end;
+
+        args[0] = strtol(t + n + 1, &end, 10);
+        *nargs = 1;
+        if (*end == ',') {
+            args[1] = strtol(end + 1, &end, 10);
+            *nargs = 2;
+        }
+        if (*end != ')')
+            *nargs = -1;
+    }
+}
+
+static int int_rank(const char *base)
+{
+    if (strcmp(base, "int2") == 0)
+        return 1;
+    if (strcmp(base, "int4") == 0)
+        return 2;
+    if (strcmp(base, "int8") == 0)
+        return 3;
+    return 0;
+}
+
+/* True when every value of `from` fits `to` unchanged (and they differ). */
+static bool type_widens(const char *from, const char *to)
+{
+    char bf[64], bt[64];
+    long af[2], at[2];
+    int nf, nt;
+
+    if (strcmp(from, to) == 0)
+        return false;
+    type_parse(from, bf, af, &nf);
+    type_parse(to, bt, at, &nt);
+    if (nf < 0 || nt < 0)
+        return false;
+    if (int_rank(bf) && int_rank(bt))
+        return nf == 0 && nt == 0 && int_rank(bf) < int_rank(bt);
+    if (strcmp(bf, "varchar") == 0) {
+        if (strcmp(bt, "text") == 0 && nt == 0)
+            return true;
+        if (strcmp(bt, "varchar") == 0)
+            return nt == 0 || (nf == 1 && nt == 1 && at[0] > af[0]);
+        return false;
+    }
+    if (strcmp(bf, "numeric") == 0 && strcmp(bt, "numeric") == 0) {
+        if (nt == 0)
+            return nf == 2;
+        /* Neither the integer digits nor the scale may shrink. */
+        return nf == 2 && nt == 2 && at[1] >= af[1] && at[0] - at[1] >= af[0] - af[1];
+    }
+    if ((strcmp(bf, "timestamp") == 0 || strcmp(bf, "timestamptz") == 0) && strcmp(bf, bt) == 0)
+        return nf == 1 && (nt == 0 || (nt == 1 && at[0] > af[0]));
+    return false;
+}
+
+enum zetl_wh_type_change zetl_wh_pg_type_change(const char *from, const char *to)
+{
+    if (strcmp(from, to) == 0)
+        return ZETL_WH_TYPE_SAME;
+    /* Every type's text form fits a text column: nothing to change, nothing to stop. */
+    if (strcmp(from, "text") == 0)
+        return ZETL_WH_TYPE_NARROWER;
+    if (type_widens(from, to))
+        return ZETL_WH_TYPE_WIDER;
+    if (type_widens(to, from))
+        return ZETL_WH_TYPE_NARROWER;
+    return ZETL_WH_TYPE_INCOMPATIBLE;
+}
+
+/* ---- shared: DDL and offsets ------------------------------------------- */
+
+static size_t nkeys(const struct zetl_wh_table *t)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < t->ncols; i++)
+        n += t->cols[i].key;
+    return n;
+}
+
+char *zetl_wh_pg_bootstrap_sql(const char *schema)
+{
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, "CREATE SCHEMA IF NOT EXISTS ");
+    qi(&b, schema);
+    zetl_buf_puts(&b, ";\nCREATE TABLE IF NOT EXISTS ");
+    qi(&b, schema);
+    zetl_buf_puts(&b, "._zetl_offsets (stream text PRIMARY KEY, last_lsn bigint NOT NULL, "
+                      "end_lsn bigint, batch text, applied_at timestamptz);\n"
+                      "CREATE TABLE IF NOT EXISTS ");
+    qi(&b, schema);
+    zetl_buf_puts(&b, "._zetl_table_state (table_name text PRIMARY KEY, state text NOT NULL, "
+                      "reason text, stopped_at_lsn bigint, updated_at timestamptz, "
+                      "last_lsn bigint)");
+    return buf_take(&b);
+}
+
+char *zetl_wh_pg_create_table_sql(const struct zetl_wh_table *t)
+{
+    struct zetl_buf b;
+    bool keyed = nkeys(t) > 0;
+
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, "CREATE TABLE ");
+    qtable(&b, t);
+    zetl_buf_puts(&b, " (");
+    qi(&b, t->tenant_column);
+    zetl_buf_puts(&b, " text NOT NULL");
+    for (size_t i = 0; i < t->ncols; i++) {
+        char *ty = zetl_wh_pg_type(t->cols[i].type);
+
+        zetl_buf_puts(&b, ", ");
+        qi(&b, t->cols[i].name);
+        zetl_buf_printf(&b, " %s", ty);
+        free(ty);
+    }
+    zetl_buf_puts(&b, ", _zetl_lsn bigint, _zetl_synced_at timestamptz");
+    if (t->deletes == ZETL_DELETES_SOFT)
+        zetl_buf_puts(&b, ", _zetl_deleted boolean NOT NULL DEFAULT false");
+    else if (t->deletes == ZETL_DELETES_HISTORY)
+        zetl_buf_puts(&b, ", _zetl_valid_from bigint NOT NULL, _zetl_valid_to bigint");
+    if (keyed) {
+        zetl_buf_puts(&b, ", PRIMARY KEY (");
+        qi(&b, t->tenant_column);
+        for (size_t i = 0; i < t->ncols; i++)
+            if (t->cols[i].key) {
+                zetl_buf_puts(&b, ", ");
+                qi(&b, t->cols[i].name);
+            }
+        if (t->deletes == ZETL_DELETES_HISTORY)
+            zetl_buf_puts(&b, ", _zetl_valid_from");
+        zetl_buf_putc(&b, ')');
+    }
+    zetl_buf_putc(&b, ')');
+    return buf_take(&b);
+}
+
+char *zetl_wh_pg_add_column_sql(const struct zetl_wh_table *t, const struct zetl_wh_col *c)
+{
+    struct zetl_buf b;
+    char *ty = zetl_wh_pg_type(c->type);
+
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, "ALTER TABLE ");
+    qtable(&b, t);
+    zetl_buf_puts(&b, " ADD COLUMN ");
+    qi(&b, c->name);
+    zetl_buf_printf(&b, " %s", ty);
+    free(ty);
+    return buf_take(&b);
+}
+
+char *zetl_wh_pg_alter_type_sql(const struct zetl_wh_table *t, const struct zetl_wh_col *c)
+{
+    struct zetl_buf b;
+    char *ty = zetl_wh_pg_type(c->type);
+
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, "ALTER TABLE ");
+    qtable(&b, t);
+    zetl_buf_puts(&b, " ALTER COLUMN ");
+    qi(&b, c->name);
+    zetl_buf_printf(&b, " TYPE %s", ty);
+    free(ty);
+    return buf_take(&b);
+}
+
+/* ---- shared: merge building blocks ------------------------------------- */
+
+/* a.tenant = b.tenant AND a.k1 = b.k1 ... (keys are NOT NULL) */
+static void key_match(struct zetl_buf *b, const struct zetl_wh_table *t, const char *a,
+                      const char *c)
+{
+    qa(b, a, t->tenant_column);
+    zetl_buf_puts(b, " = ");
+    qa(b, c, t->tenant_column);
+    for (size_t i = 0; i < t->ncols; i++)
+        if (t->cols[i].key) {
+            zetl_buf_puts(b, " AND ");
+            qa(b, a, t->cols[i].name);
+            zetl_buf_puts(b, " = ");
+            qa(b, c, t->cols[i].name);
+        }
+}
+
+/* tenant, k1, k2 (unqualified) */
+static void key_list(struct zetl_buf *b, const struct zetl_wh_table *t)
+{
+    qi(b, t->tenant_column);
+    for (size_t i = 0; i < t->ncols; i++)
+        if (t->cols[i].key) {
+            zetl_buf_puts(b, ", ");
+            qi(b, t->cols[i].name);
+        }
+}
+
+/* tenant, c1, c2, ... with an optional alias prefix */
+static void col_list(struct zetl_buf *b, const struct zetl_wh_table *t, const char *alias)
+{
+    if (alias)
+        qa(b, alias, t->tenant_column);
+    else
+        qi(b, t->tenant_column);
+    for (size_t i = 0; i < t->ncols; i++) {
+        zetl_buf_puts(b, ", ");
+        if (alias)
+            qa(b, alias, t->cols[i].name);
+        else
+            qi(b, t->cols[i].name);
+    }
+}
+
+/* The warehouse rows that are current, for soft and history modes ("" or " AND ..."). */
+static void live(struct zetl_buf *b, const struct zetl_wh_table *t, const char *alias)
+{
+    if (t->deletes == ZETL_DELETES_SOFT)
+        zetl_buf_printf(b, " AND NOT %s._zetl_deleted", alias);
+    else if (t->deletes == ZETL_DELETES_HISTORY)
+        zetl_buf_printf(b, " AND %s._zetl_valid_to IS NULL", alias);
+}
+
+/* INSERT INTO "s"."t" (tenant, cols, _zetl_lsn, _zetl_synced_at[, mode columns]) */
+static void insert_head(struct zetl_buf *b, const struct zetl_wh_table *t)
+{
+    zetl_buf_puts(b, "INSERT INTO ");
+    qtable(b, t);
+    zetl_buf_puts(b, " (");
+    col_list(b, t, NULL);
+    zetl_buf_puts(b, ", _zetl_lsn, _zetl_synced_at");
+    if (t->deletes == ZETL_DELETES_SOFT)
+        zetl_buf_puts(b, ", _zetl_deleted");
+    else if (t->deletes == ZETL_DELETES_HISTORY)
+        zetl_buf_puts(b, ", _zetl_valid_from, _zetl_valid_to");
+    zetl_buf_puts(b, ")");
+}
+
+/* ---- postgres only: staging -------------------------------------------- */
+
+char *zetl_wh_pg_stage_sql(const struct zetl_wh_table *t)
+{
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, "CREATE TEMP TABLE ");
+    qstage(&b, t, "");
+    zetl_buf_puts(&b, " (_zetl_id bigint GENERATED BY DEFAULT AS IDENTITY, "
+                      "_zetl_file int NOT NULL DEFAULT 0, _zetl_op char(1), _zetl_lsn bigint, "
+                      "_zetl_seq bigint, _zetl_commit_ts timestamptz, _zetl_unchanged int[], "
+                      "_zetl_unch int[], _zetl_kb bigint, _zetl_prev bigint, ");
+    qi(&b, t->tenant_column);
+    zetl_buf_puts(&b, " text");
+    for (size_t i = 0; i < t->ncols; i++) {
+        char *ty = zetl_wh_pg_type(t->cols[i].type);
+
+        zetl_buf_puts(&b, ", ");
+        qi(&b, t->cols[i].name);
+        zetl_buf_printf(&b, " %s", ty);
+        free(ty);
+    }
+    zetl_buf_puts(&b, ") ON COMMIT DROP");
+    return buf_take(&b);
+}
+
+/* The file number the next COPY's rows get (a column default: no per-row work). */
+char *zetl_wh_pg_file_default_sql(const struct zetl_wh_table *t, size_t file_no)
+{
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, "ALTER TABLE ");
+    qstage(&b, t, "");
+    zetl_buf_printf(&b, " ALTER COLUMN _zetl_file SET DEFAULT %zu", file_no);
+    return buf_take(&b);
+}
+
+char *zetl_wh_pg_copy_sql(const struct zetl_wh_table *t, const struct zetl_wh_shape *shape)
+{
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, "COPY ");
+    qstage(&b, t, "");
+    zetl_buf_puts(&b, " (_zetl_op, _zetl_lsn, _zetl_seq, _zetl_commit_ts, _zetl_unchanged, ");
+    qi(&b, t->tenant_column);
+    for (size_t k = 0; k < shape->ncols; k++) {
+        zetl_buf_puts(&b, ", ");
+        qi(&b, t->cols[shape->map[k]].name);
+    }
+    zetl_buf_puts(&b, ") FROM STDIN WITH (FORMAT csv)");
+    return buf_take(&b);
+}
+
+/* "IN (f, ...)" of the files that lack some union column; false when none does. */
+static bool files_with_absent(struct zetl_buf *b, const struct zetl_wh_table *t,
+                              const struct zetl_wh_shape *shapes, size_t nshapes)
+{
+    bool any = false;
+
+    for (size_t f = 0; f < nshapes; f++)
+        if (shapes[f].ncols < t->ncols) {
+            zetl_buf_printf(b, "%s%zu", any ? ", " : " OR _zetl_file IN (", f);
+            any = true;
+        }
+    if (any)
+        zetl_buf_putc(b, ')');
+    return any;
+}
+
+char *zetl_wh_pg_stage_stats_sql(const struct zetl_wh_table *t, const struct zetl_wh_shape *shapes,
+                                 size_t nshapes)
+{
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, "SELECT count(*) FILTER (WHERE _zetl_op = 'T'), "
+                      "count(*) FILTER (WHERE _zetl_op IN ('B', 'D')), "
+                      "count(*) FILTER (WHERE _zetl_op = 'U' AND (_zetl_unchanged IS NOT NULL");
+    files_with_absent(&b, t, shapes, nshapes);
+    zetl_buf_puts(&b, ")), count(*) FROM ");
+    qstage(&b, t, "");
+    return buf_take(&b);
+}
+
+char *zetl_wh_pg_skip_applied_sql(const struct zetl_wh_table *t)
+{
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, "DELETE FROM ");
+    qstage(&b, t, "");
+    zetl_buf_puts(&b, " WHERE _zetl_lsn <= $1::bigint");
+    return buf_take(&b);
+}
+
+char *zetl_wh_pg_truncate_sql(const struct zetl_wh_table *t)
+{
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
+    /* The warehouse rows of each truncated tenant, and only those (invariant 3). */
+    if (t->deletes == ZETL_DELETES_HARD) {
+        zetl_buf_puts(&b, "DELETE FROM ");
+        qtable(&b, t);
+        zetl_buf_puts(&b, " AS w WHERE ");
+        qa(&b, "w", t->tenant_column);
+        zetl_buf_puts(&b, " IN (SELECT ");
+        qi(&b, t->tenant_column);
+        zetl_buf_puts(&b, " FROM ");
+        qstage(&b, t, "");
+        zetl_buf_puts(&b, " WHERE _zetl_op = 'T')");
+    } else {
+        zetl_buf_puts(&b, "UPDATE ");
+        qtable(&b, t);
+        if (t->deletes == ZETL_DELETES_SOFT)
+            zetl_buf_puts(&b, " AS w SET _zetl_deleted = true, _zetl_lsn = tr.lsn, "
+                              "_zetl_synced_at = now()");
+        else
+            zetl_buf_puts(&b, " AS w SET _zetl_valid_to = tr.lsn, _zetl_synced_at = now()");
+        zetl_buf_puts(&b, " FROM (SELECT ");
+        qi(&b, t->tenant_column);
+        zetl_buf_puts(&b, " AS tn, min(_zetl_lsn) AS lsn FROM ");
+        qstage(&b, t, "");
+        zetl_buf_puts(&b, " WHERE _zetl_op = 'T' GROUP BY 1) AS tr WHERE ");
+        qa(&b, "w", t->tenant_column);
+        zetl_buf_puts(&b, " = tr.tn");
+        live(&b, t, "w");
+    }
+    /* Staged changes of the tenant up to its last truncate are void. */
+    zetl_buf_puts(&b, ";\nDELETE FROM ");
+    qstage(&b, t, "");
+    zetl_buf_puts(&b, " AS x USING (SELECT DISTINCT ON (");
+    qi(&b, t->tenant_column);
+    zetl_buf_puts(&b, ") ");
+    qi(&b, t->tenant_column);
+    zetl_buf_puts(&b, " AS tn, _zetl_lsn AS lsn, _zetl_seq AS seq FROM ");
+    qstage(&b, t, "");
+    zetl_buf_puts(&b, " WHERE _zetl_op = 'T' ORDER BY ");
+    qi(&b, t->tenant_column);
+    zetl_buf_puts(&b, ", _zetl_lsn DESC, _zetl_seq DESC) AS tr WHERE ");
+    qa(&b, "x", t->tenant_column);
+    zetl_buf_puts(&b, " = tr.tn AND (x._zetl_lsn, x._zetl_seq) <= (tr.lsn, tr.seq)");
+    return buf_take(&b);
+}
+
+/* ---- postgres only: unchanged values ----------------------------------- */
+
+/* SET "c" = CASE WHEN i = ANY(r._zetl_unch)<cond> THEN <src>."c" ELSE r."c" END, ... */
+static void fill_set(struct zetl_buf *b, const struct zetl_wh_table *t, const char *src,
+                     bool by_value_alias, const char *extra_cond)
+{
+    bool first = true;
+
+    for (size_t i = 0; i < t->ncols; i++) {
+        if (t->cols[i].key)
+            continue;
+        zetl_buf_puts(b, first ? " SET " : ", ");
+        first = false;
+        qi(b, t->cols[i].name);
+        zetl_buf_printf(b, " = CASE WHEN %zu = ANY(r._zetl_unch)", i);
+        if (extra_cond)
+            zetl_buf_printf(b, " AND NOT (%zu = ANY(%s))", i, extra_cond);
+        zetl_buf_puts(b, " THEN ");
+        if (by_value_alias)
+            zetl_buf_printf(b, "%s.v%zu", src, i);
+        else
+            qa(b, src, t->cols[i].name);
+        zetl_buf_puts(b, " ELSE ");
+        qa(b, "r", t->cols[i].name);
+        zetl_buf_puts(b, " END");
+    }
+    zetl_buf_puts(b, first ? " SET " : ", ");
+}
+
+/* CASE WHEN b._zetl_id IS NULL THEN r2."c" ELSE b."c" END: the key an update came from. */
+static void lookup_key(struct zetl_buf *b, const char *name)
+{
+    zetl_buf_puts(b, "CASE WHEN b._zetl_id IS NULL THEN ");
+    qa(b, "r2", name);
+    zetl_buf_puts(b, " ELSE ");
+    qa(b, "b", name);
+    zetl_buf_puts(b, " END");
+}
+
+char *zetl_wh_pg_fill_prepare_sql(const struct zetl_wh_table *t, const struct zetl_wh_shape *shapes,
+                                  size_t nshapes)
+{
+    struct zetl_buf b;
+    size_t kn = 0;
+
+    zetl_buf_init(&b, 0);
+    /*
+     * 1. Unchanged columns as union indices: the file's _zetl_unchanged
+     *    translated through its column map, plus the columns its shape lacks.
+     *    Key columns are never filled.
+     */
+    zetl_buf_puts(&b, "UPDATE ");
+    qstage(&b, t, "");
+    zetl_buf_puts(&b, " SET _zetl_unch = NULLIF(CASE _zetl_file");
+    for (size_t f = 0; f < nshapes; f++) {
+        bool any = false;
+
+        zetl_buf_printf(&b, " WHEN %zu THEN ARRAY(SELECT m FROM (SELECT (ARRAY[", f);
+        for (size_t k = 0; k < shapes[f].ncols; k++) {
+            size_t u = shapes[f].map[k];
+
+            if (k)
+                zetl_buf_puts(&b, ", ");
+            if (t->cols[u].key)
+                zetl_buf_puts(&b, "NULL");
+            else
+                zetl_buf_printf(&b, "%zu", u);
+        }
+        zetl_buf_puts(&b, "]::int[])[i + 1] AS m FROM unnest(_zetl_unchanged) AS i) AS q "
+                          "WHERE m IS NOT NULL) || ARRAY[");
+        for (size_t u = 0; u < t->ncols; u++) {
+            bool present = false;
+
+            for (size_t k = 0; k < shapes[f].ncols && !present; k++)
+                present = shapes[f].map[k] == u;
+            if (present || t->cols[u].key)
+                continue;
+            zetl_buf_printf(&b, "%s%zu", any ? ", " : "", u);
+            any = true;
+        }
+        zetl_buf_puts(&b, "]::int[]");
+    }
+    zetl_buf_puts(&b, " END, '{}') WHERE _zetl_op = 'U' AND (_zetl_unchanged IS NOT NULL");
+    files_with_absent(&b, t, shapes, nshapes);
+    zetl_buf_puts(&b, ")");
+
+    /* 2. The B row right before an update (same transaction, seq - 1): its old key. */
+    zetl_buf_puts(&b, ";\nUPDATE ");
+    qstage(&b, t, "");
+    zetl_buf_puts(&b, " AS r SET _zetl_kb = b._zetl_id FROM ");
+    qstage(&b, t, "");
+    zetl_buf_puts(&b, " AS b WHERE r._zetl_unch IS NOT NULL AND b._zetl_op = 'B' AND "
+                      "b._zetl_lsn = r._zetl_lsn AND b._zetl_seq = r._zetl_seq - 1 AND ");
+    qa(&b, "b", t->tenant_column);
+    zetl_buf_puts(&b, " = ");
+    qa(&b, "r", t->tenant_column);
+
+    for (size_t i = 0; i < t->ncols; i++)
+        kn += t->cols[i].key;
+    if (kn == 0) {
+        /* Without a key only the before-image of the same change can supply values. */
+        zetl_buf_puts(&b, ";\nUPDATE ");
+        qstage(&b, t, "");
+        zetl_buf_puts(&b, " SET _zetl_prev = _zetl_kb WHERE _zetl_unch IS NOT NULL");
+        return buf_take(&b);
+    }
+
+    /* 3. The latest earlier image (I or U) of the key the update came from. */
+    zetl_buf_puts(&b, ";\nUPDATE ");
+    qstage(&b, t, "");
+    zetl_buf_puts(&b, " AS r SET _zetl_prev = x.pid FROM (SELECT r2._zetl_id AS rid, "
+                      "(SELECT p._zetl_id FROM ");
+    qstage(&b, t, "");
+    zetl_buf_puts(&b, " AS p WHERE p._zetl_op IN ('I', 'U') AND ");
+    qa(&b, "p", t->tenant_column);
+    zetl_buf_puts(&b, " = lk.t");
+    kn = 0;
+    for (size_t i = 0; i < t->ncols; i++)
+        if (t->cols[i].key) {
+            zetl_buf_puts(&b, " AND ");
+            qa(&b, "p", t->cols[i].name);
+            zetl_buf_printf(&b, " = lk.k%zu", kn++);
+        }
+    zetl_buf_puts(&b, " AND (p._zetl_lsn, p._zetl_seq) < (r2._zetl_lsn, r2._zetl_seq) "
+                      "ORDER BY p._zetl_lsn DESC, p._zetl_seq DESC LIMIT 1) AS pid FROM ");
+    qstage(&b, t, "");
+    zetl_buf_puts(&b, " AS r2 LEFT JOIN ");
+    qstage(&b, t, "");
+    zetl_buf_puts(&b, " AS b ON b._zetl_id = r2._zetl_kb CROSS JOIN LATERAL (SELECT ");
+    lookup_key(&b, t->tenant_column);
+    zetl_buf_puts(&b, " AS t");
+    kn = 0;
+    for (size_t i = 0; i < t->ncols; i++)
+        if (t->cols[i].key) {
+            zetl_buf_puts(&b, ", ");
+            lookup_key(&b, t->cols[i].name);
+            zetl_buf_printf(&b, " AS k%zu", kn++);
+        }
+    zetl_buf_puts(&b, ") AS lk WHERE r2._zetl_unch IS NOT NULL) AS x "
+                      "WHERE r._zetl_id = x.rid AND x.pid IS NOT NULL");
+
+    /* 4. Updates without an earlier image in the batch: the current warehouse row. */
+    zetl_buf_puts(&b, ";\nUPDATE ");
+    qstage(&b, t, "");
+    zetl_buf_puts(&b, " AS r");
+    fill_set(&b, t, "x", true, NULL);
+    zetl_buf_puts(&b, "_zetl_unch = NULL FROM (SELECT r2._zetl_id AS rid");
+    for (size_t i = 0; i < t->ncols; i++)
+        if (!t->cols[i].key) {
+            zetl_buf_puts(&b, ", ");
+            qa(&b, "w", t->cols[i].name);
+            zetl_buf_printf(&b, " AS v%zu", i);
+        }
+    zetl_buf_puts(&b, " FROM ");
+    qstage(&b, t, "");
+    zetl_buf_puts(&b, " AS r2 LEFT JOIN ");
+    qstage(&b, t, "");
+    zetl_buf_puts(&b, " AS b ON b._zetl_id = r2._zetl_kb JOIN ");
+    qtable(&b, t);
+    zetl_buf_puts(&b, " AS w ON ");
+    qa(&b, "w", t->tenant_column);
+    zetl_buf_puts(&b, " = ");
+    lookup_key(&b, t->tenant_column);
+    for (size_t i = 0; i < t->ncols; i++)
+        if (t->cols[i].key) {
+            zetl_buf_puts(&b, " AND ");
+            qa(&b, "w", t->cols[i].name);
+            zetl_buf_puts(&b, " = ");
+            lookup_key(&b, t->cols[i].name);
+        }
+    live(&b, t, "w");
+    zetl_buf_puts(&b, " WHERE r2._zetl_unch IS NOT NULL AND r2._zetl_prev IS NULL) AS x "
+                      "WHERE r._zetl_id = x.rid");
+    return buf_take(&b);
+}
+
+/*
+ * Takes what the predecessor has, then points past it (pointer jumping): a
+ * chain of n updates resolves in about log2(n) rounds.
+ */
+char *zetl_wh_pg_fill_round_sql(const struct zetl_wh_table *t)
+{
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, "UPDATE ");
+    qstage(&b, t, "");
+    zetl_buf_puts(&b, " AS r");
+    fill_set(&b, t, "p", false, "coalesce(p._zetl_unch, '{}')");
+    zetl_buf_puts(&b, "_zetl_unch = NULLIF(ARRAY(SELECT e FROM unnest(r._zetl_unch) AS e "
+                      "WHERE e = ANY(coalesce(p._zetl_unch, '{}'))), '{}'), "
+                      "_zetl_prev = p._zetl_prev FROM ");
+    qstage(&b, t, "");
+    zetl_buf_puts(&b, " AS p WHERE p._zetl_id = r._zetl_prev AND r._zetl_unch IS NOT NULL");
+    return buf_take(&b);
+}
+
+char *zetl_wh_pg_stage_index_sql(const struct zetl_wh_table *t)
+{
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, "CREATE INDEX ON ");
+    qstage(&b, t, "");
+    zetl_buf_puts(&b, " (_zetl_id)");
+    if (nkeys(t) > 0) {
+        zetl_buf_puts(&b, ";\nCREATE INDEX ON ");
+        qstage(&b, t, "");
+        zetl_buf_puts(&b, " (");
+        key_list(&b, t);
+        zetl_buf_puts(&b, ", _zetl_lsn, _zetl_seq)");
+    }
+    zetl_buf_puts(&b, ";\nSET LOCAL default_statistics_target = 10;\nANALYZE ");
+    qstage(&b, t, "");
+    return buf_take(&b);
+}
+
+/* ---- postgres only: merge ---------------------------------------------- */
+
+/* SELECT DISTINCT ON (keys[, _zetl_lsn]) * FROM stage ORDER BY keys, ... */
+static void last_images(struct zetl_buf *b, const struct zetl_wh_table *t, bool per_txn)
+{
+    zetl_buf_puts(b, "SELECT DISTINCT ON (");
+    key_list(b, t);
+    if (per_txn)
+        zetl_buf_puts(b, ", _zetl_lsn");
+    zetl_buf_puts(b, ") * FROM ");
+    qstage(b, t, "");
+    zetl_buf_puts(b, " WHERE _zetl_op <> 'T' ORDER BY ");
+    key_list(b, t);
+    zetl_buf_puts(b, per_txn ? ", _zetl_lsn, _zetl_seq DESC" : ", _zetl_lsn DESC, _zetl_seq DESC");
+}
+
+static void merge_keyed(struct zetl_buf *b, const struct zetl_wh_table *t)
+{
+    if (t->deletes == ZETL_DELETES_HARD) {
+        /* Every key the batch touched (old keys of key changes too) goes ... */
+        zetl_buf_puts(b, "DELETE FROM ");
+        qtable(b, t);
+        zetl_buf_puts(b, " AS w USING ");
+        qstage(b, t, "");
+        zetl_buf_puts(b, " AS x WHERE x._zetl_op <> 'T' AND ");
+        key_match(b, t, "w", "x");
+        /* ... and comes back as its last image when that is not a delete. */
+        zetl_buf_puts(b, ";\n");
+        insert_head(b, t);
+        zetl_buf_puts(b, " SELECT ");
+        col_list(b, t, "x");
+        zetl_buf_puts(b, ", x._zetl_lsn, now() FROM (");
+        last_images(b, t, false);
+        zetl_buf_puts(b, ") AS x WHERE x._zetl_op IN ('I', 'U')");
+        return;
+    }
+
+    zetl_buf_puts(b, "CREATE TEMP TABLE ");
+    qstage(b, t, "_last");
+    zetl_buf_puts(b, " ON COMMIT DROP AS ");
+    last_images(b, t, t->deletes == ZETL_DELETES_HISTORY);
+    zetl_buf_puts(b, ";\n");
+
+    if (t->deletes == ZETL_DELETES_SOFT) {
+        /* A deleted key keeps its last values: the warehouse's, or the batch's latest image. */
+        zetl_buf_puts(b, "UPDATE ");
+        qtable(b, t);
+        zetl_buf_puts(b, " AS w SET _zetl_deleted = true, _zetl_lsn = x._zetl_lsn, "
+                         "_zetl_synced_at = now() FROM ");
+        qstage(b, t, "_last");
+        zetl_buf_puts(b, " AS x WHERE x._zetl_op IN ('D', 'B') AND ");
+        key_match(b, t, "w", "x");
+        zetl_buf_puts(b, ";\nCREATE TEMP TABLE ");
+        qstage(b, t, "_image");
+        zetl_buf_puts(b, " ON COMMIT DROP AS SELECT DISTINCT ON (");
+        key_list(b, t);
+        zetl_buf_puts(b, ") * FROM ");
+        qstage(b, t, "");
+        zetl_buf_puts(b, " WHERE _zetl_op IN ('I', 'U') ORDER BY ");
+        key_list(b, t);
+        zetl_buf_puts(b, ", _zetl_lsn DESC, _zetl_seq DESC;\nDELETE FROM ");
+        qtable(b, t);
+        zetl_buf_puts(b, " AS w USING ");
+        qstage(b, t, "_image");
+        zetl_buf_puts(b, " AS x WHERE ");
+        key_match(b, t, "w", "x");
+        zetl_buf_puts(b, ";\n");
+        insert_head(b, t);
+        zetl_buf_puts(b, " SELECT ");
+        col_list(b, t, "x");
+        zetl_buf_puts(b, ", l._zetl_lsn, now(), l._zetl_op IN ('D', 'B') FROM ");
+        qstage(b, t, "_image");
+        zetl_buf_puts(b, " AS x JOIN ");
+        qstage(b, t, "_last");
+        zetl_buf_puts(b, " AS l ON ");
+        key_match(b, t, "x", "l");
+        return;
+    }
+
+    /* History: close the current version at the key's first change in the batch ... */
+    zetl_buf_puts(b, "UPDATE ");
+    qtable(b, t);
+    zetl_buf_puts(b, " AS w SET _zetl_valid_to = x._zetl_lsn, _zetl_synced_at = now() FROM "
+                     "(SELECT ");
+    key_list(b, t);
+    zetl_buf_puts(b, ", min(_zetl_lsn) AS _zetl_lsn FROM ");
+    qstage(b, t, "_last");
+    zetl_buf_puts(b, " GROUP BY ");
+    key_list(b, t);
+    zetl_buf_puts(b, ") AS x WHERE ");
+    key_match(b, t, "w", "x");
+    zetl_buf_puts(b, " AND w._zetl_valid_to IS NULL;\n");
+    /* ... and add one version per transaction's last image, valid until the next change. */
+    insert_head(b, t);
+    zetl_buf_puts(b, " SELECT ");
+    col_list(b, t, "x");
+    zetl_buf_puts(b, ", x._zetl_lsn, now(), x._zetl_lsn, x._zetl_next FROM (SELECT *, "
+                     "lead(_zetl_lsn) OVER (PARTITION BY ");
+    key_list(b, t);
+    zetl_buf_puts(b, " ORDER BY _zetl_lsn) AS _zetl_next FROM ");
+    qstage(b, t, "_last");
+    zetl_buf_puts(b, ") AS x WHERE x._zetl_op IN ('I', 'U')");
+}
+
+/* ROW(a."c1", a."c2", ...)::text over the columns of one file shape. */
+static void row_text(struct zetl_buf *b, const struct zetl_wh_table *t,
+                     const struct zetl_wh_shape *s, const char *alias)
+{
+    zetl_buf_puts(b, "ROW(");
+    for (size_t k = 0; k < s->ncols; k++) {
+        if (k)
+            zetl_buf_puts(b, ", ");
+        qa(b, alias, t->cols[s->map[k]].name);
+    }
+    zetl_buf_puts(b, ")::text");
+}
+
+static void merge_keyless(struct zetl_buf *b, const struct zetl_wh_table *t,
+                          const struct zetl_wh_shape *shapes, size_t nshapes)
+{
+    /* Rows are appended; removals take one matching current row each (multiset). */
+    insert_head(b, t);
+    zetl_buf_puts(b, " SELECT ");
+    col_list(b, t, "x");
+    zetl_buf_puts(b, ", x._zetl_lsn, now()");
+    if (t->deletes == ZETL_DELETES_SOFT)
+        zetl_buf_puts(b, ", false");
+    else if (t->deletes == ZETL_DELETES_HISTORY)
+        zetl_buf_puts(b, ", x._zetl_lsn, NULL");
+    zetl_buf_puts(b, " FROM ");
+    qstage(b, t, "");
+    zetl_buf_puts(b, " AS x WHERE x._zetl_op IN ('I', 'U') ORDER BY x._zetl_lsn, x._zetl_seq");
+
+    for (size_t f = 0; f < nshapes; f++) {
+        zetl_buf_puts(b, ";\nWITH d AS (SELECT ");
+        qa(b, "s", t->tenant_column);
+        zetl_buf_puts(b, " AS tn, ");
+        row_text(b, t, &shapes[f], "s");
+        zetl_buf_puts(b, " AS r, min(s._zetl_lsn) AS lsn, count(*) AS n FROM ");
+        qstage(b, t, "");
+        zetl_buf_printf(b,
+                        " AS s WHERE s._zetl_file = %zu AND s._zetl_op IN ('B', 'D') AND "
+                        "s._zetl_unchanged IS NULL GROUP BY 1, 2), ",
+                        f);
+        zetl_buf_puts(b, "m AS (SELECT w.ctid AS rid, d.lsn, d.n, row_number() OVER "
+                         "(PARTITION BY d.tn, d.r ORDER BY w.ctid) AS rn FROM ");
+        qtable(b, t);
+        zetl_buf_puts(b, " AS w JOIN d ON ");
+        qa(b, "w", t->tenant_column);
+        zetl_buf_puts(b, " = d.tn AND ");
+        row_text(b, t, &shapes[f], "w");
+        zetl_buf_puts(b, " = d.r WHERE true");
+        live(b, t, "w");
+        zetl_buf_puts(b, ") ");
+        if (t->deletes == ZETL_DELETES_HARD) {
+            zetl_buf_puts(b, "DELETE FROM ");
+            qtable(b, t);
+            zetl_buf_puts(b, " AS w USING m");
+        } else {
+            zetl_buf_puts(b, "UPDATE ");
+            qtable(b, t);
+            zetl_buf_puts(b, t->deletes == ZETL_DELETES_SOFT
+                                 ? " AS w SET _zetl_deleted = true, _zetl_lsn = m.lsn, "
+                                   "_zetl_synced_at = now() FROM m"
+                                 : " AS w SET _zetl_valid_to = m.lsn, _zetl_synced_at = now() "
+                                   "FROM m");
+        }
+        zetl_buf_puts(b, " WHERE w.ctid = m.rid AND m.rn <= m.n");
+    }
+}
+
+char *zetl_wh_pg_merge_sql(const struct zetl_wh_table *t, const struct zetl_wh_shape *shapes,
+                           size_t nshapes)
+{
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
+    if (nkeys(t) > 0)
+        merge_keyed(&b, t);
+    else
+        merge_keyless(&b, t, shapes, nshapes);
+    return buf_take(&b);
+}
+
+/* ---- shared: offsets and table state ------------------------------------ */
+
+char *zetl_wh_pg_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which)
+{
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
+    switch (which) {
+    case ZETL_WH_SQL_OFFSET_GET:
+        zetl_buf_puts(&b, "SELECT last_lsn, end_lsn FROM ");
+        qi(&b, schema);
+        zetl_buf_puts(&b, "._zetl_offsets WHERE stream = $1");
+        break;
+    case ZETL_WH_SQL_OFFSET_LOCK:
+        /* The row exists before it is locked, so two appliers serialize on it. */
+        zetl_buf_puts(&b, "INSERT INTO ");
+        qi(&b, schema);
+        zetl_buf_puts(&b, "._zetl_offsets (stream, last_lsn) VALUES ($1, 0) "
+                          "ON CONFLICT (stream) DO NOTHING");
+        break;
+    case ZETL_WH_SQL_OFFSET_LOCKED_GET:
+        zetl_buf_puts(&b, "SELECT last_lsn FROM ");
+        qi(&b, schema);
+        zetl_buf_puts(&b, "._zetl_offsets WHERE stream = $1 FOR UPDATE");
+        break;
+    case ZETL_WH_SQL_OFFSET_SET:
+        zetl_buf_puts(&b, "INSERT INTO ");
+        qi(&b, schema);
+        zetl_buf_puts(&b, "._zetl_offsets AS o (stream, last_lsn, end_lsn, batch, applied_at) "
+                          "VALUES ($1, $2::bigint, $3::bigint, $4, now()) ON CONFLICT (stream) "
+                          "DO UPDATE SET last_lsn = EXCLUDED.last_lsn, end_lsn = "
+                          "GREATEST(o.end_lsn, EXCLUDED.end_lsn), batch = EXCLUDED.batch, "
+                          "applied_at = EXCLUDED.applied_at");
+        break;
+    case ZETL_WH_SQL_OFFSET_PROGRESS:
+        zetl_buf_puts(&b, "INSERT INTO ");
+        qi(&b, schema);
+        zetl_buf_puts(&b, "._zetl_offsets AS o (stream, last_lsn, end_lsn) VALUES ($1, 0, "
+                          "$2::bigint) ON CONFLICT (stream) DO UPDATE SET end_lsn = "
+                          "EXCLUDED.end_lsn WHERE o.end_lsn IS NULL OR o.end_lsn < "
+                          "EXCLUDED.end_lsn");
+        break;
+    case ZETL_WH_SQL_STATE_GET:
+        zetl_buf_puts(&b, "SELECT table_name, state, coalesce(last_lsn, 0), reason FROM ");
+        qi(&b, schema);
+        zetl_buf_puts(&b, "._zetl_table_state");
+        break;
+    case ZETL_WH_SQL_STATE_APPLIED:
+        zetl_buf_puts(&b, "INSERT INTO ");
+        qi(&b, schema);
+        zetl_buf_puts(&b, "._zetl_table_state AS s (table_name, state, last_lsn, updated_at) "
+                          "VALUES ($1, 'active', $2::bigint, now()) ON CONFLICT (table_name) "
+                          "DO UPDATE SET last_lsn = GREATEST(s.last_lsn, EXCLUDED.last_lsn), "
+                          "updated_at = now()");
+        break;
+    case ZETL_WH_SQL_STATE_STOP:
+        zetl_buf_puts(&b, "INSERT INTO ");
+        qi(&b, schema);
+        zetl_buf_puts(&b, "._zetl_table_state AS s (table_name, state, reason, stopped_at_lsn, "
+                          "updated_at) VALUES ($1, 'stopped', $2, $3::bigint, now()) "
+                          "ON CONFLICT (table_name) DO UPDATE SET state = 'stopped', reason = "
+                          "EXCLUDED.reason, stopped_at_lsn = EXCLUDED.stopped_at_lsn, "
+                          "updated_at = now()");
+        break;
+    case ZETL_WH_SQL_COLUMNS:
+        /* Columns of one table with their primary key membership. */
+        zetl_buf_puts(&b, "SELECT a.attname, a.atttypid, a.atttypmod, "
+                          "coalesce(a.attnum = ANY(i.indkey), false) "
+                          "FROM pg_catalog.pg_attribute a "
+                          "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+                          "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                          "LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND "
+                          "i.indisprimary "
+                          "WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND "
+                          "NOT a.attisdropped ORDER BY a.attnum");
+        break;
+    }
+    return buf_take(&b);
+}

@@ -1,0 +1,244 @@
+"""End to end: source -> zetl daemon -> archive -> PostgreSQL warehouse, checked
+with `zetl verify` and with SQL against both sides."""
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+from zetltest import Cluster, Zetl, config, main, run_zetl
+
+TENANTS = ["tenant_a", "tenant_b", "tenant_c"]
+
+
+def ddl(schema):
+    return f"""
+CREATE SCHEMA {schema};
+CREATE TABLE {schema}.users (id int PRIMARY KEY, email text, name text, score numeric(10,2),
+  updated timestamptz DEFAULT now());
+CREATE TABLE {schema}.orders (id bigint PRIMARY KEY, user_id int, total numeric(12,2), note text);
+"""
+
+
+def random_workload(rng, n_txn, next_id):
+    """SQL for n_txn random transactions over the tenants: inserts, updates (some
+    changing the key), deletes, truncates, transactions touching several tenants."""
+    stmts = []
+    for _ in range(n_txn):
+        body = []
+        for _ in range(rng.randint(1, 6)):
+            t = rng.choice(TENANTS)
+            r = rng.random()
+            if r < 0.45:
+                n = rng.randint(1, 20)
+                body.append(f"INSERT INTO {t}.users SELECT g, 'u' || g || '@x', md5(g::text), "
+                            f"g % 1000 / 7.0 FROM generate_series({next_id}, {next_id + n - 1}) g "
+                            f"ON CONFLICT DO NOTHING;")
+                body.append(f"INSERT INTO {t}.orders SELECT g, g % 50, g / 3.0, 'o' FROM "
+                            f"generate_series({next_id}, {next_id + n - 1}) g ON CONFLICT DO NOTHING;")
+                next_id += n
+            elif r < 0.70:
+                body.append(f"UPDATE {t}.users SET name = md5(random()::text), score = score + 1, "
+                            f"updated = now() WHERE id % {rng.randint(3, 17)} = {rng.randint(0, 2)};")
+            elif r < 0.78:
+                body.append(f"UPDATE {t}.users SET id = id + 1000000 WHERE id IN (SELECT id FROM "
+                            f"{t}.users WHERE id < 1000000 ORDER BY id LIMIT 2);")
+            elif r < 0.95:
+                body.append(f"DELETE FROM {t}.users WHERE id % {rng.randint(5, 30)} = 1;")
+                body.append(f"DELETE FROM {t}.orders WHERE id % {rng.randint(5, 30)} = 2;")
+            else:
+                body.append(f"TRUNCATE {t}.orders;")
+        stmts.append("BEGIN;\n" + "\n".join(body) + "\nCOMMIT;")
+    return "\n".join(stmts), next_id
+
+
+class PipelineTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.src = Cluster(extra_conf="wal_sender_timeout = 3s\n")
+        cls.wh = Cluster(wal_level="replica")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.src.destroy()
+        cls.wh.destroy()
+
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix="zetl-test-")
+        name = self.id().split(".")[-1].lower()[:40]
+        self.db = self.src.createdb(name)
+        self.whdb = self.wh.createdb(name)
+        self.src.psql("".join(ddl(t) for t in TENANTS), db=self.db)
+        self.z = Zetl(self.work, self.cfg())
+
+    def tearDown(self):
+        if self.z.proc is not None and self.z.proc.poll() is None:
+            self.z.kill()
+        self.src.psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                      f"WHERE database = '{self.db}' AND NOT active")
+        self.src.psql(f'DROP DATABASE "{self.db}" WITH (FORMAT)'.replace("FORMAT", "FORCE"))
+        if self.wh.pid is None:
+            self.wh.start()
+        self.wh.psql(f'DROP DATABASE "{self.whdb}" WITH (FORCE)')
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def cfg(self, deletes="hard"):
+        return config(self.src, self.db, extra=f"""warehouse:
+  kind: postgres
+  dsn: "{self.wh.dsn(self.whdb)}"
+  schema: zetl_raw
+  deletes: {deletes}
+""")
+
+    def sql(self, text):
+        return self.src.psql(text, db=self.db)
+
+    def whsql(self, text):
+        return self.wh.psql(text, db=self.whdb)
+
+    def verify(self):
+        return run_zetl(["verify", "--config", self.z.config], cwd=self.work)
+
+    def wait_active(self, timeout=30):
+        deadline = time.time() + timeout
+        while not self.sql(f"SELECT 1 FROM pg_replication_slots WHERE database = '{self.db}' "
+                           f"AND active"):
+            self.assertLess(time.time(), deadline, "zetl did not connect:\n" + self.z.log())
+            time.sleep(0.1)
+
+    def test_mixed_random_workload_then_verify(self):
+        rng = random.Random(7)
+        self.assertEqual(self.z.run_once(), 0, self.z.log())
+        self.z.start()
+        self.wait_active()
+        next_id = 1
+        for _ in range(6):
+            sql, next_id = random_workload(rng, 40, next_id)
+            self.sql(sql)
+        rc, out, err = self.verify()
+        self.assertEqual(rc, 0, out + err + self.z.log())
+        self.assertIn("equal", out)
+        # The warehouse key is (tenant, id): no duplicates, every tenant present.
+        self.assertEqual(self.whsql("SELECT count(*) FROM (SELECT tenant_id, id FROM "
+                                    "zetl_raw.users GROUP BY 1, 2 HAVING count(*) > 1) d"), [["0"]])
+        # A hand-made difference is found and named.
+        self.whsql("UPDATE zetl_raw.users SET name = 'tampered' WHERE id = (SELECT min(id) FROM "
+                   "zetl_raw.users WHERE tenant_id = 'tenant_b') AND tenant_id = 'tenant_b'")
+        rc, out, _ = self.verify()
+        self.assertEqual(rc, 1, out)
+        self.assertIn("DIFFERENT", out)
+        self.assertIn("values differ", out)
+        self.assertEqual(self.z.kill(signal.SIGTERM), 0, self.z.log())
+
+    def test_kill_9_during_apply_then_restart(self):
+        rng = random.Random(11)
+        self.assertEqual(self.z.run_once(), 0, self.z.log())
+        next_id = 1
+        for round_ in range(4):
+            self.z.start()
+            self.wait_active()
+            sql, next_id = random_workload(rng, 60, next_id)
+            self.sql(sql)
+            time.sleep(0.1 + 0.2 * round_)
+            self.z.kill(signal.SIGKILL)
+        self.assertEqual(self.z.run_once(), 0, self.z.log())
+        self.z.start()
+        rc, out, err = self.verify()
+        self.assertEqual(rc, 0, out + err + self.z.log())
+        self.assertEqual(self.z.kill(signal.SIGTERM), 0, self.z.log())
+
+    def test_warehouse_down_during_run_loses_nothing(self):
+        self.assertEqual(self.z.run_once(), 0, self.z.log())
+        self.z.start()
+        self.wait_active()
+        self.sql("INSERT INTO tenant_a.users SELECT g, 'e', 'n', 1 FROM generate_series(1, 100) g")
+        time.sleep(1)
+        self.wh.stop()
+        self.sql("INSERT INTO tenant_b.users SELECT g, 'e', 'n', 2 FROM generate_series(1, 100) g")
+        time.sleep(4)  # zetl retries with backoff; the replication connection stays up
+        self.assertIsNone(self.z.proc.poll(), self.z.log())
+        self.assertIn("retrying", self.z.log())
+        pid_before = self.sql(f"SELECT active_pid FROM pg_replication_slots WHERE database = "
+                              f"'{self.db}'")
+        self.wh.start()
+        rc, out, err = self.verify()
+        self.assertEqual(rc, 0, out + err + self.z.log())
+        pid_after = self.sql(f"SELECT active_pid FROM pg_replication_slots WHERE database = "
+                             f"'{self.db}'")
+        self.assertEqual(pid_before, pid_after, "the replication connection was dropped")
+        self.assertEqual(self.z.kill(signal.SIGTERM), 0, self.z.log())
+
+    def test_slow_warehouse_keeps_replication_alive(self):
+        """A blocked apply (a lock held in the warehouse) must not let the walsender
+        time out (wal_sender_timeout = 3s): status updates go on under backpressure."""
+        self.assertEqual(self.z.run_once(), 0, self.z.log())  # slot and publication
+        self.sql("INSERT INTO tenant_a.users VALUES (0, 'e', 'n', 1)")
+        self.assertEqual(self.z.run_once(), 0, self.z.log())  # creates the warehouse table
+        self.z.start()
+        self.wait_active()
+        pid_before = self.sql(f"SELECT active_pid FROM pg_replication_slots WHERE database = "
+                              f"'{self.db}'")
+        locker = subprocess.Popen(
+            ["psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(self.wh.port), "-U", "postgres",
+             "-d", self.whdb], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        locker.stdin.write(b"BEGIN; LOCK TABLE zetl_raw.users IN ACCESS EXCLUSIVE MODE;\n")
+        locker.stdin.flush()
+        time.sleep(0.5)
+        for k in range(8):
+            self.sql(f"INSERT INTO tenant_a.users SELECT g, 'e', 'n', 1 FROM "
+                     f"generate_series({k * 1000 + 1}, {k * 1000 + 1000}) g")
+            time.sleep(1)
+        pid_during = self.sql(f"SELECT active_pid FROM pg_replication_slots WHERE database = "
+                              f"'{self.db}'")
+        locker.stdin.write(b"COMMIT;\n")
+        locker.stdin.close()
+        locker.wait()
+        self.assertEqual(pid_before, pid_during, "walsender timed out while the sink was slow")
+        rc, out, err = self.verify()
+        self.assertEqual(rc, 0, out + err + self.z.log())
+        self.assertNotIn("reconnecting", self.z.log())
+        self.assertEqual(self.z.kill(signal.SIGTERM), 0, self.z.log())
+
+    def test_warehouse_unreachable_at_start(self):
+        self.wh.stop()
+        rc = self.z.run_once()
+        self.wh.start()
+        self.assertEqual(rc, 1, self.z.log())
+        self.assertIn("warehouse", self.z.log())
+        self.assertEqual(self.sql(f"SELECT count(*) FROM pg_replication_slots WHERE database = "
+                                  f"'{self.db}'"), [["0"]])
+
+    def test_soft_and_history_delete_modes(self):
+        for mode in ("soft", "history"):
+            with self.subTest(mode=mode):
+                work = tempfile.mkdtemp(prefix="zetl-test-")
+                try:
+                    cfg = self.cfg(deletes=mode).replace("schema: zetl_raw", f"schema: wh_{mode}")
+                    cfg = cfg.replace("slot: zetl", f"slot: zetl_{mode}")
+                    z = Zetl(work, cfg)
+                    self.assertEqual(z.run_once(), 0, z.log())
+                    self.sql("INSERT INTO tenant_a.users (id, email, name, score) VALUES "
+                             "(1, 'a', 'v1', 1), (2, 'b', 'v1', 2)")
+                    self.sql("UPDATE tenant_a.users SET name = 'v2' WHERE id = 1")
+                    self.sql("DELETE FROM tenant_a.users WHERE id = 2")
+                    self.assertEqual(z.run_once(), 0, z.log())
+                    if mode == "soft":
+                        rows = self.whsql("SELECT id, name, _zetl_deleted FROM wh_soft.users "
+                                          "ORDER BY id")
+                        self.assertEqual(rows, [["1", "v2", "f"], ["2", "v1", "t"]])
+                    else:
+                        rows = self.whsql("SELECT id, name, _zetl_valid_to IS NULL FROM "
+                                          "wh_history.users ORDER BY id, _zetl_valid_from")
+                        self.assertEqual(rows, [["1", "v1", "f"], ["1", "v2", "t"],
+                                                ["2", "v1", "f"]])
+                    self.sql("DELETE FROM tenant_a.users")
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
