@@ -213,6 +213,27 @@ static enum zetl_err apply_with_retry(struct zetl_stream *st, const char *name,
     }
 }
 
+/*
+ * Stores a sealed batch in the archive, retrying with backoff while the
+ * archive is unavailable (S3 5xx, throttling, network).  Returns
+ * ZETL_ERR_RETRY only when asked to stop meanwhile.
+ */
+static enum zetl_err put_with_retry(struct zetl_stream *st, const struct zetl_batch *b,
+                                    const char *name, struct zetl_errbuf *eb)
+{
+    int64_t backoff = 500;
+    enum zetl_err err;
+
+    while ((err = zetl_archive_put(st->ar, b, eb)) == ZETL_ERR_RETRY &&
+           !zetl_stream_stopping()) {
+        zetl_warn("stream %s: could not archive batch %s: %s; retrying in %lld ms", st->name,
+                  name, eb->msg, (long long)backoff);
+        sleep_ms(backoff);
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+    return err;
+}
+
 /* Applies archived batches the warehouse has not seen (a crash between archive and apply). */
 static enum zetl_err catch_up_warehouse(struct zetl_stream *st, struct zetl_errbuf *eb)
 {
@@ -245,7 +266,8 @@ static void sink_fail(struct zetl_stream *st, enum zetl_err err, const struct ze
 {
     pthread_mutex_lock(&st->mu);
     if (err == ZETL_ERR_RETRY) {
-        /* Stopping while the warehouse is down: what is archived is applied at the next start. */
+        /* Stopping while a sink is down: what is archived is applied at the next start,
+         * what is not is sent again by the server (the slot did not move past it). */
         st->sink_abandoned = true;
     } else {
         st->sink_err = err;
@@ -308,7 +330,7 @@ static void *sink_main(void *arg)
         pthread_mutex_unlock(&st->mu);
 
         zetl_archive_batch_name(b, name);
-        err = zetl_archive_put(st->ar, b, &eb);
+        err = put_with_retry(st, b, name, &eb);
         if (err) {
             zetl_err_prefix(&eb, "stream %s: could not archive batch %s", st->name, name);
             sink_fail(st, err, &eb);
@@ -936,9 +958,11 @@ static enum zetl_err drain(struct zetl_stream *st, struct zetl_errbuf *eb)
     if (err == ZETL_OK)
         err = check_sink(st, eb);
     if (err == ZETL_OK && abandoned)
-        zetl_warn("stream %s: stopped while the warehouse was unavailable: archived batches are "
-                  "applied at the next start",
-                  st->name);
+        err = zetl_err_set(eb, ZETL_ERR_RETRY,
+                           "stream %s: stopped while a sink was unavailable: the slot was not "
+                           "confirmed past what is durable, so nothing is lost; the rest follows "
+                           "at the next start",
+                           st->name);
     return err;
 }
 

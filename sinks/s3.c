@@ -220,9 +220,8 @@ bool zetl_s3_xml_decode(const char *s, size_t n, struct zetl_buf *out)
             size_t start = hexa ? 3 : 2;
             uint32_t cp = 0;
 
-            if (elen < start || elen - start + 1 > 8 || elen + 1 == start)
-                return false;
-            if (elen == start - 1)
+            /* Digits are s[i+start .. i+elen]: at least one, at most 8. */
+            if (elen + 1 <= start || elen + 1 - start > 8)
                 return false;
             for (size_t k = i + start; k < i + 1 + elen; k++) {
                 char c = s[k];
@@ -240,7 +239,7 @@ bool zetl_s3_xml_decode(const char *s, size_t n, struct zetl_buf *out)
                 if (cp > 0x10FFFF)
                     return false;
             }
-            if (i + start == i + 1 + elen || cp == 0 || (cp >= 0xD800 && cp <= 0xDFFF))
+            if (cp == 0 || (cp >= 0xD800 && cp <= 0xDFFF))
                 return false;
             put_utf8(out, cp);
             done = true;
