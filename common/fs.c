@@ -21,14 +21,21 @@ enum zetl_err zetl_fs_mkdirs(const char *path, struct zetl_errbuf *eb)
         if (*p != '/')
             continue;
         *p = '\0';
-        if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
             return zetl_err_set(eb, ZETL_ERR_IO, "could not create directory \"%s\": %s", tmp,
                                 strerror(errno));
         *p = '/';
     }
-    if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
         return zetl_err_set(eb, ZETL_ERR_IO, "could not create directory \"%s\": %s", tmp,
                             strerror(errno));
+    struct stat st;
+    if (stat(tmp, &st) != 0)
+        return zetl_err_set(eb, ZETL_ERR_IO, "could not create directory \"%s\": %s", tmp,
+                            strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return zetl_err_set(eb, ZETL_ERR_IO, "could not create directory \"%s\": %s", tmp,
+                            strerror(ENOTDIR));
     return ZETL_OK;
 }
 

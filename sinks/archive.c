@@ -9,13 +9,13 @@
 #include "sinks/archive_backend.h"
 
 #include "common/buf.h"
+#include "common/fs.h"
 #include "common/lsn.h"
 #include "common/mem.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -217,15 +217,26 @@ void zetl_archive_batch_name(const struct zetl_batch *b, char name[40])
     snprintf(name, 40, "%s-%s", first, last);
 }
 
-/* "<hex16>-<hex16>" exactly, upper-case digits. */
-static bool parse_batch_name(const char *s, uint64_t *first, uint64_t *last)
+bool zetl_archive_parse_name(const char *s, size_t n, uint64_t *first, uint64_t *last)
 {
-    for (int i = 0; i < 33; i++) {
+    char tmp[34];
+
+    if (n != 33)
+        return false;
+    for (size_t i = 0; i < 33; i++) {
         char c = s[i];
         if (i == 16 ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'A' && c <= 'F')))
             return false;
     }
-    return s[33] == '\0' && zetl_lsn_from_hex16(s, first) && zetl_lsn_from_hex16(s + 17, last);
+    memcpy(tmp, s, 33);
+    tmp[16] = '\0';
+    tmp[33] = '\0';
+    return zetl_lsn_from_hex16(tmp, first) && zetl_lsn_from_hex16(tmp + 17, last);
+}
+
+static bool parse_batch_name(const char *s, uint64_t *first, uint64_t *last)
+{
+    return zetl_archive_parse_name(s, strlen(s), first, last);
 }
 
 static bool stream_name_valid(const char *s)
@@ -234,72 +245,6 @@ static bool stream_name_valid(const char *s)
 }
 
 /* ---- file:// backend -------------------------------------------------- */
-
-static int file_fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc, saved;
-
-    if (fd < 0)
-        return -1;
-    rc = fsync(fd);
-    saved = errno;
-    close(fd);
-    errno = saved;
-    return rc;
-}
-
-/* mkdir -p; *created tells whether the last component was made now. */
-static int file_mkdir_p(const char *path, bool *created)
-{
-    char *tmp;
-    struct stat st;
-    int rc = 0;
-
-    *created = false;
-    if (path[0] == '\0') {
-        errno = ENOENT;
-        return -1;
-    }
-    tmp = zetl_strdup(path);
-    for (char *p = tmp + 1;; p++) {
-        if (*p != '/' && *p != '\0')
-            continue;
-        char c = *p;
-        *p = '\0';
-        if (mkdir(tmp, 0755) == 0) {
-            *created = c == '\0';
-        } else if (errno != EEXIST) {
-            rc = -1;
-            break;
-        }
-        *p = c;
-        if (c == '\0')
-            break;
-    }
-    free(tmp);
-    if (rc != 0 || stat(path, &st) != 0)
-        return -1;
-    if (!S_ISDIR(st.st_mode)) {
-        errno = ENOTDIR;
-        return -1;
-    }
-    return 0;
-}
-
-static int file_rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    (void)st;
-    (void)ftw;
-    return (type == FTW_DP ? rmdir(path) : unlink(path)) != 0 && errno != ENOENT ? -1 : 0;
-}
-
-static int file_rm_tree(const char *path)
-{
-    int rc = nftw(path, file_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-
-    return rc != 0 && errno == ENOENT ? 0 : rc;
-}
 
 /* Directory <root>/<stream>[/<name>] into out (reset first). */
 static void file_path(const struct zetl_archive *ar, struct zetl_buf *out, const char *stream,
@@ -501,11 +446,8 @@ static enum zetl_err file_clean_tmp(const char *tmp, const struct zetl_batch *b,
             continue;
         zetl_buf_reset(&p);
         zetl_buf_printf(&p, "%s/%s", tmp, de->d_name);
-        if (file_rm_tree(p.data) != 0) {
-            err = zetl_err_set(eb, ZETL_ERR_IO, "could not remove \"%s\": %s", p.data,
-                               strerror(errno));
+        if ((err = zetl_fs_rmtree(p.data, eb)) != ZETL_OK)
             break;
-        }
     }
     closedir(d);
     zetl_buf_release(&p);
@@ -570,16 +512,10 @@ static enum zetl_err file_put(struct zetl_archive *ar, const struct zetl_batch *
     file_path(ar, &tmp, b->stream, tmpname);
     file_path(ar, &final, b->stream, name);
 
-    if (file_mkdir_p(sdir.data, &created) != 0) {
-        err = zetl_err_set(eb, ZETL_ERR_IO, "could not create directory \"%s\": %s", sdir.data,
-                           strerror(errno));
+    created = access(sdir.data, F_OK) != 0;
+    if ((err = zetl_fs_mkdirs(sdir.data, eb)) != ZETL_OK ||
+        (created && (err = zetl_fs_fsync_dir(ar->root, eb)) != ZETL_OK))
         goto fail;
-    }
-    if (created && file_fsync_dir(ar->root) != 0) {
-        err = zetl_err_set(eb, ZETL_ERR_IO, "could not fsync directory \"%s\": %s", ar->root,
-                           strerror(errno));
-        goto fail;
-    }
 
     /* A replay after a crash: the batch is in already. */
     rc = file_read_manifest(final.data, b->stream, &first, &last, &end, why, sizeof(why));
@@ -609,11 +545,8 @@ static enum zetl_err file_put(struct zetl_archive *ar, const struct zetl_batch *
     zetl_buf_printf(&dst, "%s/%s", tmp.data, ZETL_ARCHIVE_MANIFEST);
     if ((err = file_write_manifest(dst.data, manifest, len, eb)) != ZETL_OK)
         goto fail;
-    if (file_fsync_dir(tmp.data) != 0) {
-        err = zetl_err_set(eb, ZETL_ERR_IO, "could not fsync directory \"%s\": %s", tmp.data,
-                           strerror(errno));
+    if ((err = zetl_fs_fsync_dir(tmp.data, eb)) != ZETL_OK)
         goto fail;
-    }
     if (rename(tmp.data, final.data) != 0) {
         int saved = errno;
 
@@ -625,20 +558,13 @@ static enum zetl_err file_put(struct zetl_archive *ar, const struct zetl_batch *
                            tmp.data, final.data, strerror(saved));
         goto fail;
     }
-    if (file_fsync_dir(sdir.data) != 0) {
-        err = zetl_err_set(eb, ZETL_ERR_IO, "could not fsync directory \"%s\": %s", sdir.data,
-                           strerror(errno));
+    if ((err = zetl_fs_fsync_dir(sdir.data, eb)) != ZETL_OK)
         goto fail;
-    }
     /* The spool directory is empty now; the caller may still remove it itself. */
     rmdir(b->dir);
 
 done:
-    if (file_rm_tree(tmp.data) != 0) {
-        err =
-            zetl_err_set(eb, ZETL_ERR_IO, "could not remove \"%s\": %s", tmp.data, strerror(errno));
-        goto fail;
-    }
+    err = zetl_fs_rmtree(tmp.data, eb);
 fail:
     zetl_buf_release(&dst);
     zetl_buf_release(&src);
@@ -674,11 +600,8 @@ static enum zetl_err file_last_lsn(struct zetl_archive *ar, const char *stream, 
         if (strncmp(de->d_name, ZETL_ARCHIVE_TMP_PREFIX, strlen(ZETL_ARCHIVE_TMP_PREFIX)) == 0) {
             /* Never renamed in: a put that did not finish.  The batch comes again. */
             file_path(ar, &p, stream, de->d_name);
-            if (file_rm_tree(p.data) != 0) {
-                err = zetl_err_set(eb, ZETL_ERR_IO, "could not remove \"%s\": %s", p.data,
-                                   strerror(errno));
+            if ((err = zetl_fs_rmtree(p.data, eb)) != ZETL_OK)
                 goto fail;
-            }
             continue;
         }
         if (!parse_batch_name(de->d_name, &first, &last))
@@ -787,7 +710,6 @@ static const struct archive_backend file_backend = {
 static enum zetl_err file_open(struct zetl_archive *ar, const char *path, struct zetl_errbuf *eb)
 {
     struct zetl_buf p;
-    bool created;
     enum zetl_err err = ZETL_OK;
 
     zetl_buf_init(&p, 0);
@@ -811,11 +733,8 @@ static enum zetl_err file_open(struct zetl_archive *ar, const char *path, struct
     while (p.len > 1 && p.data[p.len - 1] == '/')
         p.data[--p.len] = '\0';
     ar->root = zetl_strndup(p.data, p.len);
-    if (file_mkdir_p(ar->root, &created) != 0) {
-        err = zetl_err_set(eb, ZETL_ERR_IO, "could not create directory \"%s\": %s", ar->root,
-                           strerror(errno));
+    if ((err = zetl_fs_mkdirs(ar->root, eb)) != ZETL_OK)
         goto fail;
-    }
     if (access(ar->root, W_OK | X_OK) != 0) {
         err = zetl_err_set(eb, ZETL_ERR_IO, "could not write directory \"%s\": %s", ar->root,
                            strerror(errno));

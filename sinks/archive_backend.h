@@ -31,6 +31,9 @@ struct archive_backend {
     void (*release)(struct zetl_archive *ar);
 };
 
+/* "<hex16>-<hex16>" exactly (n bytes of s), upper-case digits: a batch directory name. */
+bool zetl_archive_parse_name(const char *s, size_t n, uint64_t *first, uint64_t *last);
+
 struct archive_s3;
 
 struct zetl_archive {

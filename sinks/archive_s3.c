@@ -50,24 +50,6 @@ struct s3a_scan {
     bool overflow;
 };
 
-/* "<hex16>-<hex16>" exactly, upper-case digits: archive.c's batch names. */
-static bool parse_name(const char *s, size_t n, uint64_t *first, uint64_t *last)
-{
-    char tmp[40];
-
-    if (n != 33)
-        return false;
-    for (size_t i = 0; i < 33; i++) {
-        char c = s[i];
-        if (i == 16 ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'A' && c <= 'F')))
-            return false;
-    }
-    memcpy(tmp, s, 33);
-    tmp[33] = '\0';
-    tmp[16] = '\0';
-    return zetl_lsn_from_hex16(tmp, first) && zetl_lsn_from_hex16(tmp + 17, last);
-}
-
 /* "<prefix>/<stream>/[<name>/[<file>]]" into out (reset first). */
 static void s3a_key(const struct archive_s3 *a, struct zetl_buf *out, const char *stream,
                     const char *name, const char *file)
@@ -104,7 +86,7 @@ static bool scan_key(void *arg, const char *key, uint64_t size, bool is_prefix)
         return true;
     rest = key + sc->base_len;
     slash = strchr(rest, '/');
-    if (slash == NULL || !parse_name(rest, (size_t)(slash - rest), &first, &last))
+    if (slash == NULL || !zetl_archive_parse_name(rest, (size_t)(slash - rest), &first, &last))
         return true;
     memcpy(name, rest, 33);
     name[33] = '\0';
@@ -490,7 +472,7 @@ static enum zetl_err s3a_fetch(struct zetl_archive *ar, const char *stream, cons
     zetl_buf_init(&d, 0);
     zetl_buf_init(&k, 0);
     zetl_buf_init(&text, S3A_MANIFEST_MAX);
-    if (!parse_name(name, strlen(name), &first, &last)) {
+    if (!zetl_archive_parse_name(name, strlen(name), &first, &last)) {
         err = zetl_err_set(eb, ZETL_ERR_USAGE, "invalid batch name \"%s\"", name);
         goto fail;
     }

@@ -8,6 +8,7 @@
 #include "sinks/batch.h"
 
 #include "common/buf.h"
+#include "common/fs.h"
 #include "common/mem.h"
 #include "common/sha256.h"
 #include "proto/relcache.h"
@@ -233,41 +234,6 @@ static int fsync_path(const char *path)
     close(fd);
     errno = saved;
     return rc;
-}
-
-/* mkdir -p; returns 0 or -1 with errno set. */
-static int mkdir_p(const char *path)
-{
-    char *tmp;
-    struct stat st;
-    int rc = 0;
-
-    if (path[0] == '\0') {
-        errno = ENOENT;
-        return -1;
-    }
-    tmp = zetl_strdup(path);
-    for (char *p = tmp + 1;; p++) {
-        if (*p != '/' && *p != '\0')
-            continue;
-        char c = *p;
-        *p = '\0';
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
-            rc = -1;
-            break;
-        }
-        *p = c;
-        if (c == '\0')
-            break;
-    }
-    free(tmp);
-    if (rc != 0 || stat(path, &st) != 0)
-        return -1;
-    if (!S_ISDIR(st.st_mode)) {
-        errno = ENOTDIR;
-        return -1;
-    }
-    return 0;
 }
 
 /* Removes a directory holding only plain files (a spool batch directory). */
@@ -735,11 +701,8 @@ enum zetl_err zetl_batch_writer_new(const char *spool_dir, const char *stream,
     zetl_buf_printf(&p, "%s/%s", spool_dir, stream);
     w->stream_dir = zetl_strndup(p.data, p.len);
 
-    if (mkdir_p(w->stream_dir) != 0) {
-        err = zetl_err_set(eb, ZETL_ERR_IO, "could not create directory \"%s\": %s", w->stream_dir,
-                           strerror(errno));
+    if ((err = zetl_fs_mkdirs(w->stream_dir, eb)) != ZETL_OK)
         goto fail;
-    }
     if (access(w->stream_dir, W_OK | X_OK) != 0) {
         err = zetl_err_set(eb, ZETL_ERR_IO, "could not write directory \"%s\": %s", w->stream_dir,
                            strerror(errno));
