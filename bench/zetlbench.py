@@ -13,7 +13,10 @@ its slot there) and a run() call per repetition afterwards.
 """
 
 import argparse
+import bisect
+import csv
 import datetime
+import io
 import json
 import math
 import mmap
@@ -130,10 +133,10 @@ class LocalCluster(Source):
         "synchronous_commit": "off",
     }
 
-    def __init__(self, keep=False):
+    def __init__(self, keep=False, conf=None, dbname="bench", prefix="zetlbench-pg-"):
         self.keep = keep
         self.pid = None
-        self.dir = tempfile.mkdtemp(prefix="zetlbench-pg-")
+        self.dir = tempfile.mkdtemp(prefix=prefix)
         os.chmod(self.dir, 0o755)
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
@@ -144,7 +147,8 @@ class LocalCluster(Source):
         subprocess.run(as_pg_user([pg_tool("initdb"), "-D", self.data, "-U", "postgres",
                                    "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        conf = dict(self.CONF)
+        conf = dict(self.CONF if conf is None else conf)
+        self.conf = dict(conf)
         conf.update({"listen_addresses": "'127.0.0.1'", "port": str(self.port),
                      "unix_socket_directories": f"'{self.dir}'",
                      "log_min_messages": "warning"})
@@ -161,8 +165,8 @@ class LocalCluster(Source):
         with open(os.path.join(self.data, "postmaster.pid")) as f:
             self.pid = int(f.readline())
         self.dsn = f"host=127.0.0.1 port={self.port} dbname=postgres user=postgres"
-        self.psql("CREATE DATABASE bench")
-        self.dsn = f"host=127.0.0.1 port={self.port} dbname=bench user=postgres"
+        self.psql(f"CREATE DATABASE {qident(dbname)}")
+        self.dsn = f"host=127.0.0.1 port={self.port} dbname={dbname} user=postgres"
 
     def close(self):
         if self.pid is not None:
@@ -469,6 +473,7 @@ class Workload:
     name = None
     description = ""
     defaults = {}
+    enables = ()  # measurement flags on by default for this workload ("e2e", "lag")
 
     def __init__(self, args, prefix):
         self.p = dict(self.defaults)
@@ -553,6 +558,7 @@ class Insert1M(InsertWorkload):
     name = "insert-1m"
     description = "1,000,000 inserts over 3 tenant schemas in 10 transactions of 100,000 rows"
     defaults = {"rows": 1_000_000, "tenants": 3, "txn_rows": 100_000}
+    enables = ("e2e",)
 
 
 @workload
@@ -626,6 +632,8 @@ class Mixed(Workload):
         src.psql("".join(parts))
 
     def generate(self, src, work):
+        if not self.p["rows"] and not self.p["rate"]:
+            raise RuntimeError(f"{self.name}: --rate 0 (unpaced) needs --rows")
         rows = self.p["rows"] or int(self.p["rate"] * self.p["duration"])
         self.p["rows"] = rows
         arr = "ARRAY[" + ",".join(qlit(s) for s in self.schemas) + "]::text[]"
@@ -673,9 +681,11 @@ BEGIN
     END LOOP;
     done := least(total, done + txn_rows);
     COMMIT;
-    ahead := done / rate - extract(epoch FROM clock_timestamp() - t0);
-    IF ahead > 0 THEN
-      PERFORM pg_sleep(ahead);
+    IF rate > 0 THEN  -- rate 0: as fast as the server goes
+      ahead := done / rate - extract(epoch FROM clock_timestamp() - t0);
+      IF ahead > 0 THEN
+        PERFORM pg_sleep(ahead);
+      END IF;
     END IF;
   END LOOP;
 END
@@ -684,6 +694,24 @@ $bench$;
         src.psql(sql)
         return {"rows_expected": rows,
                 "transactions": math.ceil(rows / max(1, self.p["txn_rows"]))}
+
+
+@workload
+class MixedMax(Mixed):
+    name = "mixed-max"
+    description = ("mixed at full speed (no rate limit): 300,000 row changes, 60/30/10 "
+                   "insert/update/delete in 10-row transactions over 3 tenants; end to end on")
+    defaults = dict(Mixed.defaults, rows=300_000, rate=0)
+    enables = ("e2e",)
+
+
+@workload
+class MixedLag(Mixed):
+    name = "mixed-lag"
+    description = ("mixed at a steady 5,000 rows/s for 60 s with zetl running as a daemon "
+                   "into the warehouse: commit-to-warehouse lag")
+    defaults = dict(Mixed.defaults, rate=5000, duration=60)
+    enables = ("lag",)
 
 
 @workload
@@ -764,10 +792,25 @@ class Measurement:
 
     name = None
     label = None
-    enabled_by = None  # an args attribute that must be true, or None = always
+    enabled_by = None  # an args attribute (or a tuple of them) that must be true; None = always
+    needs_warehouse = False
+    live = False  # live_start() before the workload is generated, live_finish() after
 
     def __init__(self, bench):
         self.b = bench
+
+    @classmethod
+    def enabled(cls, args, wl):
+        """A flag is on when given (--e2e), or, when not given, if the workload
+        turns it on by default (Workload.enables)."""
+        if cls.enabled_by is None:
+            return True
+        names = cls.enabled_by if isinstance(cls.enabled_by, tuple) else (cls.enabled_by,)
+        for n in names:
+            v = getattr(args, n, None)
+            if not (v or (v is None and n in wl.enables)):
+                return False
+        return True
 
     def prepare(self, rep):
         pass
@@ -935,10 +978,14 @@ archive:
   url: file://./archive
 """
 
-    def zetl(self, rep, cmd_prefix=(), tag="run"):
-        wd = self.workdir(rep)
+    def env(self):
         env = dict(os.environ)
         env["ZETL_SOURCE_DSN"] = self.b.src.dsn
+        return env
+
+    def zetl(self, rep, cmd_prefix=(), tag="run"):
+        wd = self.workdir(rep)
+        env = self.env()
         stderr = os.path.join(wd, f"zetl-{tag}.stderr")
         r = run_timed(list(cmd_prefix) + [self.b.zetl_bin, "run", "--once", "--config",
                                           os.path.join(wd, "zetl.yaml")],
@@ -1001,17 +1048,873 @@ class ZetlPerf(ZetlCapture):
         data = os.path.join(self.workdir(rep), "perf.data")
         r = self.zetl(rep, cmd_prefix=["perf", "record", "-g", "-F", "999", "-o", data, "--"],
                       tag="perf")
-        report = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio",
-                                 "--sort", "symbol,dso", "--percent-limit", "0.5", "-g", "none"],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        by_dso = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio",
-                                 "--sort", "dso", "-g", "none"],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         path = os.path.join(self.b.results, f"{self.b.wl.name}.perf.txt")
-        with open(path, "wb") as f:
-            f.write(b"# self time by shared object\n" + by_dso.stdout
-                    + b"\n# self time by symbol (>= 0.5%)\n" + report.stdout)
-        log(f"perf report written to {path}")
+        perf_report(data, path)
+        return {"wall_s": r["wall_s"], "rows": 0, "report": os.path.relpath(path, HERE)}
+
+    @staticmethod
+    def summarize(runs, b):
+        return runs[0]
+
+
+def perf_report(data, path):
+    report = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio",
+                             "--sort", "symbol,dso", "--percent-limit", "0.5", "-g", "none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    by_dso = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio",
+                             "--sort", "dso", "-g", "none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    with open(path, "wb") as f:
+        f.write(b"# self time by shared object\n" + by_dso.stdout
+                + b"\n# self time by symbol (>= 0.5%)\n" + report.stdout)
+    log(f"perf report written to {path}")
+
+
+# --------------------------------------------------------------------------
+# End to end: a PostgreSQL warehouse, zetl applying to it, bare COPY, lag
+# --------------------------------------------------------------------------
+
+# The warehouse cluster: PostgreSQL's defaults (wal_level replica, synchronous_commit
+# on, fsync on) with the source's shared_buffers, plus two observers:
+# track_commit_timestamp (exact commit time of each apply transaction, for lag) and
+# pg_stat_statements (where the warehouse's time goes).
+WAREHOUSE_CONF = {
+    "shared_buffers": "256MB",
+    "track_commit_timestamp": "on",
+    "shared_preload_libraries": "'pg_stat_statements'",
+    "pg_stat_statements.track": "all",
+}
+# Added to the source cluster when the warehouse is a database in it (--warehouse database).
+SAME_CLUSTER_EXTRA = {
+    "track_commit_timestamp": "on",
+    "shared_preload_libraries": "'pg_stat_statements'",
+    "pg_stat_statements.track": "all",
+}
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_ticks(pid, children=True):
+    """utime+stime+cutime+cstime of pid (cutime: its reaped children's CPU)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return 0
+    fields = data[data.rindex(")") + 2:].split()
+    return sum(int(x) for x in fields[11:15 if children else 13])
+
+
+def cluster_cpu_s(postmaster_pid):
+    """CPU seconds used so far by a PostgreSQL cluster: the postmaster, every live child
+    (backends, walsenders, checkpointer, ...) and, through the postmaster's cutime and
+    cstime, every child it has already reaped. Deltas of this are exact up to a child
+    that exits between the two reads of one sample (one backend's CPU, at most)."""
+    if postmaster_pid is None:
+        return None
+    total = proc_cpu_ticks(postmaster_pid)
+    try:
+        with open(f"/proc/{postmaster_pid}/task/{postmaster_pid}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+    except OSError:
+        kids = []
+    for k in kids:
+        total += proc_cpu_ticks(k)
+    return total / CLK_TCK
+
+
+class DsnServer(Source):
+    def __init__(self, dsn):
+        self.dsn = dsn
+
+
+class Warehouse:
+    """The PostgreSQL warehouse zetl applies to, and the bare-COPY baseline loads into.
+
+    mode "cluster": a second throwaway cluster (the default); "database": a database
+    `warehouse` in the source's throwaway cluster; "external": --warehouse-dsn.
+    """
+
+    def __init__(self, args, bench):
+        self.mode = "external" if args.warehouse_dsn else args.warehouse
+        self.cluster = None
+        self.cleanup = []
+        if self.mode == "external":
+            self.server = DsnServer(args.warehouse_dsn)
+            self.pm_pid = None
+            self.server_files = False
+        elif self.mode == "database":
+            src = bench.src
+            src.psql("CREATE DATABASE warehouse")
+            self.server = DsnServer(src.dsn.replace("dbname=bench", "dbname=warehouse"))
+            # The source cluster runs synchronous_commit=off; a warehouse commit should
+            # be durable before zetl lets the slot move on, as in a separate cluster.
+            src.psql("ALTER DATABASE warehouse SET synchronous_commit = on")
+            self.pm_pid = src.pid
+            self.server_files = True
+        else:
+            conf = dict(WAREHOUSE_CONF)
+            if args.warehouse_explain is not None:
+                # Diagnostics only (adds timing overhead): plans of slow statements, with
+                # actual rows, sort methods and buffers, to results/<w>.warehouse-plans.log.
+                conf.update({"shared_preload_libraries": "'pg_stat_statements,auto_explain'",
+                             "auto_explain.log_min_duration": str(args.warehouse_explain),
+                             "auto_explain.log_analyze": "on",
+                             "auto_explain.log_buffers": "on",
+                             "auto_explain.log_nested_statements": "on"})
+            self.cluster = LocalCluster(keep=args.keep, conf=conf, dbname="warehouse",
+                                        prefix="zetlbench-wh-")
+            self.server = self.cluster
+            self.pm_pid = self.cluster.pid
+            self.server_files = True
+        self.dsn = self.server.dsn
+        self.stats = bool(self.server.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; "
+                                           "SELECT 1 FROM pg_settings WHERE name = "
+                                           "'shared_preload_libraries' AND setting LIKE "
+                                           "'%pg_stat_statements%'", check=False))
+        self.commit_ts = self.server.value("SHOW track_commit_timestamp") == "on"
+
+    def psql(self, sql, check=True, timeout=None):
+        return self.server.psql(sql, check=check, timeout=timeout)
+
+    def value(self, sql):
+        return self.server.value(sql)
+
+    def cpu_s(self):
+        return cluster_cpu_s(self.pm_pid)
+
+    def before_run(self):
+        """Same starting point for every timed run: a checkpoint, fresh statement stats."""
+        self.psql("CHECKPOINT", check=self.mode != "external")
+        if self.stats:
+            self.psql("SELECT pg_stat_statements_reset()", check=False)
+
+    def top_statements(self, n=12):
+        """pg_stat_statements since before_run(), summed over statements that differ only
+        in the name of zetl's per-batch staging table (_zetl_stage_<n>), slowest first."""
+        if not self.stats:
+            return []
+        rows = self.psql(
+            "SELECT calls, total_exec_time, rows, shared_blks_hit + shared_blks_read, "
+            "wal_bytes, regexp_replace(regexp_replace(left(query, 600), '\\s+', ' ', 'g'), "
+            "'_zetl_stage_[0-9]+', '_zetl_stage_N', 'g') FROM pg_stat_statements "
+            "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            check=False)
+        agg = {}
+        for calls, total, nrows, blks, wal, q in rows:
+            a = agg.setdefault(q, {"calls": 0, "total_ms": 0.0, "rows": 0, "blocks": 0,
+                                   "wal_bytes": 0, "query": q})
+            a["calls"] += int(calls)
+            a["total_ms"] += float(total)
+            a["rows"] += int(nrows)
+            a["blocks"] += int(blks)
+            a["wal_bytes"] += int(float(wal or 0))
+        out = sorted(agg.values(), key=lambda a: -a["total_ms"])[:n]
+        for a in out:
+            a["total_ms"] = round(a["total_ms"], 1)
+            a["mean_ms"] = round(a["total_ms"] / a["calls"], 2) if a["calls"] else None
+        return out
+
+    def describe(self):
+        d = {"mode": self.mode,
+             "settings": self.server.describe() if hasattr(self.server, "describe") else {}}
+        if self.cluster is not None:
+            d["configured"] = dict(WAREHOUSE_CONF)
+        d["track_commit_timestamp"] = self.commit_ts
+        d["pg_stat_statements"] = self.stats
+        return d
+
+    def close(self, plans_path=None):
+        for sql in reversed(self.cleanup):
+            self.psql(sql, check=False, timeout=600)
+        if plans_path and self.cluster is not None:
+            shutil.copyfile(os.path.join(self.cluster.dir, "log"), plans_path)
+            log(f"warehouse server log with auto_explain plans: {plans_path}")
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+class TimedProcess:
+    """A long-running process (zetl run as a daemon) under GNU time: started and
+    stopped by the caller; the same figures as run_timed()."""
+
+    def __init__(self, cmd, cwd=None, env=None, stderr_path=None):
+        self.err = open(stderr_path, "wb") if stderr_path else subprocess.DEVNULL
+        self.tfile = None
+        full = list(cmd)
+        if os.access(GNU_TIME, os.X_OK):
+            fd, self.tfile = tempfile.mkstemp(prefix="zetlbench-time-")
+            os.close(fd)
+            full = [GNU_TIME, "-f", "%M", "-o", self.tfile, "--"] + full
+        self.samples = []
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(full, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=self.err)
+        self.stop_ev = threading.Event()
+        self.sampler = threading.Thread(target=self._sample, daemon=True)
+        self.sampler.start()
+
+    def target(self):
+        return child_pid(self.proc.pid) if self.tfile else self.proc.pid
+
+    def _sample(self):
+        target = None
+        while not self.stop_ev.is_set():
+            if target is None:
+                target = self.target()
+            if target is not None:
+                try:
+                    with open(f"/proc/{target}/status") as f:
+                        for line in f:
+                            if line.startswith("VmRSS:"):
+                                self.samples.append((round(time.monotonic() - self.t0, 3),
+                                                     int(line.split()[1])))
+                                break
+                except OSError:
+                    pass
+            self.stop_ev.wait(0.1 if target else 0.005)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=120):
+        kid = self.target()
+        if kid and self.proc.poll() is None:
+            os.kill(kid, sig)
+        t = time.monotonic()
+        while True:
+            pid, status, ru = os.wait4(self.proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() - t > timeout:
+                kid = self.target()
+                if kid:
+                    os.kill(kid, signal.SIGKILL)
+                _, status, ru = os.wait4(self.proc.pid, 0)
+                break
+            time.sleep(0.01)
+        self.stop_ev.set()
+        self.sampler.join()
+        if self.err is not subprocess.DEVNULL:
+            self.err.close()
+        peak = ru.ru_maxrss
+        if self.tfile:
+            try:
+                with open(self.tfile) as f:
+                    lines = [l for l in f.read().split("\n") if l.strip()]
+                peak = int(lines[-1].split()[-1])
+            except (OSError, ValueError, IndexError):
+                pass
+            os.unlink(self.tfile)
+        if self.samples:
+            peak = max(peak, max(kb for _, kb in self.samples))
+        return {"exit_code": os.waitstatus_to_exitcode(status),
+                "wall_s": round(time.monotonic() - self.t0, 4),
+                "user_s": round(ru.ru_utime, 4), "sys_s": round(ru.ru_stime, 4),
+                "cpu_s": round(ru.ru_utime + ru.ru_stime, 4), "peak_rss_kb": peak,
+                "peak_rss_source": "GNU time %M" if self.tfile else "wait4 ru_maxrss",
+                "rss_samples_kb": downsample(self.samples, 400)}
+
+
+def warehouse_type(t):
+    """The manifest's type text as a warehouse column type (docs/warehouse.md)."""
+    if t.startswith("_"):
+        return t[1:] + "[]"
+    if "." in t or t.startswith("oid:"):
+        return "text"
+    return t
+
+
+def archive_batches(root):
+    """[(stream, batch dir, manifest)] of every sealed batch under root, in LSN order."""
+    out = []
+    if not os.path.isdir(root):
+        return out
+    for stream in sorted(os.listdir(root)):
+        sdir = os.path.join(root, stream)
+        if not os.path.isdir(sdir):
+            continue
+        for name in sorted(os.listdir(sdir)):
+            parts = name.split("-")
+            if len(parts) != 2 or not all(len(p) == 16 for p in parts):
+                continue
+            with open(os.path.join(sdir, name, "manifest.json")) as f:
+                out.append((stream, os.path.join(sdir, name), json.load(f)))
+    return out
+
+
+@measurement
+class ZetlE2E(ZetlCapture):
+    """zetl run --once with a warehouse: capture + archive + apply, timed until exit;
+    then `zetl verify` (timed separately, exit code recorded)."""
+
+    name = "zetl_e2e"
+    label = "zetl end to end (archive + warehouse)"
+    enabled_by = "e2e"
+    needs_warehouse = True
+
+    def slot_prefix(self, rep):
+        return f"{self.b.prefix_objects}e2e{rep}"
+
+    def workdir(self, rep):
+        return os.path.join(self.b.work, f"e2e-{rep}")
+
+    def wh_schema(self, rep):
+        return f"{self.b.prefix_objects}e2e{rep}"
+
+    def config_text(self, rep):
+        extra = ""
+        if self.b.args.batch_age_ms:
+            extra = f"  max_age_ms: {self.b.args.batch_age_ms}\n"
+        text = super().config_text(rep).replace("  dir: ./zetl-data\n",
+                                                "  dir: ./zetl-data\n" + extra)
+        return text + f"""warehouse:          # dsn comes from ZETL_WAREHOUSE_DSN
+  kind: postgres
+  schema: {self.wh_schema(rep)}
+  deletes: hard
+"""
+
+    def env(self):
+        env = super().env()
+        env["ZETL_WAREHOUSE_DSN"] = self.b.wh.dsn
+        return env
+
+    def prepare(self, rep):
+        self.b.wh.cleanup.append(f"DROP SCHEMA IF EXISTS {qident(self.wh_schema(rep))} CASCADE")
+        super().prepare(rep)
+        self.seeded_rows = self.seed_warehouse(rep)
+
+    def seed_warehouse(self, rep):
+        """zetl has no initial snapshot: rows that exist before its slot (the preloaded
+        rows of mixed, pgbench's -i) never reach the warehouse through it. The bench
+        copies them in before the measured run (not timed), into a table created as zetl
+        creates it (docs/warehouse.md: tenant column, source columns, _zetl_lsn = 0,
+        _zetl_synced_at, primary key (tenant, source key)), so that the changes apply to
+        the same rows as on the source and verify can compare."""
+        b, wh = self.b, self.b.wh
+        rels = b.src.psql(
+            "SELECT n.nspname, c.relname, c.oid, c.reltuples FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname LIKE "
+            + qlit(b.prefix_schemas.replace("_", "\\_") + "%") + " ORDER BY 2, 1")
+        by_rel = {}
+        for nsp, rel, oid, _ in rels:
+            by_rel.setdefault(rel, []).append((nsp, oid))
+        schema = qident(self.wh_schema(rep))
+        total = 0
+        for rel, tenants in by_rel.items():
+            n = int(b.src.value("SELECT " + " + ".join(f"(SELECT count(*) FROM {qident(nsp)}.{qident(rel)})"
+                                           for nsp, _ in tenants)))
+            if n == 0:
+                continue
+            oid = tenants[0][1]
+            cols = b.src.psql("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                              f"WHERE attrelid = {oid} AND attnum > 0 AND NOT attisdropped "
+                              "ORDER BY attnum")
+            key = [r[0] for r in b.src.psql(
+                "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                f"AND a.attnum = ANY (i.indkey) WHERE i.indrelid = {oid} AND i.indisprimary "
+                "ORDER BY array_position(i.indkey::int2[], a.attnum)")]
+            ddl = (f"CREATE SCHEMA IF NOT EXISTS {schema};\nCREATE TABLE {schema}.{qident(rel)} "
+                   f"(tenant_id text NOT NULL, "
+                   + "".join(f"{qident(c)} {t}, " for c, t in cols)
+                   + "_zetl_lsn bigint, _zetl_synced_at timestamptz"
+                   + (f", PRIMARY KEY (tenant_id, {', '.join(qident(k) for k in key)})"
+                      if key else "") + ");\n")
+            wh.psql(ddl)
+            for nsp, _ in tenants:
+                out = subprocess.Popen(
+                    ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", b.src.dsn, "-c",
+                     f"COPY (SELECT {qlit(nsp)}, *, 0::bigint, now() FROM {qident(nsp)}."
+                     f"{qident(rel)}) TO STDOUT"], stdout=subprocess.PIPE)
+                p = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", wh.dsn,
+                                    "-c", f"COPY {schema}.{qident(rel)} FROM STDIN"],
+                                   stdin=out.stdout, stderr=subprocess.PIPE)
+                out.stdout.close()
+                if out.wait() != 0 or p.returncode != 0:
+                    raise RuntimeError(f"seeding the warehouse failed: {p.stderr.decode()[-500:]}")
+            wh.psql(f"ANALYZE {schema}.{qident(rel)}")
+            total += n
+        if total:
+            log(f"  seeded warehouse schema {self.wh_schema(rep)} with the {total} rows that "
+                "predate the slot")
+        return total
+
+    def offsets_end_lsn(self, rep):
+        got = self.b.wh.psql(f"SELECT end_lsn FROM {qident(self.wh_schema(rep))}._zetl_offsets",
+                             check=False)
+        return int(got[0][0]) if got and got[0][0] else 0
+
+    def verify(self, rep, daemon_running=False):
+        """zetl verify. It waits until the warehouse's _zetl_offsets.end_lsn reaches the
+        source's pg_current_wal_insert_lsn(). After `run --once` that often never happens:
+        --once exits without recording idle progress, so any WAL after the last commit
+        (here the bench's end marker; on any server the bgwriter's running-xacts records)
+        leaves end_lsn behind and verify gives up after 120 s with exit 1. The bench checks
+        that condition itself and, when it holds, runs verify with a `zetl run` daemon on
+        the same config (which records idle progress after 1 s), as the message of verify
+        suggests ("is zetl running?"). Both facts are recorded."""
+        wd = self.workdir(rep)
+        out = os.path.join(wd, "verify.stdout")
+        note, daemon = None, None
+        if not daemon_running:
+            end, cur = self.offsets_end_lsn(rep), self.b.src.current_lsn()
+            if end < cur:
+                note = (f"after run --once the warehouse's _zetl_offsets.end_lsn "
+                        f"{lsn_text(end)} is {cur - end} bytes behind the source's insert LSN "
+                        f"{lsn_text(cur)} (WAL written after zetl's last commit and never noted "
+                        "as progress): verify alone would wait 120 s and exit 1; verified with "
+                        "a zetl run daemon on the same config")
+                log("  " + note)
+                daemon = TimedProcess([self.b.zetl_bin, "run", "--config",
+                                       os.path.join(wd, "zetl.yaml")], cwd=wd, env=self.env(),
+                                      stderr_path=os.path.join(wd, "verify-daemon.stderr"))
+        try:
+            r = run_timed([self.b.zetl_bin, "verify", "--config", os.path.join(wd, "zetl.yaml")],
+                          cwd=wd, env=self.env(), stdout_path=out,
+                          stderr_path=os.path.join(wd, "verify.stderr"),
+                          timeout=self.b.args.timeout)
+        finally:
+            if daemon is not None:
+                daemon.stop()
+        v = {"exit_code": r["exit_code"], "seconds": r["wall_s"], "output": tail(out, 1500),
+             "mode": "with a zetl daemon running" if (daemon or daemon_running) else "alone"}
+        if note:
+            v["once_end_lsn_behind"] = note
+        log(f"  zetl verify exit {r['exit_code']} in {r['wall_s']:.1f}s")
+        if r["exit_code"] != 0:
+            log("  verify output:\n" + tail(out, 1500) + tail(os.path.join(wd, "verify.stderr")))
+        return v
+
+    def warehouse_rows(self, rep):
+        s = qlit(self.wh_schema(rep))
+        tables = self.b.wh.psql("SELECT quote_ident(table_schema) || '.' || quote_ident(table_name)"
+                                " FROM information_schema.tables WHERE table_schema = " + s +
+                                " AND table_name NOT LIKE '\\_zetl\\_%'")
+        if not tables:
+            return 0
+        return int(self.b.wh.value("SELECT " + " + ".join(f"(SELECT count(*) FROM {t[0]})" for t in tables)))
+
+    def costs(self, r, wh_cpu, src_cpu):
+        if r["rows"]:
+            if wh_cpu is not None:
+                r["warehouse_cpu_s"] = round(wh_cpu, 2)
+                r["warehouse_cpu_s_per_million_rows"] = round(wh_cpu / r["rows"] * 1e6, 3)
+            if src_cpu is not None:
+                r["source_cpu_s"] = round(src_cpu, 2)
+        return r
+
+    def run(self, rep):
+        wh = self.b.wh
+        wh.before_run()
+        c0, s0 = wh.cpu_s(), self.b.src_cpu_s()
+        r = self.zetl(rep, tag="e2e")
+        c1, s1 = wh.cpu_s(), self.b.src_cpu_s()
+        a = archive_stats(os.path.join(self.workdir(rep), "archive"))
+        r.update(a)
+        same = wh.mode == "database"
+        self.costs(r, None if c0 is None else c1 - c0,
+                   None if (s0 is None or same) else s1 - s0)
+        r["statements"] = wh.top_statements()
+        r["raw_mb_per_s"] = round(a["raw_bytes"] / 1e6 / r["wall_s"], 2)
+        r["compressed_bytes_per_row"] = round(a["file_bytes"] / a["rows"], 2) if a["rows"] else None
+        r["archive_bytes_per_row"] = round(a["archive_bytes"] / a["rows"], 2) if a["rows"] else None
+        r["warehouse_rows"] = self.warehouse_rows(rep)
+        r["warehouse_seeded_rows"] = self.seeded_rows
+        r["verify"] = self.verify(rep)
+        self.b.e2e_archives[rep] = os.path.join(self.workdir(rep), "archive")
+        if not self.b.args.keep:
+            wh.psql(f"DROP SCHEMA IF EXISTS {qident(self.wh_schema(rep))} CASCADE")
+        return rates(r, self.b)
+
+
+@measurement
+class BareCopy(Measurement):
+    """The warehouse's own bulk-load rate for the same rows: zetl's archive CSV files of
+    the same repetition, decompressed beforehand (not timed), loaded with one
+    `COPY ... FROM 'file' (FORMAT csv)` per table file shape into an empty, ordinary
+    (logged, unindexed) table with the CSV's columns and types, in one transaction.
+    Timed: the COPY statements and the COMMIT (psql \\timing)."""
+
+    name = "bare_copy"
+    label = "warehouse bare COPY (same rows)"
+    enabled_by = "e2e"
+    needs_warehouse = True
+
+    def run(self, rep):
+        root = self.b.e2e_archives.get(rep)
+        if root is None:
+            return None
+        wh = self.b.wh
+        out = os.path.join(self.b.work, f"bare-{rep}")
+        os.makedirs(out, exist_ok=True)
+        for d in (self.b.work, out):  # the server process reads the files
+            os.chmod(d, 0o755)
+        groups = {}  # (table, columns) -> [paths], rows
+        tenant_col = "tenant_id"
+        for _, bdir, man in archive_batches(root):
+            tenant_col = man.get("tenant_column", tenant_col)
+            for fi in man["files"]:
+                key = (fi["table"], tuple((c["name"], c["type"]) for c in fi["columns"]))
+                g = groups.setdefault(key, [[], 0])
+                g[0].append(os.path.join(bdir, fi["file"]))
+                g[1] += fi["rows"]
+        t = time.monotonic()
+        files = []
+        for i, ((table, cols), (paths, nrows)) in enumerate(groups.items()):
+            path = os.path.join(out, f"t{i}.csv")
+            with open(path, "wb") as f:
+                subprocess.run(["zstd", "-q", "-dc"] + paths, stdout=f, check=True)
+            os.chmod(path, 0o644)
+            files.append((i, table, cols, path, nrows))
+        decompress_s = time.monotonic() - t
+        schema = qident(f"{self.b.prefix_objects}bare{rep}")
+        ddl = [f"DROP SCHEMA IF EXISTS {schema} CASCADE;\nCREATE SCHEMA {schema};\n"]
+        wh.cleanup.append(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        copies = []
+        for i, table, cols, path, _ in files:
+            colsql = ", ".join(["_zetl_op text", "_zetl_lsn bigint", "_zetl_seq integer",
+                                "_zetl_commit_ts timestamptz", "_zetl_unchanged integer[]",
+                                f"{qident(tenant_col)} text"]
+                               + [f"{qident(n)} {warehouse_type(ty)}" for n, ty in cols])
+            ddl.append(f"CREATE TABLE {schema}.t{i} ({colsql});\n")
+            if wh.server_files:
+                copies.append(f"COPY {schema}.t{i} FROM {qlit(path)} (FORMAT csv);\n")
+            else:
+                copies.append(f"\\copy {schema}.t{i} FROM {qlit(path)} (FORMAT csv)\n")
+        wh.psql("".join(ddl))
+        wh.before_run()
+        c0 = wh.cpu_s()
+        script = "\\timing on\nBEGIN;\n" + "".join(copies) + "COMMIT;\n"
+        p = subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", "-d", wh.dsn, "-f", "-"],
+                           input=script.encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=self.b.args.timeout)
+        c1 = wh.cpu_s()
+        if p.returncode != 0:
+            raise RuntimeError(f"bare COPY failed: {p.stderr.decode(errors='replace')[-2000:]}")
+        times = [float(line.split()[1]) for line in p.stdout.decode().splitlines()
+                 if line.startswith("Time: ")]
+        rows = sum(f[4] for f in files)
+        loaded = int(wh.value("SELECT " + " + ".join(f"(SELECT count(*) FROM {schema}.t{f[0]})"
+                                         for f in files) if files else "SELECT 0"))
+        r = {"wall_s": round(sum(times) / 1000.0, 4), "rows": rows, "rows_loaded": loaded,
+             "statement_ms": times, "decompress_s": round(decompress_s, 3),
+             "csv_bytes": sum(os.path.getsize(f[3]) for f in files), "files": len(files),
+             "peak_rss_kb": 0, "copy": "server-side COPY FROM file" if wh.server_files
+             else "psql \\copy (client-side)",
+             "statements": wh.top_statements(4)}
+        if c0 is not None and rows:
+            r["warehouse_cpu_s"] = round(c1 - c0, 2)
+            r["warehouse_cpu_s_per_million_rows"] = round((c1 - c0) / rows * 1e6, 3)
+        if not self.b.args.keep:
+            wh.psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(root, ignore_errors=True)
+        r = rates(r, self.b)
+        r["peak_rss_mb"] = None  # a server-side statement: no process of ours
+        return r
+
+
+def weighted_percentiles(pairs, qs):
+    """pairs: [(value, weight)]; the value at each quantile q of the weighted distribution."""
+    pairs = sorted(pairs)
+    total = sum(w for _, w in pairs)
+    out, acc, i = {}, 0, 0
+    for q in sorted(qs):
+        need = q * total
+        while i < len(pairs) and acc + pairs[i][1] < need:
+            acc += pairs[i][1]
+            i += 1
+        out[q] = pairs[min(i, len(pairs) - 1)][0] if pairs else None
+    return out
+
+
+@measurement
+class ZetlLag(ZetlE2E):
+    """zetl run as a daemon (not --once), started before the workload and applying to
+    the warehouse while the workload runs at its target rate; per change, lag = the
+    commit time of the warehouse transaction that made it visible minus its source
+    commit time. Only one run (it is tied to the generation of the workload)."""
+
+    name = "zetl_lag"
+    label = "zetl daemon, commit-to-warehouse lag"
+    enabled_by = "lag"
+    live = True
+    POLL_S = 0.05
+
+    def slot_prefix(self, rep):
+        return f"{self.b.prefix_objects}lag{rep}"
+
+    def workdir(self, rep):
+        return os.path.join(self.b.work, f"lag-{rep}")
+
+    def wh_schema(self, rep):
+        return f"{self.b.prefix_objects}lag{rep}"
+
+    def prepare(self, rep):
+        if rep == 1:
+            super().prepare(rep)
+
+    def live_start(self):
+        wd, b = self.workdir(1), self.b
+        b.wh.before_run()
+        self.c0, self.s0 = b.wh.cpu_s(), b.src_cpu_s()
+        self.daemon = TimedProcess([b.zetl_bin, "run", "--config", os.path.join(wd, "zetl.yaml")],
+                                   cwd=wd, env=self.env(),
+                                   stderr_path=os.path.join(wd, "zetl-daemon.stderr"))
+        slot = f"{self.slot_prefix(1)}_0"
+        deadline = time.time() + 60
+        while not b.src.psql(f"SELECT 1 FROM pg_replication_slots WHERE slot_name = {qlit(slot)}"
+                             " AND active"):
+            if not self.daemon.alive() or time.time() > deadline:
+                self.daemon.stop()
+                raise RuntimeError("zetl daemon did not start streaming:\n"
+                                   + tail(os.path.join(wd, "zetl-daemon.stderr")))
+            time.sleep(0.1)
+        # Poller: one psql session reading _zetl_offsets every POLL_S; the server's
+        # clock and the offset row's commit timestamp are in each line.
+        self.poll_out = os.path.join(wd, "offsets-poll.txt")
+        q = qident(self.wh_schema(1))
+        cts = ("extract(epoch FROM pg_xact_commit_timestamp(xmin))" if b.wh.commit_ts
+               else "NULL")
+        self.poll_sql = (f"SELECT extract(epoch FROM clock_timestamp()), last_lsn, end_lsn, "
+                         f"{cts}, extract(epoch FROM applied_at) FROM {q}._zetl_offsets;\n")
+        self.poller_stop = threading.Event()
+        self.poller = threading.Thread(target=self._poll, daemon=True)
+        self.poller.start()
+        self.t_gen0 = time.time()
+
+    def _poll(self):
+        with open(self.poll_out, "wb") as out:
+            p = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-F", " ", "-d", self.b.wh.dsn,
+                                  "-f", "-"], stdin=subprocess.PIPE, stdout=out,
+                                 stderr=subprocess.DEVNULL)
+            try:
+                while not self.poller_stop.is_set():
+                    p.stdin.write(self.poll_sql.encode())
+                    p.stdin.flush()
+                    self.poller_stop.wait(self.POLL_S)
+            except BrokenPipeError:
+                pass
+            finally:
+                try:
+                    p.stdin.close()
+                except BrokenPipeError:
+                    pass
+                p.wait()
+
+    def live_finish(self):
+        b, wd = self.b, self.workdir(1)
+        gen_end = time.time()
+        root = os.path.join(wd, "archive")
+        q = qident(self.wh_schema(1))
+        deadline = time.time() + b.args.timeout
+        while True:  # drained: every row archived, the last batch applied
+            a = archive_stats(root)
+            if a["rows"] >= b.rows:
+                last = max(m["last_lsn_int"] for _, _, m in archive_batches(root))
+                got = b.wh.psql(f"SELECT last_lsn FROM {q}._zetl_offsets", check=False)
+                if got and int(got[0][0]) >= last:
+                    break
+            if not self.daemon.alive():
+                raise RuntimeError("zetl daemon exited:\n"
+                                   + tail(os.path.join(wd, "zetl-daemon.stderr")))
+            if time.time() > deadline:
+                raise RuntimeError(f"zetl daemon did not apply all {b.rows} rows in time")
+            time.sleep(0.2)
+        drained = time.time()
+        time.sleep(3 * self.POLL_S)
+        self.poller_stop.set()
+        self.poller.join()
+        statements = b.wh.top_statements()
+        verify = self.verify(1, daemon_running=True)
+        c1, s1 = b.wh.cpu_s(), b.src_cpu_s()
+        r = self.daemon.stop()
+        if r["exit_code"] != 0:
+            log(f"zetl daemon exited {r['exit_code']} on SIGTERM:\n"
+                + tail(os.path.join(wd, "zetl-daemon.stderr")))
+        a = archive_stats(root)
+        r.update(a)
+        r["verify"] = verify
+        r["statements"] = statements
+        r["drain_s_after_generate"] = round(drained - gen_end, 3)
+        r["compressed_bytes_per_row"] = round(a["file_bytes"] / a["rows"], 2) if a["rows"] else None
+        r["archive_bytes_per_row"] = round(a["archive_bytes"] / a["rows"], 2) if a["rows"] else None
+        self.costs(r, None if self.c0 is None else c1 - self.c0,
+                   None if (self.s0 is None or b.wh.mode == "database") else s1 - self.s0)
+        r["lag"] = self.analyse(root)
+        r["warehouse_rows"] = self.warehouse_rows(1)
+        r["warehouse_seeded_rows"] = self.seeded_rows
+        # wall_s here is the daemon's life (start, workload, drain, verify): rows/s is
+        # the source's rate, not zetl's limit.
+        r["wall_s_note"] = "daemon lifetime (start to SIGTERM, verify included)"
+        self.result = rates(r, b)
+        if not b.args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+    def analyse(self, root):
+        """Per change: warehouse commit of its batch - source commit (see README)."""
+        b = self.b
+        batches = archive_batches(root)
+        txn_ts = {}  # commit lsn -> source commit time (epoch s)
+        per_batch = []  # (first, last, {lsn: rows})
+        for _, bdir, man in batches:
+            counts = {}
+            for fi in man["files"]:
+                p = subprocess.Popen(["zstd", "-q", "-dc", os.path.join(bdir, fi["file"])],
+                                     stdout=subprocess.PIPE)
+                last_lsn, last_ts = None, None
+                for row in csv.reader(io.TextIOWrapper(p.stdout, encoding="utf-8",
+                                                         newline="")):
+                    lsn = row[1]
+                    if lsn != last_lsn:
+                        last_lsn = lsn
+                        li = int(lsn)
+                        if li not in txn_ts:
+                            txn_ts[li] = datetime.datetime.fromisoformat(row[3]).timestamp()
+                        last_ts = li
+                    counts[last_ts] = counts.get(last_ts, 0) + 1
+                p.wait()
+            per_batch.append((man["first_lsn_int"], man["last_lsn_int"], counts))
+        # Warehouse commit time of each batch: (1) the rows it wrote that are still
+        # there: pg_xact_commit_timestamp(xmin) of the apply transaction; (2) the offset
+        # poller: first sighting of last_lsn (the row's xmin commit time; or, without
+        # track_commit_timestamp, the poll's clock: an upper bound).
+        q = qident(self.wh_schema(1))
+        commit = {}  # batch index -> (epoch, how)
+        starts = {}
+        if b.wh.commit_ts:
+            tables = b.wh.psql("SELECT quote_ident(table_schema) || '.' || quote_ident(table_name)"
+                               " FROM information_schema.tables WHERE table_schema = "
+                               + qlit(self.wh_schema(1)) + " AND table_name NOT LIKE '\\_zetl\\_%'")
+            groups = []
+            for (t,) in tables:
+                groups += b.wh.psql(f"SELECT min(_zetl_lsn), max(_zetl_lsn), "
+                                    f"extract(epoch FROM pg_xact_commit_timestamp(xmin)), "
+                                    f"extract(epoch FROM min(_zetl_synced_at)) FROM {t} "
+                                    f"GROUP BY xmin")
+            firsts = [x[0] for x in per_batch]
+            for lo, hi, ts, st in groups:
+                i = bisect.bisect_right(firsts, int(lo)) - 1
+                if i >= 0 and int(hi) <= per_batch[i][1] and ts:
+                    commit[i] = (float(ts), "warehouse rows: pg_xact_commit_timestamp(xmin)")
+                    starts[i] = float(st)
+        seen = {}
+        try:
+            with open(self.poll_out) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) < 5:
+                        continue
+                    now, last = float(parts[0]), int(parts[1])
+                    cts = float(parts[3]) if parts[3] else None
+                    app = float(parts[4]) if parts[4] else None
+                    if last not in seen:
+                        seen[last] = (cts if cts is not None else now, app,
+                                      "offset poller: xmin commit timestamp" if cts is not None
+                                      else f"offset poller: first sighting (<= {self.POLL_S}s late)")
+        except OSError:
+            pass
+        for i, (_, last, _) in enumerate(per_batch):
+            if last in seen:
+                if i not in commit:
+                    commit[i] = (seen[last][0], seen[last][2])
+                if i not in starts and seen[last][1] is not None:
+                    starts[i] = seen[last][1]
+        # Unresolved batches take the next resolved one's time (an upper bound).
+        nxt, unresolved = None, 0
+        times = [None] * len(per_batch)
+        for i in range(len(per_batch) - 1, -1, -1):
+            if i in commit:
+                nxt = commit[i][0]
+                times[i] = nxt
+            else:
+                unresolved += 1
+                times[i] = nxt
+        pairs, buckets, applied = [], {}, {}
+        committed = {}
+        t0 = self.t_gen0
+        for i, (_, _, counts) in enumerate(per_batch):
+            if times[i] is None:
+                continue
+            for lsn, n in counts.items():
+                lag = times[i] - txn_ts[lsn]
+                pairs.append((lag, n))
+                sec = int(txn_ts[lsn] - t0)
+                buckets.setdefault(sec, []).append((lag, n))
+                committed[sec] = committed.get(sec, 0) + n
+            a_sec = int(times[i] - t0)
+            applied[a_sec] = applied.get(a_sec, 0) + sum(counts.values())
+        qs = (0.5, 0.95, 0.99, 1.0)
+        pct = weighted_percentiles(pairs, qs)
+        series = []
+        for sec in sorted(set(buckets) | set(applied)):
+            p = weighted_percentiles(buckets.get(sec, []), qs) if sec in buckets else {}
+            series.append({"t": sec, "p50": p.get(0.5), "p95": p.get(0.95), "p99": p.get(0.99),
+                           "max": p.get(1.0), "source_rows": committed.get(sec, 0),
+                           "applied_rows": applied.get(sec, 0)})
+        apply_s = [commit[i][0] - starts[i] for i in commit if i in starts]
+        nrows = sum(n for _, n in pairs)
+        return {
+            "changes": nrows,
+            "transactions": len(txn_ts),
+            "batches": len(per_batch),
+            "batch_rows_mean": round(nrows / len(per_batch), 1) if per_batch else None,
+            "batches_resolved_exactly": len(per_batch) - unresolved,
+            "batch_commit_sources": sorted({how for _, how in commit.values()}),
+            "p50_s": round(pct[0.5], 4) if pairs else None,
+            "p95_s": round(pct[0.95], 4) if pairs else None,
+            "p99_s": round(pct[0.99], 4) if pairs else None,
+            "max_s": round(pct[1.0], 4) if pairs else None,
+            "mean_s": round(sum(l * n for l, n in pairs) / nrows, 4) if nrows else None,
+            "min_s": round(min(l for l, _ in pairs), 4) if pairs else None,
+            "apply_txn_s": ({"p50": round(weighted_percentiles([(x, 1) for x in apply_s],
+                                                                [0.5])[0.5], 4),
+                             "max": round(max(apply_s), 4), "n": len(apply_s)}
+                            if apply_s else None),
+            "series": series,
+        }
+
+    def run(self, rep):
+        if rep != 1:
+            return None
+        return self.result
+
+    @staticmethod
+    def summarize(runs, b):
+        return dict(runs[0])
+
+
+@measurement
+class ZetlE2EPerf(ZetlE2E):
+    """--perf with --e2e: one more end-to-end run under perf record -g (not a figure)."""
+
+    name = "zetl_e2e_perf"
+    label = "zetl end to end under perf"
+    enabled_by = ("perf", "e2e")
+
+    def slot_prefix(self, rep):
+        return f"{self.b.prefix_objects}e2eperf{rep}"
+
+    def workdir(self, rep):
+        return os.path.join(self.b.work, f"e2eperf-{rep}")
+
+    def wh_schema(self, rep):
+        return f"{self.b.prefix_objects}e2eperf{rep}"
+
+    def prepare(self, rep):
+        if rep == 1:
+            super().prepare(rep)
+
+    def run(self, rep):
+        if rep != 1:
+            return None
+        data = os.path.join(self.workdir(rep), "perf.data")
+        r = self.zetl(rep, cmd_prefix=["perf", "record", "-g", "-F", "999", "-o", data, "--"],
+                      tag="perf")
+        path = os.path.join(self.b.results, f"{self.b.wl.name}.e2e.perf.txt")
+        perf_report(data, path)
+        if not self.b.args.keep:
+            self.b.wh.psql(f"DROP SCHEMA IF EXISTS {qident(self.wh_schema(rep))} CASCADE")
         return {"wall_s": r["wall_s"], "rows": 0, "report": os.path.relpath(path, HERE)}
 
     @staticmethod
@@ -1034,9 +1937,14 @@ class Bench:
         self.prefix_objects = "zetlbench_" if self.external else "zb_"
         self.wl = WORKLOADS[wl_name](args, self.prefix_schemas)
         self.runs = {}
+        self.wh = None
+        self.e2e_archives = {}
         self.publication = None
         self.cleanup = []
         self.work = tempfile.mkdtemp(prefix=f"zetlbench-{wl_name}-")
+
+    def src_cpu_s(self):
+        return cluster_cpu_s(getattr(self.src, "pid", None))
 
     def on_cleanup(self, sql):
         if self.external:
@@ -1052,17 +1960,28 @@ class Bench:
 
     def execute(self):
         args = self.args
-        measures = [m(self) for m in MEASUREMENTS
-                    if m.enabled_by is None or getattr(args, m.enabled_by, False)]
+        measures = [m(self) for m in MEASUREMENTS if m.enabled(args, self.wl)]
+        need_wh = any(m.needs_warehouse for m in measures)
         log(f"{self.wl.name}: {self.wl.description}")
         if self.external:
             self.src = ExistingSource(args.source_dsn)
             self.check_external()
         else:
-            self.src = LocalCluster(keep=args.keep)
+            conf = dict(LocalCluster.CONF)
+            if need_wh and args.warehouse == "database" and not args.warehouse_dsn:
+                conf.update(SAME_CLUSTER_EXTRA)
+            self.src = LocalCluster(keep=args.keep, conf=conf)
         try:
+            if need_wh:
+                log("warehouse: " + ("--warehouse-dsn" if args.warehouse_dsn else
+                                     "a second throwaway cluster" if args.warehouse == "cluster"
+                                     else "database 'warehouse' in the source cluster"))
+                self.wh = Warehouse(args, self)
             return self._execute(measures)
         finally:
+            if self.wh is not None:
+                self.wh.close(os.path.join(self.results, f"{self.wl.name}.warehouse-plans.log")
+                              if args.warehouse_explain is not None else None)
             self.src.close()
             if args.keep:
                 log(f"kept work directory {self.work}")
@@ -1089,6 +2008,10 @@ class Bench:
         stat_before = self.row_stats()
         self.start_lsn = src.current_lsn()
         log(f"generating the workload from {lsn_text(self.start_lsn)}")
+        live = [m for m in measures if m.live]
+        for m in live:
+            log(f"starting {m.label}")
+            m.live_start()
         t = time.monotonic()
         gen = wl.generate(src, self.work)
         gen_s = time.monotonic() - t
@@ -1102,7 +2025,10 @@ class Bench:
         rows_stat = sum(stat_after.values()) - sum(stat_before.values())
         self.rows = gen.get("rows_expected") or rows_stat
         log(f"generated {rows_stat} row changes, {self.wal_bytes / 1e6:.1f} MB of WAL in "
-            f"{gen_s:.1f}s; end {lsn_text(self.end_lsn)}")
+            f"{gen_s:.1f}s ({rows_stat / gen_s:,.0f} rows/s); end {lsn_text(self.end_lsn)}")
+        for m in live:
+            log(f"waiting for {m.label} to apply everything")
+            m.live_finish()
 
         runs = self.runs = {m.name: [] for m in measures}
         for rep in range(1, args.repeat + 1):
@@ -1114,10 +2040,12 @@ class Bench:
                     runs[m.name].append(r)
                     if "rows_per_s" in r:
                         log(f"  {r['rows']} rows in {r['wall_s']:.2f}s = "
-                            f"{r['rows_per_s']:.0f} rows/s, peak RSS {r['peak_rss_mb']} MB")
+                            f"{r['rows_per_s']:.0f} rows/s, peak RSS {r.get('peak_rss_mb')} MB")
         best = {m.name: m.summarize(runs[m.name], self) for m in measures if runs[m.name]}
         for r in best.values():
             r.pop("rss_samples_kb", None)  # kept in "runs"
+            if isinstance(r.get("lag"), dict):
+                r["lag"] = {k: v for k, v in r["lag"].items() if k != "series"}  # in "runs"
 
         summary = {}
         if "baseline" in best and "zetl" in best:
@@ -1151,6 +2079,49 @@ class Bench:
                 "peak_rss_mb": summary["zetl_peak_rss_mb"],
                 "peak_rss_met": summary["zetl_peak_rss_mb"] < 64,
             }
+        if "zetl_e2e" in best:
+            e = best["zetl_e2e"]
+            e2e = {
+                "rows": e["rows"],
+                "e2e_rows_per_s": e["rows_per_s"],
+                "e2e_wall_s": e["wall_s"],
+                "verify_exit_codes": [r["verify"]["exit_code"] for r in runs["zetl_e2e"]],
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs["zetl_e2e"]),
+                "zetl_cpu_s_per_million_rows": e.get("cpu_s_per_million_rows"),
+                "warehouse_cpu_s_per_million_rows": e.get("warehouse_cpu_s_per_million_rows"),
+                "archive_bytes_per_row": e.get("archive_bytes_per_row"),
+                "compressed_bytes_per_row": e.get("compressed_bytes_per_row"),
+                "batches": e.get("batches"),
+                "warehouse_rows": e.get("warehouse_rows"),
+            }
+            if "bare_copy" in best:
+                c = best["bare_copy"]
+                e2e["bare_copy_rows_per_s"] = c["rows_per_s"]
+                e2e["ratio_vs_bare_copy"] = round(e["rows_per_s"] / c["rows_per_s"], 3)
+                e2e["bare_copy_warehouse_cpu_s_per_million_rows"] = c.get(
+                    "warehouse_cpu_s_per_million_rows")
+            summary["e2e"] = e2e
+            if wl.name.startswith("mixed"):
+                targets.update({"e2e_rows_per_s_min": 50000,
+                                "e2e_rows_per_s": e["rows_per_s"],
+                                "e2e_met": e["rows_per_s"] >= 50000})
+        if "zetl_lag" in best:
+            l = best["zetl_lag"]
+            lag = dict(l["lag"])
+            lag.pop("series", None)
+            summary["lag"] = dict(lag, rate=wl.p.get("rate"), duration_s=wl.p.get("duration"),
+                                  generate_rows_per_s=round(rows_stat / gen_s, 1),
+                                  verify_exit_code=l["verify"]["exit_code"],
+                                  peak_rss_mb=l["peak_rss_mb"],
+                                  zetl_cpu_s_per_million_rows=l.get("cpu_s_per_million_rows"),
+                                  warehouse_cpu_s_per_million_rows=l.get(
+                                      "warehouse_cpu_s_per_million_rows"),
+                                  archive_bytes_per_row=l.get("archive_bytes_per_row"),
+                                  drain_s_after_generate=l.get("drain_s_after_generate"))
+            if l["lag"]["p99_s"] is not None:
+                targets.update({"lag_p99_s_max": 2.0, "lag_p99_s": l["lag"]["p99_s"],
+                                "lag_rate": wl.p.get("rate"),
+                                "lag_met": l["lag"]["p99_s"] < 2.0})
         return {
             "workload": wl.name,
             "description": wl.description,
@@ -1162,9 +2133,10 @@ class Bench:
             "source": {
                 "kind": "existing server (--source-dsn)" if self.external else
                         "throwaway local cluster (initdb, 127.0.0.1)",
-                "configured": {} if self.external else dict(LocalCluster.CONF),
+                "configured": dict(getattr(src, "conf", {})),
                 "settings": src.describe(),
             },
+            "warehouse": self.wh.describe() if self.wh is not None else None,
             "method": {
                 "selection": (f"best of {args.repeat} run(s) per reader (lowest wall-clock "
                               "time); runs alternate pg_recvlogical, zetl on the same WAL"),
@@ -1176,6 +2148,24 @@ class Bench:
                          "from wait4(2) rusage; peak RSS from GNU time %M (the process's "
                          "own ru_maxrss); rows and raw_bytes from the manifests"),
                 "rss_samples": "VmRSS from /proc every 0.1 s, [seconds, KiB]",
+                "zetl_e2e": ("zetl run --once with a postgres warehouse (deletes: hard), own "
+                             "slot over the same WAL, empty warehouse schema; wall clock from "
+                             "process start until exit (everything up to the WAL position at "
+                             "start archived and applied); rows = change records in the "
+                             "manifests; then zetl verify (timed separately; exit code); "
+                             "warehouse CPU = CPU of all the warehouse cluster's processes "
+                             "(from /proc) during the run"),
+                "bare_copy": ("the same repetition's archive CSVs, decompressed beforehand, "
+                              "loaded with COPY FROM file (FORMAT csv) into empty logged "
+                              "unindexed tables of the CSV's columns and types in one "
+                              "transaction; time = sum of psql \\timing of the COPYs and "
+                              "the COMMIT"),
+                "zetl_lag": ("zetl run (daemon) started before the workload; per change, "
+                             "lag = pg_xact_commit_timestamp() of the warehouse transaction "
+                             "that applied its batch (from the batch's surviving rows' xmin, "
+                             "else the first poll of _zetl_offsets showing the batch) minus "
+                             "the source commit timestamp (_zetl_commit_ts in the archive, "
+                             "from the pgoutput Commit message); both clocks are this host's"),
             },
             "wal": {"start_lsn": lsn_text(self.start_lsn), "end_lsn": lsn_text(self.end_lsn),
                     "bytes": self.wal_bytes},
@@ -1218,8 +2208,11 @@ def machine(src, zetl_bin):
         pass
     zv = subprocess.run([zetl_bin, "--version"], stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT).stdout.decode().strip()
-    git = subprocess.run(["git", "-C", HERE, "describe", "--always", "--dirty"],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.decode().strip()
+    # ZETLBENCH_ZETL_REV: the revision a copied binary was built from (the work tree
+    # may have moved on since).
+    git = os.environ.get("ZETLBENCH_ZETL_REV") or subprocess.run(
+        ["git", "-C", HERE, "describe", "--always", "--dirty"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.decode().strip()
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,
@@ -1283,21 +2276,82 @@ def markdown(results):
     for res in results:
         for name, runs in res["runs"].items():
             for r in runs:
-                if "rows_per_s" not in r:
+                if "rows_per_s" not in r or "lag" in r:
                     continue
                 lines.append(f"| {res['workload']} | {name} | {r['repetition']} | "
                              f"{fmt(r['rows'])} | {fmt(r['wall_s'], 2)} | "
                              f"{fmt(r['rows_per_s'])} | {fmt(r['wal_mb_per_s'], 1)} | "
-                             f"{fmt(r.get('cpu_s'), 2)} | {fmt(r['peak_rss_mb'], 1)} |")
+                             f"{fmt(r.get('cpu_s'), 2)} | {fmt(r.get('peak_rss_mb'), 1)} |")
+    e2e = [r for r in results if r["summary"].get("e2e")]
+    if e2e:
+        lines.append("")
+        lines.append("| workload | rows | zetl e2e rows/s | e2e wall s | bare COPY rows/s "
+                     "| e2e / bare COPY | verify | zetl peak RSS MB | zetl CPU s / M rows "
+                     "| warehouse CPU s / M rows | bare COPY wh CPU s / M rows "
+                     "| archive B/row | batches | warehouse rows |")
+        lines.append("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        for res in e2e:
+            e = res["summary"]["e2e"]
+            ver = ", ".join("exit 0" if c == 0 else f"exit {c} FAILED"
+                            for c in e["verify_exit_codes"])
+            lines.append(f"| {res['workload']} | {fmt(e['rows'])} | {fmt(e['e2e_rows_per_s'])} "
+                         f"| {fmt(e['e2e_wall_s'], 2)} | {fmt(e.get('bare_copy_rows_per_s'))} "
+                         f"| {fmt(e.get('ratio_vs_bare_copy'), 2)} | {ver} "
+                         f"| {fmt(e['peak_rss_mb'], 1)} "
+                         f"| {fmt(e['zetl_cpu_s_per_million_rows'], 2)} "
+                         f"| {fmt(e['warehouse_cpu_s_per_million_rows'], 2)} "
+                         f"| {fmt(e.get('bare_copy_warehouse_cpu_s_per_million_rows'), 2)} "
+                         f"| {fmt(e['archive_bytes_per_row'], 1)} | {fmt(e['batches'])} "
+                         f"| {fmt(e['warehouse_rows'])} |")
+    lagged = [r for r in results if r["summary"].get("lag")]
+    if lagged:
+        lines.append("")
+        lines.append("| workload | target rows/s | achieved rows/s | s | changes | batches "
+                     "| lag p50 s | p95 s | p99 s | max s | verify | zetl peak RSS MB "
+                     "| zetl CPU s / M rows | warehouse CPU s / M rows | archive B/row "
+                     "| drain s |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:"
+                     "|---:|")
+        for res in lagged:
+            l = res["summary"]["lag"]
+            lines.append(f"| {res['workload']} | {fmt(l['rate'])} "
+                         f"| {fmt(l['generate_rows_per_s'])} "
+                         f"| {fmt(res['generate']['seconds'], 1)} | {fmt(l['changes'])} "
+                         f"| {fmt(l['batches'])} | {fmt(l['p50_s'], 3)} | {fmt(l['p95_s'], 3)} "
+                         f"| {fmt(l['p99_s'], 3)} | {fmt(l['max_s'], 3)} "
+                         f"| {'exit 0' if l['verify_exit_code'] == 0 else 'exit %s FAILED' % l['verify_exit_code']} "
+                         f"| {fmt(l['peak_rss_mb'], 1)} "
+                         f"| {fmt(l['zetl_cpu_s_per_million_rows'], 2)} "
+                         f"| {fmt(l['warehouse_cpu_s_per_million_rows'], 2)} "
+                         f"| {fmt(l['archive_bytes_per_row'], 1)} "
+                         f"| {fmt(l['drain_s_after_generate'], 2)} |")
+
+    def met(ok):
+        return "met" if ok else "NOT met"
+
     for res in results:
-        if res["targets"]:
-            t = res["targets"]
+        t = res["targets"]
+        parts = []
+        if "capture_ratio" in t:
+            parts.append(f"capture ratio {t['capture_ratio']:.2f} (>= {t['capture_ratio_min']}: "
+                         f"{met(t['capture_ratio_met'])}), peak RSS {t['peak_rss_mb']} MB "
+                         f"(< {t['peak_rss_mb_max']}: {met(t['peak_rss_met'])})")
+        if "e2e_rows_per_s" in t:
+            parts.append(f"end to end {t['e2e_rows_per_s']:,.0f} rows/s (>= "
+                         f"{t['e2e_rows_per_s_min']:,}: {met(t['e2e_met'])})")
+        if "lag_p99_s" in t:
+            parts.append(f"lag p99 {t['lag_p99_s']:.3f} s at {fmt(t['lag_rate'])} rows/s "
+                         f"(< {t['lag_p99_s_max']} s: {met(t['lag_met'])})")
+        if parts:
             lines.append("")
-            lines.append(f"{res['workload']} targets: capture ratio {t['capture_ratio']:.2f} "
-                         f"(>= {t['capture_ratio_min']}: "
-                         f"{'met' if t['capture_ratio_met'] else 'NOT met'}), peak RSS "
-                         f"{t['peak_rss_mb']} MB (< {t['peak_rss_mb_max']}: "
-                         f"{'met' if t['peak_rss_met'] else 'NOT met'})")
+            lines.append(f"{res['workload']} targets: " + "; ".join(parts))
+    whs = sorted({r["warehouse"]["mode"] for r in results if r.get("warehouse")})
+    if whs:
+        lines.append("")
+        lines.append("warehouse: " + ", ".join(
+            {"cluster": "a second throwaway PostgreSQL cluster on the same machine",
+             "database": "a database in the source's cluster",
+             "external": "--warehouse-dsn"}[w] for w in whs))
     m = results[0]["machine"] if results else {}
     if m:
         lines.append("")
@@ -1328,7 +2382,7 @@ def plot_workload(res, path):
     bars = []
     for name, runs in res["runs"].items():
         for r in runs:
-            if "rows_per_s" in r:
+            if "rows_per_s" in r and "lag" not in r:
                 bars.append((f"{name} #{r['repetition']}", r["rows_per_s"]))
     series = []
     for name, runs in res["runs"].items():
@@ -1351,7 +2405,7 @@ set boxwidth 0.6
 set grid ytics
 set yrange [0:*]
 set ylabel "rows/s"
-set title "capture throughput (each run)"
+set title "throughput (each run)"
 set xtics rotate by -30 noenhanced
 plot $bars using 0:2:xtic(1) with boxes lc rgb "#4472c4" notitle, \\
      $bars using 0:2:(sprintf("%.0f", $2)) with labels offset 0,0.7 notitle
@@ -1361,6 +2415,50 @@ set xlabel "seconds"
 set ylabel "RSS MB"
 set key bottom right
 plot {rss_plot}
+unset multiplot
+"""
+    return gnuplot(script, path)
+
+
+def plot_lag(res, path):
+    """Top: lag percentiles per second of source commit time. Bottom: rows/s committed
+    on the source and rows/s made visible in the warehouse, over the same time axis."""
+    runs = res["runs"].get("zetl_lag") or []
+    if not runs or not runs[0].get("lag", {}).get("series"):
+        return False
+    series = runs[0]["lag"]["series"]
+    l = runs[0]["lag"]
+
+    def v(x):
+        return "NaN" if x is None else f"{x:.4f}"
+
+    data = "$lag << EOD\n" + "".join(
+        f"{p['t']} {v(p['p50'])} {v(p['p95'])} {v(p['p99'])} {v(p['max'])} "
+        f"{p['source_rows']} {p['applied_rows']}\n" for p in series) + "EOD\n"
+    title = gp_label(f"{res['workload']}: {fmt(res['parameters'].get('rate'))} rows/s target, "
+                     f"{fmt(l['changes'])} changes; lag p50 {l['p50_s']:.2f} s, p99 "
+                     f"{l['p99_s']:.2f} s, max {l['max_s']:.2f} s; {res['timestamp']}")
+    script = f"""{data}
+set terminal svg size 1000,640 dynamic enhanced font "sans,11" background rgb "white"
+set output "{path}"
+set multiplot layout 2,1 title "{title}"
+set grid
+set key top left
+set xlabel "seconds since the workload started (source commit time)"
+set ylabel "commit-to-warehouse lag, s"
+set yrange [0:{max(2.5, (l['max_s'] or 0) * 1.1):.2f}]
+set title "lag per second of source commits"
+plot $lag using 1:5 with lines lw 1 lc rgb "#c00000" title "max", \\
+     $lag using 1:4 with lines lw 2 lc rgb "#ed7d31" title "p99", \\
+     $lag using 1:3 with lines lw 2 lc rgb "#ffc000" title "p95", \\
+     $lag using 1:2 with lines lw 2 lc rgb "#4472c4" title "p50", \\
+     2 with lines dt 2 lc rgb "#7f7f7f" title "target p99 2 s"
+set title "throughput"
+set xlabel "seconds since the workload started"
+set ylabel "rows/s"
+set yrange [0:*]
+plot $lag using 1:6 with steps lw 2 lc rgb "#a5a5a5" title "committed on the source", \\
+     $lag using 1:7 with steps lw 2 lc rgb "#4472c4" title "made visible in the warehouse"
 unset multiplot
 """
     return gnuplot(script, path)
@@ -1402,6 +2500,10 @@ plot $d using 2:xtic(1) title "pg\\\\_recvlogical (baseline)" lc rgb "#a5a5a5", 
 
 # --------------------------------------------------------------------------
 
+# `make bench` (bench/run.sh build/zetl with no workload named).
+DEFAULT_WORKLOADS = ["insert-1m", "mixed-max", "mixed-lag"]
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="bench/run.sh",
@@ -1417,7 +2519,8 @@ def parse_args(argv):
     g.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     g.add_argument("--tenants", type=int, help="number of tenant schemas")
     g.add_argument("--txn-rows", type=int, dest="txn_rows", help="rows per transaction")
-    g.add_argument("--rate", type=float, help="mixed: target rows/s (default 5000)")
+    g.add_argument("--rate", type=float,
+                   help="mixed: target rows/s (default 5000; 0 = unpaced, needs --rows)")
     g.add_argument("--duration", type=float,
                    help="mixed, pgbench: seconds (mixed: rows = rate x duration)")
     g.add_argument("--preload", type=int, help="mixed: rows per tenant before the run")
@@ -1434,6 +2537,26 @@ def parse_args(argv):
     m.add_argument("--perf", action="store_true",
                    help="also run zetl once under perf record -g; writes results/<w>.perf.txt")
     m.add_argument("--timeout", type=float, default=7200, help="seconds per reader run")
+    e = ap.add_argument_group("end to end (PostgreSQL warehouse)")
+    e.add_argument("--e2e", action=argparse.BooleanOptionalAction, default=None,
+                   help="also run zetl with a warehouse (run --once, then verify) and the "
+                        "warehouse's bare COPY of the same rows (default: on for mixed-max)")
+    e.add_argument("--lag", action=argparse.BooleanOptionalAction, default=None,
+                   help="also run zetl as a daemon into the warehouse while the workload is "
+                        "generated and measure commit-to-warehouse lag (default: on for "
+                        "mixed-lag; meant for paced workloads)")
+    e.add_argument("--warehouse", choices=["cluster", "database"], default="cluster",
+                   help="cluster: a second throwaway cluster (default); database: a database "
+                        "in the source's cluster")
+    e.add_argument("--warehouse-dsn", dest="warehouse_dsn",
+                   help="use this existing PostgreSQL server as the warehouse (schemas zb_* "
+                        "or zetlbench_* are created and dropped)")
+    e.add_argument("--warehouse-explain", dest="warehouse_explain", type=int, metavar="MS",
+                   help="diagnostics: auto_explain (analyze, buffers) on the warehouse cluster "
+                        "for statements slower than MS; the server log goes to "
+                        "results/<w>.warehouse-plans.log (slows the warehouse down)")
+    e.add_argument("--batch-age-ms", dest="batch_age_ms", type=int,
+                   help="buffer.max_age_ms for the warehouse runs (default: zetl's, 1000)")
     s = ap.add_argument_group("source")
     s.add_argument("--source-dsn", dest="source_dsn",
                    help="use this existing server instead of a throwaway cluster (needs "
@@ -1447,7 +2570,7 @@ def parse_args(argv):
     o.add_argument("--keep", action="store_true",
                    help="keep the cluster directory, work directory and outputs")
     args = ap.parse_intermixed_args(argv)
-    args.workloads = args.workloads or ["insert-1m"]
+    args.workloads = args.workloads or list(DEFAULT_WORKLOADS)
     args.zetl_bin = os.path.abspath(args.zetl_bin)
     bad = [w for w in args.workloads if w not in WORKLOADS]
     if bad:
@@ -1477,6 +2600,7 @@ def main(argv):
                 json.dump(res, f, indent=2)
                 f.write("\n")
             plot_workload(res, os.path.join(args.results, f"{w}.svg"))
+            plot_lag(res, os.path.join(args.results, f"{w}.lag.svg"))
             log(f"wrote {path}")
             results.append(res)
     except KeyboardInterrupt:

@@ -1010,12 +1010,23 @@ enum zetl_err zetl_stream_run(struct zetl_stream *st, struct zetl_errbuf *eb)
 
     if (err == ZETL_OK) {
         err = drain(st, eb);
-        if (err == ZETL_OK && st->conn) {
+        if (err == ZETL_OK) {
             struct zetl_errbuf ignore;
-            /* The final position, so the slot does not replay what is archived. */
-            if (send_status(st, true, &ignore) == ZETL_OK)
+            uint64_t flush;
+
+            /* The sink is done: its warehouse connection is ours now. */
+            pthread_join(st->sink_thread, NULL);
+            st->sink_started = false;
+            flush = flush_position(st);
+            /* The final position, so the slot does not replay what is durable ... */
+            if (st->conn && send_status(st, true, &ignore) == ZETL_OK)
                 zetl_logmsg("stream %s: stopped at confirmed flush " ZETL_LSN_FMT, st->name,
                             ZETL_LSN_ARGS(st->reported_flush));
+            /* ... and the warehouse knows it is current up to there (zetl verify). */
+            if (st->wh && flush > st->wh_noted_lsn &&
+                zetl_wh_note_progress(st->wh, st->name, flush, &ignore) != ZETL_OK)
+                zetl_warn("stream %s: could not record progress in the warehouse: %s", st->name,
+                          ignore.msg);
         }
     } else {
         /* Fatal: stop the sink without sealing; nothing more becomes durable. */

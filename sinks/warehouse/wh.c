@@ -3,7 +3,8 @@
  * (_zetl_offsets, _zetl_table_state), table creation and schema evolution,
  * and the apply of one archived batch in one warehouse transaction: manifest,
  * per table a staging table filled by COPY straight from the zstd files
- * (sha256 checked while reading), then the dialect's merge (wh_pg.c).
+ * (sha256 checked while reading) or, for Redshift, by COPY from the batch's
+ * S3 prefix, then the dialect's merge (wh_pg.c, wh_redshift.c).
  */
 #include "sinks/warehouse/wh.h"
 
@@ -13,6 +14,7 @@
 #include "common/mem.h"
 #include "common/sha256.h"
 #include "sinks/batch.h"
+#include "sinks/s3.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -51,11 +53,15 @@ struct whtab {
 };
 
 struct zetl_wh {
-    const struct zetl_config *cfg; /* borrowed */
-    PGconn *conn;                  /* owned; NULL after a lost connection */
-    struct whtab *tabs;            /* owned cache */
+    const struct zetl_config *cfg;   /* borrowed */
+    const struct zetl_wh_dialect *d; /* static: &zetl_wh_pg_dialect or &zetl_wh_rs_dialect */
+    bool rs;                         /* warehouse.kind redshift */
+    char *bucket, *prefix;           /* owned, Redshift: the archive's S3 location */
+    PGconn *conn;                    /* owned; NULL after a lost connection */
+    struct whtab *tabs;              /* owned cache */
     size_t ntabs;
     uint64_t stage_no;
+    char *failed_copy; /* owned: S3 URL of the COPY that just failed, or NULL */
 };
 
 /* ---- manifest ----------------------------------------------------------- */
@@ -259,6 +265,14 @@ static enum zetl_err classify(struct zetl_wh *wh, const PGresult *res)
         strncmp(state, "53", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
         strcmp(state, "55P03") == 0)
         return ZETL_ERR_RETRY;
+    if (wh->rs) {
+        /* Redshift reports these as internal errors (XX000). */
+        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+        if (msg && (strstr(msg, "Serializable isolation violation") || strstr(msg, "SlowDown") ||
+                    strstr(msg, "Status 503") || strstr(msg, "Status 500")))
+            return ZETL_ERR_RETRY;
+    }
     return ZETL_ERR_FATAL;
 }
 
@@ -341,9 +355,15 @@ static enum zetl_err wh_connect(struct zetl_wh *wh, struct zetl_errbuf *eb)
         return zetl_err_set(eb, err, "could not connect to the warehouse: %s", line);
     }
     PQsetNoticeProcessor(wh->conn, notice_cb, NULL);
-    /* Staging tables are temporary: give them room before the first one exists. */
-    if ((err = wh_exec(wh, "SET temp_buffers = '64MB'", 0, NULL, NULL, eb)) != ZETL_OK ||
-        (err = exec_owned(wh, zetl_wh_pg_bootstrap_sql(wh->cfg->warehouse.schema), NULL, eb)) !=
+    /*
+     * PostgreSQL: staging tables are temporary, give them room before the
+     * first one exists.  Redshift folds quoted names to lower case unless told.
+     */
+    if ((err = wh_exec(wh,
+                       wh->rs ? "SET enable_case_sensitive_identifier TO true"
+                              : "SET temp_buffers = '64MB'",
+                       0, NULL, NULL, eb)) != ZETL_OK ||
+        (err = exec_owned(wh, zetl_wh_sql_bootstrap(wh->d, wh->cfg->warehouse.schema), NULL, eb)) !=
             ZETL_OK) {
         zetl_err_prefix(eb, "warehouse schema \"%s\"", wh->cfg->warehouse.schema);
         drop_conn(wh);
@@ -360,6 +380,72 @@ static enum zetl_err ensure_conn(struct zetl_wh *wh, struct zetl_errbuf *eb)
     return wh_connect(wh, eb);
 }
 
+/* Text that goes into a Redshift string literal: no backslash, no control character. */
+static bool literal_safe(const char *s)
+{
+    for (; *s; s++)
+        if (*s == '\\' || (unsigned char)*s < 0x20 || *s == 0x7f)
+            return false;
+    return true;
+}
+
+/* Redshift COPYs the batches from the archive: it must be on Amazon S3. */
+static enum zetl_err rs_check_config(struct zetl_wh *wh, struct zetl_errbuf *eb)
+{
+    const struct zetl_config *cfg = wh->cfg;
+    const char *url = cfg->archive.url;
+    const char *role = cfg->warehouse.iam_role;
+
+    if (url == NULL || strncmp(url, "s3://", 5) != 0)
+        return zetl_err_set(eb, ZETL_ERR_USAGE,
+                            "warehouse.kind redshift needs archive.url: s3://BUCKET/PREFIX "
+                            "(Redshift loads the batches from S3)");
+    if (cfg->archive.s3.endpoint != NULL)
+        return zetl_err_set(eb, ZETL_ERR_USAGE,
+                            "warehouse.kind redshift cannot read an archive at "
+                            "archive.s3.endpoint \"%s\": Redshift COPY reads Amazon S3 only",
+                            cfg->archive.s3.endpoint);
+    if (role == NULL || role[0] == '\0')
+        return zetl_err_set(eb, ZETL_ERR_USAGE,
+                            "warehouse.kind redshift needs warehouse.iam_role: the ARN of a role "
+                            "the cluster or workgroup may assume to read the archive");
+    if (!literal_safe(role) || !literal_safe(url) ||
+        (cfg->archive.s3.region && !literal_safe(cfg->archive.s3.region)))
+        return zetl_err_set(eb, ZETL_ERR_USAGE,
+                            "warehouse.iam_role, archive.url and archive.s3.region must not "
+                            "contain backslashes or control characters");
+    return zetl_s3_parse_url(url, &wh->bucket, &wh->prefix, eb);
+}
+
+/*
+ * Runs a bookkeeping statement with its parameters (the first n of them at
+ * most); Redshift's may be several statements, each taking a prefix of them.
+ * *out (owned) gets the result of a single-statement query.
+ */
+static enum zetl_err run_stmt(struct zetl_wh *wh, enum zetl_wh_offsets_stmt which, int n,
+                              const char *const *params, PGresult **out, struct zetl_errbuf *eb)
+{
+    const char *schema = wh->cfg->warehouse.schema;
+    enum zetl_err err = ZETL_OK;
+    char *sql;
+    int np;
+
+    if (!wh->rs) {
+        sql = zetl_wh_pg_offsets_sql(schema, which);
+        err = wh_exec(wh, sql, n, params, out, eb);
+        free(sql);
+        return err;
+    }
+    for (size_t part = 0; err == ZETL_OK; part++) {
+        sql = zetl_wh_rs_offsets_sql(schema, which, part, &np);
+        if (sql == NULL)
+            break;
+        err = wh_exec(wh, sql, np < n ? np : n, params, part == 0 ? out : NULL, eb);
+        free(sql);
+    }
+    return err;
+}
+
 enum zetl_err zetl_wh_open(const struct zetl_config *cfg, struct zetl_wh **out,
                            struct zetl_errbuf *eb)
 {
@@ -367,10 +453,20 @@ enum zetl_err zetl_wh_open(const struct zetl_config *cfg, struct zetl_wh **out,
     enum zetl_err err;
 
     *out = NULL;
-    if (cfg->warehouse.kind != ZETL_WH_POSTGRES)
-        return zetl_err_set(eb, ZETL_ERR_USAGE, "warehouse.kind: only postgres is supported");
+    if (cfg->warehouse.kind != ZETL_WH_POSTGRES && cfg->warehouse.kind != ZETL_WH_REDSHIFT)
+        return zetl_err_set(eb, ZETL_ERR_USAGE,
+                            "warehouse.kind: only postgres and redshift are supported");
     wh = zetl_calloc(1, sizeof(*wh));
     wh->cfg = cfg;
+    wh->d = &zetl_wh_pg_dialect;
+    if (cfg->warehouse.kind == ZETL_WH_REDSHIFT) {
+        wh->d = &zetl_wh_rs_dialect;
+        wh->rs = true;
+        if ((err = rs_check_config(wh, eb)) != ZETL_OK) {
+            zetl_wh_free(wh);
+            return err;
+        }
+    }
     if ((err = wh_connect(wh, eb)) != ZETL_OK) {
         zetl_wh_free(wh);
         return err;
@@ -384,6 +480,9 @@ void zetl_wh_free(struct zetl_wh *wh)
     if (wh == NULL)
         return;
     drop_conn(wh);
+    free(wh->failed_copy);
+    free(wh->prefix);
+    free(wh->bucket);
     free(wh);
 }
 
@@ -395,14 +494,13 @@ static void u64_text(uint64_t v, char out[24])
 enum zetl_err zetl_wh_offset(struct zetl_wh *wh, const char *stream, uint64_t *last_lsn,
                              uint64_t *end_lsn, struct zetl_errbuf *eb)
 {
-    char *sql = zetl_wh_pg_offsets_sql(wh->cfg->warehouse.schema, ZETL_WH_SQL_OFFSET_GET);
     const char *params[] = {stream};
     PGresult *res = NULL;
     enum zetl_err err;
 
     *last_lsn = *end_lsn = 0;
     if ((err = ensure_conn(wh, eb)) != ZETL_OK ||
-        (err = wh_exec(wh, sql, 1, params, &res, eb)) != ZETL_OK)
+        (err = run_stmt(wh, ZETL_WH_SQL_OFFSET_GET, 1, params, &res, eb)) != ZETL_OK)
         goto fail;
     if (PQntuples(res) == 1) {
         *last_lsn = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
@@ -410,11 +508,9 @@ enum zetl_err zetl_wh_offset(struct zetl_wh *wh, const char *stream, uint64_t *l
             *end_lsn = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
     }
     PQclear(res);
-    free(sql);
     return ZETL_OK;
 
 fail:
-    free(sql);
     zetl_err_prefix(eb, "could not read the warehouse offset of stream \"%s\"", stream);
     return err;
 }
@@ -422,15 +518,28 @@ fail:
 enum zetl_err zetl_wh_note_progress(struct zetl_wh *wh, const char *stream, uint64_t end_lsn,
                                     struct zetl_errbuf *eb)
 {
-    char *sql = zetl_wh_pg_offsets_sql(wh->cfg->warehouse.schema, ZETL_WH_SQL_OFFSET_PROGRESS);
     char lsn[24];
     const char *params[] = {stream, lsn};
     enum zetl_err err;
 
     u64_text(end_lsn, lsn);
-    if ((err = ensure_conn(wh, eb)) == ZETL_OK)
-        err = wh_exec(wh, sql, 2, params, NULL, eb);
-    free(sql);
+    if ((err = ensure_conn(wh, eb)) != ZETL_OK)
+        goto fail;
+    if (!wh->rs) {
+        err = run_stmt(wh, ZETL_WH_SQL_OFFSET_PROGRESS, 2, params, NULL, eb);
+    } else {
+        /* Two statements under the applier's lock: never two rows of a stream. */
+        char *begin = zetl_wh_rs_begin_sql(wh->cfg->warehouse.schema);
+
+        err = wh_exec(wh, begin, 0, NULL, NULL, eb);
+        free(begin);
+        if (err == ZETL_OK &&
+            (err = run_stmt(wh, ZETL_WH_SQL_OFFSET_PROGRESS, 2, params, NULL, eb)) == ZETL_OK)
+            err = wh_exec(wh, "COMMIT", 0, NULL, NULL, eb);
+        if (err != ZETL_OK && wh->conn != NULL)
+            PQclear(PQexec(wh->conn, "ROLLBACK"));
+    }
+fail:
     if (err)
         zetl_err_prefix(eb, "could not record the progress of stream \"%s\"", stream);
     return err;
@@ -450,15 +559,13 @@ static struct whtab *cache_find(struct zetl_wh *wh, const char *table)
 static enum zetl_err cache_load(struct zetl_wh *wh, const char *table, struct whtab **out,
                                 struct zetl_errbuf *eb)
 {
-    char *sql = zetl_wh_pg_offsets_sql(wh->cfg->warehouse.schema, ZETL_WH_SQL_COLUMNS);
     const char *params[] = {wh->cfg->warehouse.schema, table};
     struct whtab *t = cache_find(wh, table);
     PGresult *res = NULL;
     enum zetl_err err;
     int n;
 
-    err = wh_exec(wh, sql, 2, params, &res, eb);
-    free(sql);
+    err = run_stmt(wh, ZETL_WH_SQL_COLUMNS, 2, params, &res, eb);
     if (err)
         return err;
     if (t == NULL) {
@@ -479,6 +586,12 @@ static enum zetl_err cache_load(struct zetl_wh *wh, const char *table, struct wh
     t->cols = zetl_calloc(n ? (size_t)n : 1, sizeof(*t->cols));
     for (int i = 0; i < n; i++) {
         t->cols[i].name = zetl_strdup(PQgetvalue(res, i, 0));
+        if (wh->rs) {
+            /* name, format_type() text, pk */
+            t->cols[i].type = zetl_wh_rs_catalog_type(PQgetvalue(res, i, 1));
+            t->cols[i].key = strcmp(PQgetvalue(res, i, 2), "t") == 0;
+            continue;
+        }
         t->cols[i].type =
             zetl_batch_type_text(NULL, (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10),
                                  (int32_t)strtol(PQgetvalue(res, i, 2), NULL, 10));
@@ -621,6 +734,21 @@ static void key_names(struct zetl_buf *b, const struct whtab *wt, const struct t
     zetl_buf_putc(b, ')');
 }
 
+/* How the warehouse column of type `from` takes the batch's manifest type `to`. */
+static enum zetl_wh_type_change type_change(const struct zetl_wh *wh, const char *from,
+                                            const char *to)
+{
+    enum zetl_wh_type_change ch;
+    char *rs_to;
+
+    if (!wh->rs)
+        return zetl_wh_pg_type_change(from, to);
+    rs_to = zetl_wh_rs_type(to);
+    ch = zetl_wh_rs_type_change(from, rs_to);
+    free(rs_to);
+    return ch;
+}
+
 static const char *mode_name(enum zetl_wh_deletes d)
 {
     return d == ZETL_DELETES_SOFT ? "soft" : d == ZETL_DELETES_HISTORY ? "history" : "hard";
@@ -648,7 +776,7 @@ static enum zetl_err evolve(struct zetl_wh *wh, const struct zetl_wh_table *base
     if (wt == NULL && (err = cache_load(wh, p->table, &wt, eb)) != ZETL_OK)
         return err;
     if (!wt->exists) {
-        if ((err = exec_owned(wh, zetl_wh_pg_create_table_sql(&t), NULL, eb)) != ZETL_OK)
+        if ((err = exec_owned(wh, zetl_wh_sql_create_table(wh->d, &t), NULL, eb)) != ZETL_OK)
             return err;
         zetl_info("created warehouse table \"%s\".\"%s\"", t.schema, t.table);
         return cache_load(wh, p->table, &wt, eb);
@@ -696,9 +824,9 @@ static enum zetl_err evolve(struct zetl_wh *wh, const struct zetl_wh_table *base
         char *sql = NULL;
 
         if (wc == NULL) {
-            sql = zetl_wh_pg_add_column_sql(&t, &p->cols[u]);
-        } else if ((ch = zetl_wh_pg_type_change(wc->type, p->cols[u].type)) == ZETL_WH_TYPE_WIDER) {
-            sql = zetl_wh_pg_alter_type_sql(&t, &p->cols[u]);
+            sql = zetl_wh_sql_add_column(wh->d, &t, &p->cols[u]);
+        } else if ((ch = type_change(wh, wc->type, p->cols[u].type)) == ZETL_WH_TYPE_WIDER) {
+            sql = zetl_wh_sql_alter_type(wh->d, &t, &p->cols[u]);
         } else if (ch == ZETL_WH_TYPE_INCOMPATIBLE) {
             struct zetl_buf b;
 
@@ -725,11 +853,16 @@ static enum zetl_err evolve(struct zetl_wh *wh, const struct zetl_wh_table *base
             return err;
     }
     zetl_buf_release(&ddl);
-    /* Stage in the warehouse's (possibly wider) types. */
+    /*
+     * Stage in the warehouse's (possibly wider) types.  Redshift keeps the
+     * batch's type when it maps to the same column type: whether a SUPER
+     * column takes json or an array's text, a VARBYTE bytea's hex, is read
+     * from it.
+     */
     for (size_t u = 0; u < p->ncols; u++) {
         const struct whcol *wc = whtab_col(wt, p->cols[u].name);
 
-        if (wc)
+        if (wc && (!wh->rs || type_change(wh, wc->type, p->cols[u].type) != ZETL_WH_TYPE_SAME))
             p->cols[u].type = wc->type;
     }
     return ZETL_OK;
@@ -903,13 +1036,106 @@ static enum zetl_err stage_stats(struct zetl_wh *wh, const struct zetl_wh_table 
     PGresult *res = NULL;
     enum zetl_err err;
 
-    err = exec_owned(wh, zetl_wh_pg_stage_stats_sql(t, p->shapes, p->nfiles), &res, eb);
+    err = exec_owned(wh,
+                     wh->rs ? zetl_wh_rs_stage_stats_sql(t, p->shapes, p->nfiles)
+                            : zetl_wh_pg_stage_stats_sql(t, p->shapes, p->nfiles),
+                     &res, eb);
     if (err)
         return err;
     for (int i = 0; i < 4; i++)
         v[i] = strtoull(PQgetvalue(res, 0, i), NULL, 10);
     PQclear(res);
     return ZETL_OK;
+}
+
+/* s3://bucket/prefix/<stream>/<first>-<last>/<file><suffix>: where the archive put it. */
+static void rs_url(const struct zetl_wh *wh, const struct manifest *m, const char *file,
+                   const char *suffix, struct zetl_buf *b)
+{
+    zetl_buf_printf(b, "s3://%s/", wh->bucket);
+    if (wh->prefix[0] != '\0')
+        zetl_buf_printf(b, "%s/", wh->prefix);
+    /* The batch's name from its LSNs: `dir` may be a fetched copy with another name. */
+    zetl_buf_printf(b, "%s/%016" PRIX64 "-%016" PRIX64 "/%s%s", m->stream, m->first_lsn,
+                    m->last_lsn, file, suffix);
+}
+
+/*
+ * Creates the staging table and COPYs each of the table's files into it
+ * from S3, through the file's own COPY manifest "<file>.manifest" (the batch's
+ * copy.manifest lists every table's files, and the files differ in columns).
+ */
+static enum zetl_err rs_stage(struct zetl_wh *wh, const struct manifest *m,
+                              const struct zetl_wh_table *t, const struct tplan *p,
+                              struct zetl_errbuf *eb)
+{
+    struct zetl_buf url;
+    enum zetl_err err;
+
+    if ((err = exec_owned(wh, zetl_wh_rs_stage_sql(t), NULL, eb)) != ZETL_OK)
+        return err;
+    zetl_buf_init(&url, 0);
+    /* Last file first: a COPY's rows are file 0 until marked (zetl_wh_rs_file_mark_sql). */
+    for (size_t i = p->nfiles; i-- > 0;) {
+        zetl_buf_reset(&url);
+        rs_url(wh, m, p->files[i]->file, ".manifest", &url);
+        if (!literal_safe(url.data)) {
+            err = zetl_err_set(eb, ZETL_ERR_FATAL,
+                               "file \"%s\": stream \"%s\" makes no usable S3 URL",
+                               p->files[i]->file, m->stream);
+            break;
+        }
+        err =
+            exec_owned(wh,
+                       zetl_wh_rs_copy_sql(t, &p->shapes[i], url.data, wh->cfg->warehouse.iam_role,
+                                           wh->cfg->archive.s3.region),
+                       NULL, eb);
+        if (err != ZETL_OK) {
+            /* The detail is read once the transaction is rolled back (rs_load_error). */
+            if (err == ZETL_ERR_FATAL && wh->conn != NULL) {
+                free(wh->failed_copy);
+                wh->failed_copy = zetl_strndup(url.data, url.len);
+            }
+            zetl_err_prefix(eb, "COPY of file \"%s\" (%s)", p->files[i]->file, url.data);
+            break;
+        }
+        if (i > 0 && (err = exec_owned(wh, zetl_wh_rs_file_mark_sql(t, i), NULL, eb)) != ZETL_OK)
+            break;
+    }
+    zetl_buf_release(&url);
+    return err;
+}
+
+/*
+ * Appends the load error Redshift recorded for the COPY that failed (file,
+ * line, column, reason) to eb; row values are left out.  STL_LOAD_ERRORS on
+ * provisioned clusters, SYS_LOAD_ERROR_DETAIL on Serverless.
+ */
+static void rs_load_error(struct zetl_wh *wh, struct zetl_errbuf *eb)
+{
+    for (int serverless = 0; serverless < 2 && wh->conn != NULL; serverless++) {
+        PGresult *res = PQexec(wh->conn, zetl_wh_rs_load_error_sql(serverless));
+        size_t n = strlen(eb->msg);
+
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            PQclear(res);
+            continue;
+        }
+        if (PQntuples(res) == 1 && PQnfields(res) == 4) {
+            char reason[256];
+            char *cut;
+
+            first_line(PQgetvalue(res, 0, 3), reason, sizeof(reason));
+            /* SYS_LOAD_ERROR_DETAIL quotes the value: keep row data out of the log. */
+            if ((cut = strstr(reason, "Value '")) != NULL)
+                *cut = '\0';
+            snprintf(eb->msg + n, sizeof(eb->msg) - n,
+                     "; load error in %s, line %s, column \"%s\": %s", PQgetvalue(res, 0, 0),
+                     PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), reason);
+        }
+        PQclear(res);
+        return;
+    }
 }
 
 /* Stages and merges one table's rows of the batch (rows at or below `skip_lsn` are dropped). */
@@ -940,24 +1166,16 @@ static enum zetl_err apply_table(struct zetl_wh *wh, const struct manifest *m, c
         plan_union(p, t.tenant_column, &reason);
     if (reason == NULL && (err = evolve(wh, &t, p, &reason, eb)) != ZETL_OK)
         goto fail;
-    if (reason != NULL) {
-        char *sql = zetl_wh_pg_offsets_sql(t.schema, ZETL_WH_SQL_STATE_STOP);
-
-        u64_text(m->first_lsn, lsn);
-        params[0] = p->table;
-        params[1] = reason;
-        params[2] = lsn;
-        err = wh_exec(wh, sql, 3, params, NULL, eb);
-        free(sql);
-        if (err)
-            goto fail;
-        stop->table = zetl_strdup(p->table);
-        stop->reason = reason;
-        return ZETL_OK;
-    }
+    if (reason != NULL)
+        goto stopped;
     t.ncols = p->ncols;
     t.cols = p->cols;
 
+    if (wh->rs) {
+        if ((err = rs_stage(wh, m, &t, p, eb)) != ZETL_OK)
+            goto fail;
+        goto staged;
+    }
     if ((err = exec_owned(wh, zetl_wh_pg_stage_sql(&t), NULL, eb)) != ZETL_OK)
         goto fail;
     for (size_t i = 0; i < p->nfiles; i++) {
@@ -981,9 +1199,10 @@ static enum zetl_err apply_table(struct zetl_wh *wh, const struct manifest *m, c
         if ((err = copy_file(wh, dir, p->files[i], eb)) != ZETL_OK)
             goto fail;
     }
+staged:
     if (skip_lsn >= m->first_lsn) {
         /* An overlapping replay: what the warehouse has already is not applied twice. */
-        char *sql = zetl_wh_pg_skip_applied_sql(&t);
+        char *sql = wh->rs ? zetl_wh_rs_skip_applied_sql(&t) : zetl_wh_pg_skip_applied_sql(&t);
 
         u64_text(skip_lsn, lsn);
         params[0] = lsn;
@@ -994,8 +1213,15 @@ static enum zetl_err apply_table(struct zetl_wh *wh, const struct manifest *m, c
     }
     if ((err = stage_stats(wh, &t, p, st, eb)) != ZETL_OK)
         goto fail;
+    if (wh->rs && st[1] > 0 && zetl_wh_sql_nkeys(&t) == 0) {
+        reason = zetl_strdup("a table without a primary key cannot take deletes or updates "
+                             "in Redshift (no row id to remove one of equal rows)");
+        if ((err = exec_owned(wh, zetl_wh_rs_drop_stage_sql(&t), NULL, eb)) != ZETL_OK)
+            goto fail;
+        goto stopped;
+    }
     if (st[3] > 0) {
-        if (st[3] > WH_STAGE_BIG) {
+        if (st[3] > WH_STAGE_BIG && !wh->rs) {
             char *sql = st[2] > 0 ? zetl_wh_pg_stage_index_sql(&t) : NULL;
 
             if (sql == NULL) {
@@ -1012,13 +1238,19 @@ static enum zetl_err apply_table(struct zetl_wh *wh, const struct manifest *m, c
             if ((err = exec_owned(wh, sql, NULL, eb)) != ZETL_OK)
                 goto fail;
         }
-        if (st[0] > 0 && (err = exec_owned(wh, zetl_wh_pg_truncate_sql(&t), NULL, eb)) != ZETL_OK)
+        if (st[0] > 0 &&
+            (err =
+                 exec_owned(wh, wh->rs ? zetl_wh_rs_truncate_sql(&t) : zetl_wh_pg_truncate_sql(&t),
+                            NULL, eb)) != ZETL_OK)
             goto fail;
         if (st[2] > 0) {
-            char *round = zetl_wh_pg_fill_round_sql(&t);
+            char *round = wh->rs ? zetl_wh_rs_fill_round_sql(&t) : zetl_wh_pg_fill_round_sql(&t);
             int rounds = 0;
 
-            err = exec_owned(wh, zetl_wh_pg_fill_prepare_sql(&t, p->shapes, p->nfiles), NULL, eb);
+            err = exec_owned(wh,
+                             wh->rs ? zetl_wh_rs_fill_prepare_sql(&t, p->shapes, p->nfiles)
+                                    : zetl_wh_pg_fill_prepare_sql(&t, p->shapes, p->nfiles),
+                             NULL, eb);
             while (err == ZETL_OK && rounds++ < WH_FILL_MAX_ROUNDS) {
                 PGresult *res = NULL;
                 bool more;
@@ -1034,22 +1266,33 @@ static enum zetl_err apply_table(struct zetl_wh *wh, const struct manifest *m, c
             if (err)
                 goto fail;
         }
-        err = exec_owned(wh, zetl_wh_pg_merge_sql(&t, p->shapes, p->nfiles), NULL, eb);
+        err = exec_owned(wh,
+                         wh->rs ? zetl_wh_rs_merge_sql(&t, p->shapes, p->nfiles)
+                                : zetl_wh_pg_merge_sql(&t, p->shapes, p->nfiles),
+                         NULL, eb);
         if (err)
             goto fail;
     }
-    {
-        char *sql = zetl_wh_pg_offsets_sql(t.schema, ZETL_WH_SQL_STATE_APPLIED);
-
-        u64_text(m->last_lsn, lsn);
-        params[0] = p->table;
-        params[1] = lsn;
-        err = wh_exec(wh, sql, 2, params, NULL, eb);
-        free(sql);
-        if (err)
-            goto fail;
-    }
+    /* Redshift's temporary tables live until the session ends. */
+    if (wh->rs && (err = exec_owned(wh, zetl_wh_rs_drop_stage_sql(&t), NULL, eb)) != ZETL_OK)
+        goto fail;
+    u64_text(m->last_lsn, lsn);
+    params[0] = p->table;
+    params[1] = lsn;
+    if ((err = run_stmt(wh, ZETL_WH_SQL_STATE_APPLIED, 2, params, NULL, eb)) != ZETL_OK)
+        goto fail;
     zetl_debug("batch \"%s\": table \"%s\": %" PRIu64 " row(s) merged", m->name, p->table, st[3]);
+    return ZETL_OK;
+
+stopped:
+    u64_text(m->first_lsn, lsn);
+    params[0] = p->table;
+    params[1] = reason;
+    params[2] = lsn;
+    if ((err = run_stmt(wh, ZETL_WH_SQL_STATE_STOP, 3, params, NULL, eb)) != ZETL_OK)
+        goto fail;
+    stop->table = zetl_strdup(p->table);
+    stop->reason = reason;
     return ZETL_OK;
 
 fail:
@@ -1077,23 +1320,22 @@ static enum zetl_err apply(struct zetl_wh *wh, const char *dir, const char *only
         return err;
     if ((err = ensure_conn(wh, eb)) != ZETL_OK)
         goto fail;
-    if ((err = wh_exec(wh, "BEGIN; SET LOCAL work_mem = '64MB'", 0, NULL, NULL, eb)) != ZETL_OK)
-        goto fail;
+    {
+        char *begin = wh->rs ? zetl_wh_rs_begin_sql(schema)
+                             : zetl_strdup("BEGIN; SET LOCAL work_mem = '64MB'");
+
+        err = exec_owned(wh, begin, NULL, eb);
+        if (err)
+            goto fail;
+    }
     in_txn = true;
 
     if (only == NULL) {
         const char *params[] = {m.stream};
-        char *sql = zetl_wh_pg_offsets_sql(schema, ZETL_WH_SQL_OFFSET_LOCK);
         PGresult *res = NULL;
 
-        err = wh_exec(wh, sql, 1, params, NULL, eb);
-        free(sql);
-        if (err)
-            goto fail;
-        sql = zetl_wh_pg_offsets_sql(schema, ZETL_WH_SQL_OFFSET_LOCKED_GET);
-        err = wh_exec(wh, sql, 1, params, &res, eb);
-        free(sql);
-        if (err)
+        if ((err = run_stmt(wh, ZETL_WH_SQL_OFFSET_LOCK, 1, params, NULL, eb)) != ZETL_OK ||
+            (err = run_stmt(wh, ZETL_WH_SQL_OFFSET_LOCKED_GET, 1, params, &res, eb)) != ZETL_OK)
             goto fail;
         if (PQntuples(res) == 1)
             offset = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
@@ -1109,11 +1351,7 @@ static enum zetl_err apply(struct zetl_wh *wh, const char *dir, const char *only
     }
 
     {
-        char *sql = zetl_wh_pg_offsets_sql(schema, ZETL_WH_SQL_STATE_GET);
-
-        err = wh_exec(wh, sql, 0, NULL, &sres, eb);
-        free(sql);
-        if (err)
+        if ((err = run_stmt(wh, ZETL_WH_SQL_STATE_GET, 0, NULL, &sres, eb)) != ZETL_OK)
             goto fail;
         nstates = (size_t)PQntuples(sres);
         states = zetl_calloc(nstates ? nstates : 1, sizeof(*states));
@@ -1173,15 +1411,12 @@ static enum zetl_err apply(struct zetl_wh *wh, const char *dir, const char *only
         zetl_info("batch \"%s\" has no rows of table \"%s\"", m.name, only);
 
     if (only == NULL) {
-        char *sql = zetl_wh_pg_offsets_sql(schema, ZETL_WH_SQL_OFFSET_SET);
         char last[24], end[24];
         const char *params[] = {m.stream, last, end, m.name};
 
         u64_text(m.last_lsn, last);
         u64_text(m.end_lsn, end);
-        err = wh_exec(wh, sql, 4, params, NULL, eb);
-        free(sql);
-        if (err)
+        if ((err = run_stmt(wh, ZETL_WH_SQL_OFFSET_SET, 4, params, NULL, eb)) != ZETL_OK)
             goto fail;
     }
     in_txn = false;
@@ -1201,6 +1436,11 @@ fail:
         PGresult *res = PQexec(wh->conn, "ROLLBACK");
 
         PQclear(res);
+    }
+    if (wh->failed_copy != NULL) {
+        rs_load_error(wh, eb);
+        free(wh->failed_copy);
+        wh->failed_copy = NULL;
     }
     /* DDL of the failed transaction is gone: forget what the cache learned. */
     cache_clear(wh);

@@ -2,15 +2,18 @@
  * The warehouse sink: applies archived batches to a warehouse exactly once.
  * Each batch is applied in one warehouse transaction that also records the
  * batch's last commit LSN in <schema>._zetl_offsets; a batch at or below the
- * stored offset is skipped.  Dialects: PostgreSQL (COPY FROM STDIN + merge)
- * and, later, Redshift (COPY FROM S3 + merge).
+ * stored offset is skipped.  Dialects: PostgreSQL (COPY FROM STDIN + merge,
+ * wh_pg.c) and Redshift (COPY FROM S3 + merge, wh_redshift.c), chosen by
+ * warehouse.kind.
  */
 #ifndef ZETL_WH_H
 #define ZETL_WH_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "common/err.h"
 #include "config/config.h"
 
@@ -19,7 +22,10 @@ struct zetl_wh;
 /*
  * Connects to cfg->warehouse.dsn, creates the schema and _zetl_offsets if
  * missing.  ZETL_ERR_RETRY when the server is unreachable, ZETL_ERR_FATAL for
- * authentication or permission problems.  cfg is borrowed and must outlive wh.
+ * authentication or permission problems.  With warehouse.kind redshift,
+ * ZETL_ERR_USAGE unless archive.url is s3:// (on Amazon S3, no
+ * archive.s3.endpoint) and warehouse.iam_role is set.  cfg is borrowed and
+ * must outlive wh.
  */
 enum zetl_err zetl_wh_open(const struct zetl_config *cfg, struct zetl_wh **out,
                            struct zetl_errbuf *eb);
@@ -35,6 +41,9 @@ enum zetl_err zetl_wh_offset(struct zetl_wh *wh, const char *stream, uint64_t *l
 /*
  * Applies the batch stored in directory `dir` (manifest.json + its files),
  * verifying every file's sha256 against the manifest while reading it.
+ * Redshift reads only manifest.json from `dir` and COPYs the files from the
+ * batch's S3 prefix; a failing COPY is ZETL_ERR_FATAL with the server's load
+ * error detail, the batch and the file (the transaction is rolled back).
  * Returns ZETL_OK also when the batch was already applied (skipped).
  * ZETL_ERR_RETRY: connection lost or server unavailable (nothing committed;
  * call again).  ZETL_ERR_FATAL: the batch cannot be applied as is (checksum
@@ -157,5 +166,104 @@ enum zetl_wh_offsets_stmt {
     ZETL_WH_SQL_COLUMNS,           /* $1 schema, $2 table -> attname, atttypid, atttypmod, pk */
 };
 char *zetl_wh_pg_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which);
+
+/* ---- shared by the dialects (wh_pg.c) ----------------------------------------
+ * The parts of the SQL both dialects speak, parametrized by what differs.
+ */
+
+/* What the shared DDL generators need to know of a dialect. */
+struct zetl_wh_dialect {
+    const char *name;                    /* static: "postgres", "redshift" */
+    const char *text_type;               /* static: text columns of the bookkeeping tables */
+    const char *tenant_type;             /* static: the tenant column */
+    char *(*col_type)(const char *type); /* owned DDL type of a column type */
+    /* Appends what follows the column list of CREATE TABLE; NULL for nothing. */
+    void (*table_options)(struct zetl_buf *b, const struct zetl_wh_table *t);
+};
+
+extern const struct zetl_wh_dialect zetl_wh_pg_dialect;
+extern const struct zetl_wh_dialect zetl_wh_rs_dialect;
+
+char *zetl_wh_sql_bootstrap(const struct zetl_wh_dialect *d, const char *schema);
+char *zetl_wh_sql_create_table(const struct zetl_wh_dialect *d, const struct zetl_wh_table *t);
+char *zetl_wh_sql_add_column(const struct zetl_wh_dialect *d, const struct zetl_wh_table *t,
+                             const struct zetl_wh_col *c);
+char *zetl_wh_sql_alter_type(const struct zetl_wh_dialect *d, const struct zetl_wh_table *t,
+                             const struct zetl_wh_col *c);
+
+/* Building blocks: each appends to b.  Aliases are SQL text written as given. */
+void zetl_wh_sql_ident(struct zetl_buf *b, const char *s);                   /* "a""b" */
+void zetl_wh_sql_qual(struct zetl_buf *b, const char *alias, const char *s); /* alias."s" */
+void zetl_wh_sql_table(struct zetl_buf *b, const struct zetl_wh_table *t);   /* "schema"."table" */
+size_t zetl_wh_sql_nkeys(const struct zetl_wh_table *t);
+/* a.tenant = c.tenant AND a.k1 = c.k1 ... */
+void zetl_wh_sql_key_match(struct zetl_buf *b, const struct zetl_wh_table *t, const char *a,
+                           const char *c);
+void zetl_wh_sql_key_list(struct zetl_buf *b, const struct zetl_wh_table *t); /* tenant, k1, ... */
+/* tenant, c1, c2, ... qualified by alias when not NULL */
+void zetl_wh_sql_col_list(struct zetl_buf *b, const struct zetl_wh_table *t, const char *alias);
+/* " AND NOT alias._zetl_deleted" (soft), " AND alias._zetl_valid_to IS NULL" (history), "" */
+void zetl_wh_sql_live(struct zetl_buf *b, const struct zetl_wh_table *t, const char *alias);
+/* INSERT INTO "s"."t" (tenant, cols, _zetl_lsn, _zetl_synced_at[, mode columns]) */
+void zetl_wh_sql_insert_head(struct zetl_buf *b, const struct zetl_wh_table *t);
+/* " OR _zetl_file IN (f, ...)" of the files lacking a union column; false when none does. */
+bool zetl_wh_sql_files_absent(struct zetl_buf *b, const struct zetl_wh_table *t,
+                              const struct zetl_wh_shape *shapes, size_t nshapes);
+/* Staging statements over `stage`, the staging table as SQL text. */
+char *zetl_wh_sql_stage_stats(const char *stage, const struct zetl_wh_table *t,
+                              const struct zetl_wh_shape *shapes, size_t nshapes);
+char *zetl_wh_sql_skip_applied(const char *stage); /* $1: the LSN */
+/* The buffer's text as an owned string; releases b. */
+char *zetl_wh_sql_take(struct zetl_buf *b);
+
+/* ---- Redshift dialect (wh_redshift.c) ---------------------------------------
+ * Same staging table layout and merge as PostgreSQL, in SQL Redshift speaks:
+ * no arrays (the unchanged-column sets are ",i,j," strings), no DISTINCT ON
+ * (ROW_NUMBER), no ON CONFLICT (UPDATE + INSERT ... WHERE NOT EXISTS under a
+ * LOCK), no target aliases in DELETE, GETDATE() for now().  The staging
+ * table is temporary but not ON COMMIT DROP: zetl_wh_rs_drop_stage_sql
+ * removes it and its helpers at the end of the table's apply.
+ */
+
+/* Redshift DDL type of a manifest type (docs/warehouse.md, "Redshift"); owned. */
+char *zetl_wh_rs_type(const char *manifest_type);
+/*
+ * The type a Redshift catalog reports (format_type() text: "character
+ * varying(256)", "numeric(12,2)", "super") in the form zetl_wh_rs_type
+ * produces ("VARCHAR(256)"); owned.
+ */
+char *zetl_wh_rs_catalog_type(const char *format_type);
+/* Like zetl_wh_pg_type_change, for Redshift types (zetl_wh_rs_type form). */
+enum zetl_wh_type_change zetl_wh_rs_type_change(const char *from, const char *to);
+
+char *zetl_wh_rs_stage_sql(const struct zetl_wh_table *t);
+/*
+ * COPY of one file from S3: `manifest_url` is the file's COPY manifest,
+ * `iam_role` and `region` are written as escaped string literals.
+ */
+char *zetl_wh_rs_copy_sql(const struct zetl_wh_table *t, const struct zetl_wh_shape *shape,
+                          const char *manifest_url, const char *iam_role, const char *region);
+/* Marks the rows the last COPY loaded (file 0 by default) as file `file_no`. */
+char *zetl_wh_rs_file_mark_sql(const struct zetl_wh_table *t, size_t file_no);
+char *zetl_wh_rs_stage_stats_sql(const struct zetl_wh_table *t, const struct zetl_wh_shape *shapes,
+                                 size_t nshapes);
+char *zetl_wh_rs_skip_applied_sql(const struct zetl_wh_table *t);
+char *zetl_wh_rs_truncate_sql(const struct zetl_wh_table *t);
+char *zetl_wh_rs_fill_prepare_sql(const struct zetl_wh_table *t, const struct zetl_wh_shape *shapes,
+                                  size_t nshapes);
+char *zetl_wh_rs_fill_round_sql(const struct zetl_wh_table *t);
+char *zetl_wh_rs_merge_sql(const struct zetl_wh_table *t, const struct zetl_wh_shape *shapes,
+                           size_t nshapes);
+char *zetl_wh_rs_drop_stage_sql(const struct zetl_wh_table *t);
+/* BEGIN and the lock that serializes appliers (Redshift has no SELECT ... FOR UPDATE). */
+char *zetl_wh_rs_begin_sql(const char *schema);
+/*
+ * Statement `part` (0, 1, ...) of `which`, NULL past the last; *nparams is
+ * how many of the statement's parameters (the first ones) it takes.
+ */
+char *zetl_wh_rs_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which, size_t part,
+                             int *nparams);
+/* Load error detail of the session's last COPY (STL_LOAD_ERRORS, else SYS_LOAD_ERROR_DETAIL). */
+const char *zetl_wh_rs_load_error_sql(bool serverless);
 
 #endif

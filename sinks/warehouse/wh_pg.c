@@ -5,8 +5,10 @@
  *
  * Sections: "shared" generators use only SQL that Redshift also speaks
  * (CREATE TABLE, ALTER TABLE, DELETE ... USING, INSERT ... SELECT, UPDATE ...
- * FROM, window functions); "postgres only" ones use arrays, DISTINCT ON,
- * LATERAL, temp tables ON COMMIT DROP and COPY FROM STDIN.
+ * FROM, window functions) and are exported through wh.h, parametrized by a
+ * struct zetl_wh_dialect where the two differ, for wh_redshift.c; "postgres
+ * only" ones use arrays, DISTINCT ON, LATERAL, temp tables ON COMMIT DROP
+ * and COPY FROM STDIN.
  *
  * The staging table of one (table, batch) holds the meta columns, the tenant
  * column and the union of the table's columns over the batch's files:
@@ -33,7 +35,7 @@
 
 /* ---- shared: identifiers, types ---------------------------------------- */
 
-static void qi(struct zetl_buf *b, const char *s)
+void zetl_wh_sql_ident(struct zetl_buf *b, const char *s)
 {
     zetl_buf_putc(b, '"');
     for (; *s; s++) {
@@ -45,10 +47,10 @@ static void qi(struct zetl_buf *b, const char *s)
 }
 
 /* alias."name" */
-static void qa(struct zetl_buf *b, const char *alias, const char *s)
+void zetl_wh_sql_qual(struct zetl_buf *b, const char *alias, const char *s)
 {
     zetl_buf_printf(b, "%s.", alias);
-    qi(b, s);
+    zetl_wh_sql_ident(b, s);
 }
 
 char *zetl_wh_quote_ident(const char *s)
@@ -57,13 +59,13 @@ char *zetl_wh_quote_ident(const char *s)
     char *out;
 
     zetl_buf_init(&b, 0);
-    qi(&b, s);
+    zetl_wh_sql_ident(&b, s);
     out = zetl_strndup(b.data, b.len);
     zetl_buf_release(&b);
     return out;
 }
 
-static char *buf_take(struct zetl_buf *b)
+char *zetl_wh_sql_take(struct zetl_buf *b)
 {
     char *out = zetl_strndup(b->data ? b->data : "", b->len);
 
@@ -72,11 +74,11 @@ static char *buf_take(struct zetl_buf *b)
 }
 
 /* "schema"."table" */
-static void qtable(struct zetl_buf *b, const struct zetl_wh_table *t)
+void zetl_wh_sql_table(struct zetl_buf *b, const struct zetl_wh_table *t)
 {
-    qi(b, t->schema);
+    zetl_wh_sql_ident(b, t->schema);
     zetl_buf_putc(b, '.');
-    qi(b, t->table);
+    zetl_wh_sql_ident(b, t->table);
 }
 
 /* pg_temp."<stage><suffix>" */
@@ -88,7 +90,7 @@ static void qstage(struct zetl_buf *b, const struct zetl_wh_table *t, const char
     zetl_buf_puts(&n, t->stage);
     zetl_buf_puts(&n, suffix);
     zetl_buf_puts(b, "pg_temp.");
-    qi(b, n.data);
+    zetl_wh_sql_ident(b, n.data);
     zetl_buf_release(&n);
 }
 
@@ -155,7 +157,7 @@ char *zetl_wh_pg_type(const char *manifest_type)
     } else {
         zetl_buf_puts(&b, c);
     }
-    return buf_take(&b);
+    return zetl_wh_sql_take(&b);
 }
 
 /* Splits "name(a,b)" into its base name and up to two numbers; nargs -1 when malformed. */
@@ -243,7 +245,7 @@ enum zetl_wh_type_change zetl_wh_pg_type_change(const char *from, const char *to
 
 /* ---- shared: DDL and offsets ------------------------------------------- */
 
-static size_t nkeys(const struct zetl_wh_table *t)
+size_t zetl_wh_sql_nkeys(const struct zetl_wh_table *t)
 {
     size_t n = 0;
 
@@ -252,41 +254,53 @@ static size_t nkeys(const struct zetl_wh_table *t)
     return n;
 }
 
-char *zetl_wh_pg_bootstrap_sql(const char *schema)
+const struct zetl_wh_dialect zetl_wh_pg_dialect = {
+    .name = "postgres",
+    .text_type = "text",
+    .tenant_type = "text",
+    .col_type = zetl_wh_pg_type,
+    .table_options = NULL,
+};
+
+char *zetl_wh_sql_bootstrap(const struct zetl_wh_dialect *d, const char *schema)
 {
     struct zetl_buf b;
 
     zetl_buf_init(&b, 0);
     zetl_buf_puts(&b, "CREATE SCHEMA IF NOT EXISTS ");
-    qi(&b, schema);
+    zetl_wh_sql_ident(&b, schema);
     zetl_buf_puts(&b, ";\nCREATE TABLE IF NOT EXISTS ");
-    qi(&b, schema);
-    zetl_buf_puts(&b, "._zetl_offsets (stream text PRIMARY KEY, last_lsn bigint NOT NULL, "
-                      "end_lsn bigint, batch text, applied_at timestamptz);\n"
-                      "CREATE TABLE IF NOT EXISTS ");
-    qi(&b, schema);
-    zetl_buf_puts(&b, "._zetl_table_state (table_name text PRIMARY KEY, state text NOT NULL, "
-                      "reason text, stopped_at_lsn bigint, updated_at timestamptz, "
-                      "last_lsn bigint)");
-    return buf_take(&b);
+    zetl_wh_sql_ident(&b, schema);
+    zetl_buf_printf(&b,
+                    "._zetl_offsets (stream %s PRIMARY KEY, last_lsn bigint NOT NULL, "
+                    "end_lsn bigint, batch %s, applied_at timestamptz);\n"
+                    "CREATE TABLE IF NOT EXISTS ",
+                    d->text_type, d->text_type);
+    zetl_wh_sql_ident(&b, schema);
+    zetl_buf_printf(&b,
+                    "._zetl_table_state (table_name %s PRIMARY KEY, state %s NOT NULL, "
+                    "reason %s, stopped_at_lsn bigint, updated_at timestamptz, "
+                    "last_lsn bigint)",
+                    d->text_type, d->text_type, d->text_type);
+    return zetl_wh_sql_take(&b);
 }
 
-char *zetl_wh_pg_create_table_sql(const struct zetl_wh_table *t)
+char *zetl_wh_sql_create_table(const struct zetl_wh_dialect *d, const struct zetl_wh_table *t)
 {
     struct zetl_buf b;
-    bool keyed = nkeys(t) > 0;
+    bool keyed = zetl_wh_sql_nkeys(t) > 0;
 
     zetl_buf_init(&b, 0);
     zetl_buf_puts(&b, "CREATE TABLE ");
-    qtable(&b, t);
+    zetl_wh_sql_table(&b, t);
     zetl_buf_puts(&b, " (");
-    qi(&b, t->tenant_column);
-    zetl_buf_puts(&b, " text NOT NULL");
+    zetl_wh_sql_ident(&b, t->tenant_column);
+    zetl_buf_printf(&b, " %s NOT NULL", d->tenant_type);
     for (size_t i = 0; i < t->ncols; i++) {
-        char *ty = zetl_wh_pg_type(t->cols[i].type);
+        char *ty = d->col_type(t->cols[i].type);
 
         zetl_buf_puts(&b, ", ");
-        qi(&b, t->cols[i].name);
+        zetl_wh_sql_ident(&b, t->cols[i].name);
         zetl_buf_printf(&b, " %s", ty);
         free(ty);
     }
@@ -297,97 +311,118 @@ char *zetl_wh_pg_create_table_sql(const struct zetl_wh_table *t)
         zetl_buf_puts(&b, ", _zetl_valid_from bigint NOT NULL, _zetl_valid_to bigint");
     if (keyed) {
         zetl_buf_puts(&b, ", PRIMARY KEY (");
-        qi(&b, t->tenant_column);
+        zetl_wh_sql_ident(&b, t->tenant_column);
         for (size_t i = 0; i < t->ncols; i++)
             if (t->cols[i].key) {
                 zetl_buf_puts(&b, ", ");
-                qi(&b, t->cols[i].name);
+                zetl_wh_sql_ident(&b, t->cols[i].name);
             }
         if (t->deletes == ZETL_DELETES_HISTORY)
             zetl_buf_puts(&b, ", _zetl_valid_from");
         zetl_buf_putc(&b, ')');
     }
     zetl_buf_putc(&b, ')');
-    return buf_take(&b);
+    if (d->table_options)
+        d->table_options(&b, t);
+    return zetl_wh_sql_take(&b);
+}
+
+/* ALTER TABLE "s"."t" <verb> "c" <type> */
+static char *alter_column(const struct zetl_wh_dialect *d, const struct zetl_wh_table *t,
+                          const struct zetl_wh_col *c, const char *verb, const char *type_kw)
+{
+    struct zetl_buf b;
+    char *ty = d->col_type(c->type);
+
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, "ALTER TABLE ");
+    zetl_wh_sql_table(&b, t);
+    zetl_buf_printf(&b, " %s ", verb);
+    zetl_wh_sql_ident(&b, c->name);
+    zetl_buf_printf(&b, " %s%s", type_kw, ty);
+    free(ty);
+    return zetl_wh_sql_take(&b);
+}
+
+char *zetl_wh_sql_add_column(const struct zetl_wh_dialect *d, const struct zetl_wh_table *t,
+                             const struct zetl_wh_col *c)
+{
+    return alter_column(d, t, c, "ADD COLUMN", "");
+}
+
+char *zetl_wh_sql_alter_type(const struct zetl_wh_dialect *d, const struct zetl_wh_table *t,
+                             const struct zetl_wh_col *c)
+{
+    return alter_column(d, t, c, "ALTER COLUMN", "TYPE ");
+}
+
+char *zetl_wh_pg_bootstrap_sql(const char *schema)
+{
+    return zetl_wh_sql_bootstrap(&zetl_wh_pg_dialect, schema);
+}
+
+char *zetl_wh_pg_create_table_sql(const struct zetl_wh_table *t)
+{
+    return zetl_wh_sql_create_table(&zetl_wh_pg_dialect, t);
 }
 
 char *zetl_wh_pg_add_column_sql(const struct zetl_wh_table *t, const struct zetl_wh_col *c)
 {
-    struct zetl_buf b;
-    char *ty = zetl_wh_pg_type(c->type);
-
-    zetl_buf_init(&b, 0);
-    zetl_buf_puts(&b, "ALTER TABLE ");
-    qtable(&b, t);
-    zetl_buf_puts(&b, " ADD COLUMN ");
-    qi(&b, c->name);
-    zetl_buf_printf(&b, " %s", ty);
-    free(ty);
-    return buf_take(&b);
+    return zetl_wh_sql_add_column(&zetl_wh_pg_dialect, t, c);
 }
 
 char *zetl_wh_pg_alter_type_sql(const struct zetl_wh_table *t, const struct zetl_wh_col *c)
 {
-    struct zetl_buf b;
-    char *ty = zetl_wh_pg_type(c->type);
-
-    zetl_buf_init(&b, 0);
-    zetl_buf_puts(&b, "ALTER TABLE ");
-    qtable(&b, t);
-    zetl_buf_puts(&b, " ALTER COLUMN ");
-    qi(&b, c->name);
-    zetl_buf_printf(&b, " TYPE %s", ty);
-    free(ty);
-    return buf_take(&b);
+    return zetl_wh_sql_alter_type(&zetl_wh_pg_dialect, t, c);
 }
 
 /* ---- shared: merge building blocks ------------------------------------- */
 
 /* a.tenant = b.tenant AND a.k1 = b.k1 ... (keys are NOT NULL) */
-static void key_match(struct zetl_buf *b, const struct zetl_wh_table *t, const char *a,
-                      const char *c)
+void zetl_wh_sql_key_match(struct zetl_buf *b, const struct zetl_wh_table *t, const char *a,
+                           const char *c)
 {
-    qa(b, a, t->tenant_column);
+    zetl_wh_sql_qual(b, a, t->tenant_column);
     zetl_buf_puts(b, " = ");
-    qa(b, c, t->tenant_column);
+    zetl_wh_sql_qual(b, c, t->tenant_column);
     for (size_t i = 0; i < t->ncols; i++)
         if (t->cols[i].key) {
             zetl_buf_puts(b, " AND ");
-            qa(b, a, t->cols[i].name);
+            zetl_wh_sql_qual(b, a, t->cols[i].name);
             zetl_buf_puts(b, " = ");
-            qa(b, c, t->cols[i].name);
+            zetl_wh_sql_qual(b, c, t->cols[i].name);
         }
 }
 
 /* tenant, k1, k2 (unqualified) */
-static void key_list(struct zetl_buf *b, const struct zetl_wh_table *t)
+void zetl_wh_sql_key_list(struct zetl_buf *b, const struct zetl_wh_table *t)
 {
-    qi(b, t->tenant_column);
+    zetl_wh_sql_ident(b, t->tenant_column);
     for (size_t i = 0; i < t->ncols; i++)
         if (t->cols[i].key) {
             zetl_buf_puts(b, ", ");
-            qi(b, t->cols[i].name);
+            zetl_wh_sql_ident(b, t->cols[i].name);
         }
 }
 
 /* tenant, c1, c2, ... with an optional alias prefix */
-static void col_list(struct zetl_buf *b, const struct zetl_wh_table *t, const char *alias)
+void zetl_wh_sql_col_list(struct zetl_buf *b, const struct zetl_wh_table *t, const char *alias)
 {
     if (alias)
-        qa(b, alias, t->tenant_column);
+        zetl_wh_sql_qual(b, alias, t->tenant_column);
     else
-        qi(b, t->tenant_column);
+        zetl_wh_sql_ident(b, t->tenant_column);
     for (size_t i = 0; i < t->ncols; i++) {
         zetl_buf_puts(b, ", ");
         if (alias)
-            qa(b, alias, t->cols[i].name);
+            zetl_wh_sql_qual(b, alias, t->cols[i].name);
         else
-            qi(b, t->cols[i].name);
+            zetl_wh_sql_ident(b, t->cols[i].name);
     }
 }
 
 /* The warehouse rows that are current, for soft and history modes ("" or " AND ..."). */
-static void live(struct zetl_buf *b, const struct zetl_wh_table *t, const char *alias)
+void zetl_wh_sql_live(struct zetl_buf *b, const struct zetl_wh_table *t, const char *alias)
 {
     if (t->deletes == ZETL_DELETES_SOFT)
         zetl_buf_printf(b, " AND NOT %s._zetl_deleted", alias);
@@ -396,12 +431,12 @@ static void live(struct zetl_buf *b, const struct zetl_wh_table *t, const char *
 }
 
 /* INSERT INTO "s"."t" (tenant, cols, _zetl_lsn, _zetl_synced_at[, mode columns]) */
-static void insert_head(struct zetl_buf *b, const struct zetl_wh_table *t)
+void zetl_wh_sql_insert_head(struct zetl_buf *b, const struct zetl_wh_table *t)
 {
     zetl_buf_puts(b, "INSERT INTO ");
-    qtable(b, t);
+    zetl_wh_sql_table(b, t);
     zetl_buf_puts(b, " (");
-    col_list(b, t, NULL);
+    zetl_wh_sql_col_list(b, t, NULL);
     zetl_buf_puts(b, ", _zetl_lsn, _zetl_synced_at");
     if (t->deletes == ZETL_DELETES_SOFT)
         zetl_buf_puts(b, ", _zetl_deleted");
@@ -423,18 +458,18 @@ char *zetl_wh_pg_stage_sql(const struct zetl_wh_table *t)
                       "_zetl_file int NOT NULL DEFAULT 0, _zetl_op char(1), _zetl_lsn bigint, "
                       "_zetl_seq bigint, _zetl_commit_ts timestamptz, _zetl_unchanged int[], "
                       "_zetl_unch int[], _zetl_kb bigint, _zetl_prev bigint, ");
-    qi(&b, t->tenant_column);
+    zetl_wh_sql_ident(&b, t->tenant_column);
     zetl_buf_puts(&b, " text");
     for (size_t i = 0; i < t->ncols; i++) {
         char *ty = zetl_wh_pg_type(t->cols[i].type);
 
         zetl_buf_puts(&b, ", ");
-        qi(&b, t->cols[i].name);
+        zetl_wh_sql_ident(&b, t->cols[i].name);
         zetl_buf_printf(&b, " %s", ty);
         free(ty);
     }
     zetl_buf_puts(&b, ") ON COMMIT DROP");
-    return buf_take(&b);
+    return zetl_wh_sql_take(&b);
 }
 
 /* The file number the next COPY's rows get (a column default: no per-row work). */
@@ -446,7 +481,7 @@ char *zetl_wh_pg_file_default_sql(const struct zetl_wh_table *t, size_t file_no)
     zetl_buf_puts(&b, "ALTER TABLE ");
     qstage(&b, t, "");
     zetl_buf_printf(&b, " ALTER COLUMN _zetl_file SET DEFAULT %zu", file_no);
-    return buf_take(&b);
+    return zetl_wh_sql_take(&b);
 }
 
 char *zetl_wh_pg_copy_sql(const struct zetl_wh_table *t, const struct zetl_wh_shape *shape)
@@ -457,17 +492,17 @@ char *zetl_wh_pg_copy_sql(const struct zetl_wh_table *t, const struct zetl_wh_sh
     zetl_buf_puts(&b, "COPY ");
     qstage(&b, t, "");
     zetl_buf_puts(&b, " (_zetl_op, _zetl_lsn, _zetl_seq, _zetl_commit_ts, _zetl_unchanged, ");
-    qi(&b, t->tenant_column);
+    zetl_wh_sql_ident(&b, t->tenant_column);
     for (size_t k = 0; k < shape->ncols; k++) {
         zetl_buf_puts(&b, ", ");
-        qi(&b, t->cols[shape->map[k]].name);
+        zetl_wh_sql_ident(&b, t->cols[shape->map[k]].name);
     }
     zetl_buf_puts(&b, ") FROM STDIN WITH (FORMAT csv)");
-    return buf_take(&b);
+    return zetl_wh_sql_take(&b);
 }
 
 /* "IN (f, ...)" of the files that lack some union column; false when none does. */
-static bool files_with_absent(struct zetl_buf *b, const struct zetl_wh_table *t,
+bool zetl_wh_sql_files_absent(struct zetl_buf *b, const struct zetl_wh_table *t,
                               const struct zetl_wh_shape *shapes, size_t nshapes)
 {
     bool any = false;
@@ -482,30 +517,57 @@ static bool files_with_absent(struct zetl_buf *b, const struct zetl_wh_table *t,
     return any;
 }
 
-char *zetl_wh_pg_stage_stats_sql(const struct zetl_wh_table *t, const struct zetl_wh_shape *shapes,
-                                 size_t nshapes)
+/* Counts of truncates, deletes, updates needing a fill, and all rows; `stage` is SQL text. */
+char *zetl_wh_sql_stage_stats(const char *stage, const struct zetl_wh_table *t,
+                              const struct zetl_wh_shape *shapes, size_t nshapes)
 {
     struct zetl_buf b;
 
     zetl_buf_init(&b, 0);
-    zetl_buf_puts(&b, "SELECT count(*) FILTER (WHERE _zetl_op = 'T'), "
-                      "count(*) FILTER (WHERE _zetl_op IN ('B', 'D')), "
-                      "count(*) FILTER (WHERE _zetl_op = 'U' AND (_zetl_unchanged IS NOT NULL");
-    files_with_absent(&b, t, shapes, nshapes);
-    zetl_buf_puts(&b, ")), count(*) FROM ");
+    zetl_buf_puts(&b, "SELECT count(CASE WHEN _zetl_op = 'T' THEN 1 END), "
+                      "count(CASE WHEN _zetl_op IN ('B', 'D') THEN 1 END), "
+                      "count(CASE WHEN _zetl_op = 'U' AND (_zetl_unchanged IS NOT NULL");
+    zetl_wh_sql_files_absent(&b, t, shapes, nshapes);
+    zetl_buf_printf(&b, ") THEN 1 END), count(*) FROM %s", stage);
+    return zetl_wh_sql_take(&b);
+}
+
+char *zetl_wh_sql_skip_applied(const char *stage)
+{
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
+    zetl_buf_printf(&b, "DELETE FROM %s WHERE _zetl_lsn <= CAST($1 AS BIGINT)", stage);
+    return zetl_wh_sql_take(&b);
+}
+
+/* pg_temp."<stage>" as owned text. */
+static char *stage_text(const struct zetl_wh_table *t)
+{
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
     qstage(&b, t, "");
-    return buf_take(&b);
+    return zetl_wh_sql_take(&b);
+}
+
+char *zetl_wh_pg_stage_stats_sql(const struct zetl_wh_table *t, const struct zetl_wh_shape *shapes,
+                                 size_t nshapes)
+{
+    char *stage = stage_text(t);
+    char *sql = zetl_wh_sql_stage_stats(stage, t, shapes, nshapes);
+
+    free(stage);
+    return sql;
 }
 
 char *zetl_wh_pg_skip_applied_sql(const struct zetl_wh_table *t)
 {
-    struct zetl_buf b;
+    char *stage = stage_text(t);
+    char *sql = zetl_wh_sql_skip_applied(stage);
 
-    zetl_buf_init(&b, 0);
-    zetl_buf_puts(&b, "DELETE FROM ");
-    qstage(&b, t, "");
-    zetl_buf_puts(&b, " WHERE _zetl_lsn <= $1::bigint");
-    return buf_take(&b);
+    free(stage);
+    return sql;
 }
 
 char *zetl_wh_pg_truncate_sql(const struct zetl_wh_table *t)
@@ -516,46 +578,46 @@ char *zetl_wh_pg_truncate_sql(const struct zetl_wh_table *t)
     /* The warehouse rows of each truncated tenant, and only those (invariant 3). */
     if (t->deletes == ZETL_DELETES_HARD) {
         zetl_buf_puts(&b, "DELETE FROM ");
-        qtable(&b, t);
+        zetl_wh_sql_table(&b, t);
         zetl_buf_puts(&b, " AS w WHERE ");
-        qa(&b, "w", t->tenant_column);
+        zetl_wh_sql_qual(&b, "w", t->tenant_column);
         zetl_buf_puts(&b, " IN (SELECT ");
-        qi(&b, t->tenant_column);
+        zetl_wh_sql_ident(&b, t->tenant_column);
         zetl_buf_puts(&b, " FROM ");
         qstage(&b, t, "");
         zetl_buf_puts(&b, " WHERE _zetl_op = 'T')");
     } else {
         zetl_buf_puts(&b, "UPDATE ");
-        qtable(&b, t);
+        zetl_wh_sql_table(&b, t);
         if (t->deletes == ZETL_DELETES_SOFT)
             zetl_buf_puts(&b, " AS w SET _zetl_deleted = true, _zetl_lsn = tr.lsn, "
                               "_zetl_synced_at = now()");
         else
             zetl_buf_puts(&b, " AS w SET _zetl_valid_to = tr.lsn, _zetl_synced_at = now()");
         zetl_buf_puts(&b, " FROM (SELECT ");
-        qi(&b, t->tenant_column);
+        zetl_wh_sql_ident(&b, t->tenant_column);
         zetl_buf_puts(&b, " AS tn, min(_zetl_lsn) AS lsn FROM ");
         qstage(&b, t, "");
         zetl_buf_puts(&b, " WHERE _zetl_op = 'T' GROUP BY 1) AS tr WHERE ");
-        qa(&b, "w", t->tenant_column);
+        zetl_wh_sql_qual(&b, "w", t->tenant_column);
         zetl_buf_puts(&b, " = tr.tn");
-        live(&b, t, "w");
+        zetl_wh_sql_live(&b, t, "w");
     }
     /* Staged changes of the tenant up to its last truncate are void. */
     zetl_buf_puts(&b, ";\nDELETE FROM ");
     qstage(&b, t, "");
     zetl_buf_puts(&b, " AS x USING (SELECT DISTINCT ON (");
-    qi(&b, t->tenant_column);
+    zetl_wh_sql_ident(&b, t->tenant_column);
     zetl_buf_puts(&b, ") ");
-    qi(&b, t->tenant_column);
+    zetl_wh_sql_ident(&b, t->tenant_column);
     zetl_buf_puts(&b, " AS tn, _zetl_lsn AS lsn, _zetl_seq AS seq FROM ");
     qstage(&b, t, "");
     zetl_buf_puts(&b, " WHERE _zetl_op = 'T' ORDER BY ");
-    qi(&b, t->tenant_column);
+    zetl_wh_sql_ident(&b, t->tenant_column);
     zetl_buf_puts(&b, ", _zetl_lsn DESC, _zetl_seq DESC) AS tr WHERE ");
-    qa(&b, "x", t->tenant_column);
+    zetl_wh_sql_qual(&b, "x", t->tenant_column);
     zetl_buf_puts(&b, " = tr.tn AND (x._zetl_lsn, x._zetl_seq) <= (tr.lsn, tr.seq)");
-    return buf_take(&b);
+    return zetl_wh_sql_take(&b);
 }
 
 /* ---- postgres only: unchanged values ----------------------------------- */
@@ -571,7 +633,7 @@ static void fill_set(struct zetl_buf *b, const struct zetl_wh_table *t, const ch
             continue;
         zetl_buf_puts(b, first ? " SET " : ", ");
         first = false;
-        qi(b, t->cols[i].name);
+        zetl_wh_sql_ident(b, t->cols[i].name);
         zetl_buf_printf(b, " = CASE WHEN %zu = ANY(r._zetl_unch)", i);
         if (extra_cond)
             zetl_buf_printf(b, " AND NOT (%zu = ANY(%s))", i, extra_cond);
@@ -579,9 +641,9 @@ static void fill_set(struct zetl_buf *b, const struct zetl_wh_table *t, const ch
         if (by_value_alias)
             zetl_buf_printf(b, "%s.v%zu", src, i);
         else
-            qa(b, src, t->cols[i].name);
+            zetl_wh_sql_qual(b, src, t->cols[i].name);
         zetl_buf_puts(b, " ELSE ");
-        qa(b, "r", t->cols[i].name);
+        zetl_wh_sql_qual(b, "r", t->cols[i].name);
         zetl_buf_puts(b, " END");
     }
     zetl_buf_puts(b, first ? " SET " : ", ");
@@ -591,9 +653,9 @@ static void fill_set(struct zetl_buf *b, const struct zetl_wh_table *t, const ch
 static void lookup_key(struct zetl_buf *b, const char *name)
 {
     zetl_buf_puts(b, "CASE WHEN b._zetl_id IS NULL THEN ");
-    qa(b, "r2", name);
+    zetl_wh_sql_qual(b, "r2", name);
     zetl_buf_puts(b, " ELSE ");
-    qa(b, "b", name);
+    zetl_wh_sql_qual(b, "b", name);
     zetl_buf_puts(b, " END");
 }
 
@@ -641,7 +703,7 @@ char *zetl_wh_pg_fill_prepare_sql(const struct zetl_wh_table *t, const struct ze
         zetl_buf_puts(&b, "]::int[]");
     }
     zetl_buf_puts(&b, " END, '{}') WHERE _zetl_op = 'U' AND (_zetl_unchanged IS NOT NULL");
-    files_with_absent(&b, t, shapes, nshapes);
+    zetl_wh_sql_files_absent(&b, t, shapes, nshapes);
     zetl_buf_puts(&b, ")");
 
     /* 2. The B row right before an update (same transaction, seq - 1): its old key. */
@@ -651,9 +713,9 @@ char *zetl_wh_pg_fill_prepare_sql(const struct zetl_wh_table *t, const struct ze
     qstage(&b, t, "");
     zetl_buf_puts(&b, " AS b WHERE r._zetl_unch IS NOT NULL AND b._zetl_op = 'B' AND "
                       "b._zetl_lsn = r._zetl_lsn AND b._zetl_seq = r._zetl_seq - 1 AND ");
-    qa(&b, "b", t->tenant_column);
+    zetl_wh_sql_qual(&b, "b", t->tenant_column);
     zetl_buf_puts(&b, " = ");
-    qa(&b, "r", t->tenant_column);
+    zetl_wh_sql_qual(&b, "r", t->tenant_column);
 
     for (size_t i = 0; i < t->ncols; i++)
         kn += t->cols[i].key;
@@ -662,7 +724,7 @@ char *zetl_wh_pg_fill_prepare_sql(const struct zetl_wh_table *t, const struct ze
         zetl_buf_puts(&b, ";\nUPDATE ");
         qstage(&b, t, "");
         zetl_buf_puts(&b, " SET _zetl_prev = _zetl_kb WHERE _zetl_unch IS NOT NULL");
-        return buf_take(&b);
+        return zetl_wh_sql_take(&b);
     }
 
     /* 3. The latest earlier image (I or U) of the key the update came from. */
@@ -672,13 +734,13 @@ char *zetl_wh_pg_fill_prepare_sql(const struct zetl_wh_table *t, const struct ze
                       "(SELECT p._zetl_id FROM ");
     qstage(&b, t, "");
     zetl_buf_puts(&b, " AS p WHERE p._zetl_op IN ('I', 'U') AND ");
-    qa(&b, "p", t->tenant_column);
+    zetl_wh_sql_qual(&b, "p", t->tenant_column);
     zetl_buf_puts(&b, " = lk.t");
     kn = 0;
     for (size_t i = 0; i < t->ncols; i++)
         if (t->cols[i].key) {
             zetl_buf_puts(&b, " AND ");
-            qa(&b, "p", t->cols[i].name);
+            zetl_wh_sql_qual(&b, "p", t->cols[i].name);
             zetl_buf_printf(&b, " = lk.k%zu", kn++);
         }
     zetl_buf_puts(&b, " AND (p._zetl_lsn, p._zetl_seq) < (r2._zetl_lsn, r2._zetl_seq) "
@@ -708,7 +770,7 @@ char *zetl_wh_pg_fill_prepare_sql(const struct zetl_wh_table *t, const struct ze
     for (size_t i = 0; i < t->ncols; i++)
         if (!t->cols[i].key) {
             zetl_buf_puts(&b, ", ");
-            qa(&b, "w", t->cols[i].name);
+            zetl_wh_sql_qual(&b, "w", t->cols[i].name);
             zetl_buf_printf(&b, " AS v%zu", i);
         }
     zetl_buf_puts(&b, " FROM ");
@@ -716,22 +778,22 @@ char *zetl_wh_pg_fill_prepare_sql(const struct zetl_wh_table *t, const struct ze
     zetl_buf_puts(&b, " AS r2 LEFT JOIN ");
     qstage(&b, t, "");
     zetl_buf_puts(&b, " AS b ON b._zetl_id = r2._zetl_kb JOIN ");
-    qtable(&b, t);
+    zetl_wh_sql_table(&b, t);
     zetl_buf_puts(&b, " AS w ON ");
-    qa(&b, "w", t->tenant_column);
+    zetl_wh_sql_qual(&b, "w", t->tenant_column);
     zetl_buf_puts(&b, " = ");
     lookup_key(&b, t->tenant_column);
     for (size_t i = 0; i < t->ncols; i++)
         if (t->cols[i].key) {
             zetl_buf_puts(&b, " AND ");
-            qa(&b, "w", t->cols[i].name);
+            zetl_wh_sql_qual(&b, "w", t->cols[i].name);
             zetl_buf_puts(&b, " = ");
             lookup_key(&b, t->cols[i].name);
         }
-    live(&b, t, "w");
+    zetl_wh_sql_live(&b, t, "w");
     zetl_buf_puts(&b, " WHERE r2._zetl_unch IS NOT NULL AND r2._zetl_prev IS NULL) AS x "
                       "WHERE r._zetl_id = x.rid");
-    return buf_take(&b);
+    return zetl_wh_sql_take(&b);
 }
 
 /*
@@ -752,7 +814,7 @@ char *zetl_wh_pg_fill_round_sql(const struct zetl_wh_table *t)
                       "_zetl_prev = p._zetl_prev FROM ");
     qstage(&b, t, "");
     zetl_buf_puts(&b, " AS p WHERE p._zetl_id = r._zetl_prev AND r._zetl_unch IS NOT NULL");
-    return buf_take(&b);
+    return zetl_wh_sql_take(&b);
 }
 
 char *zetl_wh_pg_stage_index_sql(const struct zetl_wh_table *t)
@@ -763,16 +825,16 @@ char *zetl_wh_pg_stage_index_sql(const struct zetl_wh_table *t)
     zetl_buf_puts(&b, "CREATE INDEX ON ");
     qstage(&b, t, "");
     zetl_buf_puts(&b, " (_zetl_id)");
-    if (nkeys(t) > 0) {
+    if (zetl_wh_sql_nkeys(t) > 0) {
         zetl_buf_puts(&b, ";\nCREATE INDEX ON ");
         qstage(&b, t, "");
         zetl_buf_puts(&b, " (");
-        key_list(&b, t);
+        zetl_wh_sql_key_list(&b, t);
         zetl_buf_puts(&b, ", _zetl_lsn, _zetl_seq)");
     }
     zetl_buf_puts(&b, ";\nSET LOCAL default_statistics_target = 10;\nANALYZE ");
     qstage(&b, t, "");
-    return buf_take(&b);
+    return zetl_wh_sql_take(&b);
 }
 
 /* ---- postgres only: merge ---------------------------------------------- */
@@ -781,13 +843,13 @@ char *zetl_wh_pg_stage_index_sql(const struct zetl_wh_table *t)
 static void last_images(struct zetl_buf *b, const struct zetl_wh_table *t, bool per_txn)
 {
     zetl_buf_puts(b, "SELECT DISTINCT ON (");
-    key_list(b, t);
+    zetl_wh_sql_key_list(b, t);
     if (per_txn)
         zetl_buf_puts(b, ", _zetl_lsn");
     zetl_buf_puts(b, ") * FROM ");
     qstage(b, t, "");
     zetl_buf_puts(b, " WHERE _zetl_op <> 'T' ORDER BY ");
-    key_list(b, t);
+    zetl_wh_sql_key_list(b, t);
     zetl_buf_puts(b, per_txn ? ", _zetl_lsn, _zetl_seq DESC" : ", _zetl_lsn DESC, _zetl_seq DESC");
 }
 
@@ -796,16 +858,16 @@ static void merge_keyed(struct zetl_buf *b, const struct zetl_wh_table *t)
     if (t->deletes == ZETL_DELETES_HARD) {
         /* Every key the batch touched (old keys of key changes too) goes ... */
         zetl_buf_puts(b, "DELETE FROM ");
-        qtable(b, t);
+        zetl_wh_sql_table(b, t);
         zetl_buf_puts(b, " AS w USING ");
         qstage(b, t, "");
         zetl_buf_puts(b, " AS x WHERE x._zetl_op <> 'T' AND ");
-        key_match(b, t, "w", "x");
+        zetl_wh_sql_key_match(b, t, "w", "x");
         /* ... and comes back as its last image when that is not a delete. */
         zetl_buf_puts(b, ";\n");
-        insert_head(b, t);
+        zetl_wh_sql_insert_head(b, t);
         zetl_buf_puts(b, " SELECT ");
-        col_list(b, t, "x");
+        zetl_wh_sql_col_list(b, t, "x");
         zetl_buf_puts(b, ", x._zetl_lsn, now() FROM (");
         last_images(b, t, false);
         zetl_buf_puts(b, ") AS x WHERE x._zetl_op IN ('I', 'U')");
@@ -821,59 +883,59 @@ static void merge_keyed(struct zetl_buf *b, const struct zetl_wh_table *t)
     if (t->deletes == ZETL_DELETES_SOFT) {
         /* A deleted key keeps its last values: the warehouse's, or the batch's latest image. */
         zetl_buf_puts(b, "UPDATE ");
-        qtable(b, t);
+        zetl_wh_sql_table(b, t);
         zetl_buf_puts(b, " AS w SET _zetl_deleted = true, _zetl_lsn = x._zetl_lsn, "
                          "_zetl_synced_at = now() FROM ");
         qstage(b, t, "_last");
         zetl_buf_puts(b, " AS x WHERE x._zetl_op IN ('D', 'B') AND ");
-        key_match(b, t, "w", "x");
+        zetl_wh_sql_key_match(b, t, "w", "x");
         zetl_buf_puts(b, ";\nCREATE TEMP TABLE ");
         qstage(b, t, "_image");
         zetl_buf_puts(b, " ON COMMIT DROP AS SELECT DISTINCT ON (");
-        key_list(b, t);
+        zetl_wh_sql_key_list(b, t);
         zetl_buf_puts(b, ") * FROM ");
         qstage(b, t, "");
         zetl_buf_puts(b, " WHERE _zetl_op IN ('I', 'U') ORDER BY ");
-        key_list(b, t);
+        zetl_wh_sql_key_list(b, t);
         zetl_buf_puts(b, ", _zetl_lsn DESC, _zetl_seq DESC;\nDELETE FROM ");
-        qtable(b, t);
+        zetl_wh_sql_table(b, t);
         zetl_buf_puts(b, " AS w USING ");
         qstage(b, t, "_image");
         zetl_buf_puts(b, " AS x WHERE ");
-        key_match(b, t, "w", "x");
+        zetl_wh_sql_key_match(b, t, "w", "x");
         zetl_buf_puts(b, ";\n");
-        insert_head(b, t);
+        zetl_wh_sql_insert_head(b, t);
         zetl_buf_puts(b, " SELECT ");
-        col_list(b, t, "x");
+        zetl_wh_sql_col_list(b, t, "x");
         zetl_buf_puts(b, ", l._zetl_lsn, now(), l._zetl_op IN ('D', 'B') FROM ");
         qstage(b, t, "_image");
         zetl_buf_puts(b, " AS x JOIN ");
         qstage(b, t, "_last");
         zetl_buf_puts(b, " AS l ON ");
-        key_match(b, t, "x", "l");
+        zetl_wh_sql_key_match(b, t, "x", "l");
         return;
     }
 
     /* History: close the current version at the key's first change in the batch ... */
     zetl_buf_puts(b, "UPDATE ");
-    qtable(b, t);
+    zetl_wh_sql_table(b, t);
     zetl_buf_puts(b, " AS w SET _zetl_valid_to = x._zetl_lsn, _zetl_synced_at = now() FROM "
                      "(SELECT ");
-    key_list(b, t);
+    zetl_wh_sql_key_list(b, t);
     zetl_buf_puts(b, ", min(_zetl_lsn) AS _zetl_lsn FROM ");
     qstage(b, t, "_last");
     zetl_buf_puts(b, " GROUP BY ");
-    key_list(b, t);
+    zetl_wh_sql_key_list(b, t);
     zetl_buf_puts(b, ") AS x WHERE ");
-    key_match(b, t, "w", "x");
+    zetl_wh_sql_key_match(b, t, "w", "x");
     zetl_buf_puts(b, " AND w._zetl_valid_to IS NULL;\n");
     /* ... and add one version per transaction's last image, valid until the next change. */
-    insert_head(b, t);
+    zetl_wh_sql_insert_head(b, t);
     zetl_buf_puts(b, " SELECT ");
-    col_list(b, t, "x");
+    zetl_wh_sql_col_list(b, t, "x");
     zetl_buf_puts(b, ", x._zetl_lsn, now(), x._zetl_lsn, x._zetl_next FROM (SELECT *, "
                      "lead(_zetl_lsn) OVER (PARTITION BY ");
-    key_list(b, t);
+    zetl_wh_sql_key_list(b, t);
     zetl_buf_puts(b, " ORDER BY _zetl_lsn) AS _zetl_next FROM ");
     qstage(b, t, "_last");
     zetl_buf_puts(b, ") AS x WHERE x._zetl_op IN ('I', 'U')");
@@ -887,7 +949,7 @@ static void row_text(struct zetl_buf *b, const struct zetl_wh_table *t,
     for (size_t k = 0; k < s->ncols; k++) {
         if (k)
             zetl_buf_puts(b, ", ");
-        qa(b, alias, t->cols[s->map[k]].name);
+        zetl_wh_sql_qual(b, alias, t->cols[s->map[k]].name);
     }
     zetl_buf_puts(b, ")::text");
 }
@@ -896,9 +958,9 @@ static void merge_keyless(struct zetl_buf *b, const struct zetl_wh_table *t,
                           const struct zetl_wh_shape *shapes, size_t nshapes)
 {
     /* Rows are appended; removals take one matching current row each (multiset). */
-    insert_head(b, t);
+    zetl_wh_sql_insert_head(b, t);
     zetl_buf_puts(b, " SELECT ");
-    col_list(b, t, "x");
+    zetl_wh_sql_col_list(b, t, "x");
     zetl_buf_puts(b, ", x._zetl_lsn, now()");
     if (t->deletes == ZETL_DELETES_SOFT)
         zetl_buf_puts(b, ", false");
@@ -910,7 +972,7 @@ static void merge_keyless(struct zetl_buf *b, const struct zetl_wh_table *t,
 
     for (size_t f = 0; f < nshapes; f++) {
         zetl_buf_puts(b, ";\nWITH d AS (SELECT ");
-        qa(b, "s", t->tenant_column);
+        zetl_wh_sql_qual(b, "s", t->tenant_column);
         zetl_buf_puts(b, " AS tn, ");
         row_text(b, t, &shapes[f], "s");
         zetl_buf_puts(b, " AS r, min(s._zetl_lsn) AS lsn, count(*) AS n FROM ");
@@ -921,21 +983,21 @@ static void merge_keyless(struct zetl_buf *b, const struct zetl_wh_table *t,
                         f);
         zetl_buf_puts(b, "m AS (SELECT w.ctid AS rid, d.lsn, d.n, row_number() OVER "
                          "(PARTITION BY d.tn, d.r ORDER BY w.ctid) AS rn FROM ");
-        qtable(b, t);
+        zetl_wh_sql_table(b, t);
         zetl_buf_puts(b, " AS w JOIN d ON ");
-        qa(b, "w", t->tenant_column);
+        zetl_wh_sql_qual(b, "w", t->tenant_column);
         zetl_buf_puts(b, " = d.tn AND ");
         row_text(b, t, &shapes[f], "w");
         zetl_buf_puts(b, " = d.r WHERE true");
-        live(b, t, "w");
+        zetl_wh_sql_live(b, t, "w");
         zetl_buf_puts(b, ") ");
         if (t->deletes == ZETL_DELETES_HARD) {
             zetl_buf_puts(b, "DELETE FROM ");
-            qtable(b, t);
+            zetl_wh_sql_table(b, t);
             zetl_buf_puts(b, " AS w USING m");
         } else {
             zetl_buf_puts(b, "UPDATE ");
-            qtable(b, t);
+            zetl_wh_sql_table(b, t);
             zetl_buf_puts(b, t->deletes == ZETL_DELETES_SOFT
                                  ? " AS w SET _zetl_deleted = true, _zetl_lsn = m.lsn, "
                                    "_zetl_synced_at = now() FROM m"
@@ -952,11 +1014,11 @@ char *zetl_wh_pg_merge_sql(const struct zetl_wh_table *t, const struct zetl_wh_s
     struct zetl_buf b;
 
     zetl_buf_init(&b, 0);
-    if (nkeys(t) > 0)
+    if (zetl_wh_sql_nkeys(t) > 0)
         merge_keyed(&b, t);
     else
         merge_keyless(&b, t, shapes, nshapes);
-    return buf_take(&b);
+    return zetl_wh_sql_take(&b);
 }
 
 /* ---- shared: offsets and table state ------------------------------------ */
@@ -969,24 +1031,24 @@ char *zetl_wh_pg_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which
     switch (which) {
     case ZETL_WH_SQL_OFFSET_GET:
         zetl_buf_puts(&b, "SELECT last_lsn, end_lsn FROM ");
-        qi(&b, schema);
+        zetl_wh_sql_ident(&b, schema);
         zetl_buf_puts(&b, "._zetl_offsets WHERE stream = $1");
         break;
     case ZETL_WH_SQL_OFFSET_LOCK:
         /* The row exists before it is locked, so two appliers serialize on it. */
         zetl_buf_puts(&b, "INSERT INTO ");
-        qi(&b, schema);
+        zetl_wh_sql_ident(&b, schema);
         zetl_buf_puts(&b, "._zetl_offsets (stream, last_lsn) VALUES ($1, 0) "
                           "ON CONFLICT (stream) DO NOTHING");
         break;
     case ZETL_WH_SQL_OFFSET_LOCKED_GET:
         zetl_buf_puts(&b, "SELECT last_lsn FROM ");
-        qi(&b, schema);
+        zetl_wh_sql_ident(&b, schema);
         zetl_buf_puts(&b, "._zetl_offsets WHERE stream = $1 FOR UPDATE");
         break;
     case ZETL_WH_SQL_OFFSET_SET:
         zetl_buf_puts(&b, "INSERT INTO ");
-        qi(&b, schema);
+        zetl_wh_sql_ident(&b, schema);
         zetl_buf_puts(&b, "._zetl_offsets AS o (stream, last_lsn, end_lsn, batch, applied_at) "
                           "VALUES ($1, $2::bigint, $3::bigint, $4, now()) ON CONFLICT (stream) "
                           "DO UPDATE SET last_lsn = EXCLUDED.last_lsn, end_lsn = "
@@ -995,7 +1057,7 @@ char *zetl_wh_pg_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which
         break;
     case ZETL_WH_SQL_OFFSET_PROGRESS:
         zetl_buf_puts(&b, "INSERT INTO ");
-        qi(&b, schema);
+        zetl_wh_sql_ident(&b, schema);
         zetl_buf_puts(&b, "._zetl_offsets AS o (stream, last_lsn, end_lsn) VALUES ($1, 0, "
                           "$2::bigint) ON CONFLICT (stream) DO UPDATE SET end_lsn = "
                           "EXCLUDED.end_lsn WHERE o.end_lsn IS NULL OR o.end_lsn < "
@@ -1003,12 +1065,12 @@ char *zetl_wh_pg_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which
         break;
     case ZETL_WH_SQL_STATE_GET:
         zetl_buf_puts(&b, "SELECT table_name, state, coalesce(last_lsn, 0), reason FROM ");
-        qi(&b, schema);
+        zetl_wh_sql_ident(&b, schema);
         zetl_buf_puts(&b, "._zetl_table_state");
         break;
     case ZETL_WH_SQL_STATE_APPLIED:
         zetl_buf_puts(&b, "INSERT INTO ");
-        qi(&b, schema);
+        zetl_wh_sql_ident(&b, schema);
         zetl_buf_puts(&b, "._zetl_table_state AS s (table_name, state, last_lsn, updated_at) "
                           "VALUES ($1, 'active', $2::bigint, now()) ON CONFLICT (table_name) "
                           "DO UPDATE SET last_lsn = GREATEST(s.last_lsn, EXCLUDED.last_lsn), "
@@ -1016,7 +1078,7 @@ char *zetl_wh_pg_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which
         break;
     case ZETL_WH_SQL_STATE_STOP:
         zetl_buf_puts(&b, "INSERT INTO ");
-        qi(&b, schema);
+        zetl_wh_sql_ident(&b, schema);
         zetl_buf_puts(&b, "._zetl_table_state AS s (table_name, state, reason, stopped_at_lsn, "
                           "updated_at) VALUES ($1, 'stopped', $2, $3::bigint, now()) "
                           "ON CONFLICT (table_name) DO UPDATE SET state = 'stopped', reason = "
@@ -1036,5 +1098,5 @@ char *zetl_wh_pg_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which
                           "NOT a.attisdropped ORDER BY a.attnum");
         break;
     }
-    return buf_take(&b);
+    return zetl_wh_sql_take(&b);
 }
