@@ -248,15 +248,10 @@ static int cmd_resync(const struct zetl_config *cfg, const char *table)
             break;
         for (size_t i = 0; i < names.n && err == ZETL_OK; i++) {
             char *dir = NULL;
-            bool is_copy = false;
-            err = zetl_archive_fetch(ar, stream, names.items[i], &dir, &is_copy, &eb);
+            err = zetl_archive_fetch(ar, stream, names.items[i], &dir, &eb);
             if (err == ZETL_OK)
                 err = zetl_wh_apply_dir_table(wh, dir, table, &eb);
-            if (is_copy) {
-                struct zetl_errbuf ignore;
-                zetl_fs_rmtree(dir, &ignore);
-            }
-            free(dir);
+            zetl_archive_fetch_done(ar, dir);
             applied += err == ZETL_OK;
         }
         zetl_strlist_release(&names);

@@ -192,16 +192,11 @@ static enum zetl_err apply_with_retry(struct zetl_stream *st, const char *name,
 
     for (;;) {
         char *dir = NULL;
-        bool is_copy = false;
 
-        err = zetl_archive_fetch(st->ar, st->name, name, &dir, &is_copy, eb);
+        err = zetl_archive_fetch(st->ar, st->name, name, &dir, eb);
         if (err == ZETL_OK)
             err = zetl_wh_apply_dir(st->wh, dir, eb);
-        if (is_copy) {
-            struct zetl_errbuf ignore;
-            zetl_fs_rmtree(dir, &ignore);
-        }
-        free(dir);
+        zetl_archive_fetch_done(st->ar, dir);
         if (err != ZETL_ERR_RETRY)
             return err;
         if (zetl_stream_stopping())

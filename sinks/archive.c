@@ -679,7 +679,7 @@ fail:
 }
 
 static enum zetl_err file_fetch(struct zetl_archive *ar, const char *stream, const char *name,
-                                char **dir, bool *is_copy, struct zetl_errbuf *eb)
+                                char **dir, struct zetl_errbuf *eb)
 {
     struct zetl_buf p;
 
@@ -687,7 +687,6 @@ static enum zetl_err file_fetch(struct zetl_archive *ar, const char *stream, con
     zetl_buf_init(&p, 0);
     file_path(ar, &p, stream, name);
     *dir = p.data; /* the archive's own directory: read in place */
-    *is_copy = false;
     return ZETL_OK;
 }
 
@@ -823,11 +822,17 @@ enum zetl_err zetl_archive_list(struct zetl_archive *ar, const char *stream, uin
 }
 
 enum zetl_err zetl_archive_fetch(struct zetl_archive *ar, const char *stream, const char *name,
-                                 char **dir, bool *is_copy, struct zetl_errbuf *eb)
+                                 char **dir, struct zetl_errbuf *eb)
 {
     *dir = NULL;
-    *is_copy = false;
     if (!stream_name_valid(stream))
         return zetl_err_set(eb, ZETL_ERR_USAGE, "invalid stream name \"%s\"", stream);
-    return ar->be->fetch(ar, stream, name, dir, is_copy, eb);
+    return ar->be->fetch(ar, stream, name, dir, eb);
+}
+
+void zetl_archive_fetch_done(struct zetl_archive *ar, char *dir)
+{
+    if (dir != NULL && ar->be->fetch_done != NULL)
+        ar->be->fetch_done(ar, dir);
+    free(dir);
 }

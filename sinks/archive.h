@@ -56,12 +56,14 @@ enum zetl_err zetl_archive_list(struct zetl_archive *ar, const char *stream, uin
                                 struct zetl_strlist *out, struct zetl_errbuf *eb);
 
 /*
- * Makes batch `name` of `stream` readable as a local directory: *dir (owned)
- * is the archive's own directory for file://, or a fresh copy (then *is_copy
- * is true and the caller removes it after use) for remote archives.
+ * Makes batch `name` of `stream` readable as a local directory named `name`:
+ * the archive's own directory for file://, a fresh copy for remote archives.
+ * Hand *dir back with zetl_archive_fetch_done.
  */
 enum zetl_err zetl_archive_fetch(struct zetl_archive *ar, const char *stream, const char *name,
-                                 char **dir, bool *is_copy, struct zetl_errbuf *eb);
+                                 char **dir, struct zetl_errbuf *eb);
+/* Releases a fetched directory (removing it when it is a copy); frees dir. NULL is a no-op. */
+void zetl_archive_fetch_done(struct zetl_archive *ar, char *dir);
 
 /* Renders the manifest JSON of a batch into out (appended). */
 void zetl_archive_manifest(const struct zetl_batch *b, struct zetl_buf *out);

@@ -25,9 +25,11 @@ struct archive_backend {
     /* Names of complete batches whose last LSN is above after_lsn, oldest first. */
     enum zetl_err (*list)(struct zetl_archive *ar, const char *stream, uint64_t after_lsn,
                           struct zetl_strlist *out, struct zetl_errbuf *eb);
-    /* A local directory holding the batch; *is_copy when the caller must remove it. */
+    /* A local directory named after the batch, holding it. */
     enum zetl_err (*fetch)(struct zetl_archive *ar, const char *stream, const char *name,
-                           char **dir, bool *is_copy, struct zetl_errbuf *eb);
+                           char **dir, struct zetl_errbuf *eb);
+    /* Releases what fetch made (NULL: nothing to do). */
+    void (*fetch_done)(struct zetl_archive *ar, const char *dir);
     void (*release)(struct zetl_archive *ar);
 };
 

@@ -1,6 +1,7 @@
 /*
  * The s3:// archive backend: the file archive's layout as object keys,
- *   <prefix>/<stream>/<first>-<last>/{<table>.csv.zst..., copy.manifest, manifest.json}
+ *   <prefix>/<stream>/<first>-<last>/{<table>.csv.zst..., <table>.csv.zst.manifest...,
+ *                                     copy.manifest, manifest.json}
  * S3 has no rename, so "a batch appears whole" becomes "a batch counts only
  * once its manifest.json exists": the data files and copy.manifest (a
  * Redshift COPY manifest of the data files) go first, manifest.json last,
@@ -21,10 +22,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define S3A_MANIFEST "manifest.json"
 #define S3A_COPY_MANIFEST "copy.manifest"
+/* "<file>.manifest": the COPY manifest of one data file (Redshift loads one shape per COPY). */
+#define S3A_FILE_MANIFEST_SUFFIX ".manifest"
 #define S3A_MANIFEST_MAX ((size_t)64 << 20) /* as the file backend: larger is not ours */
 #define S3A_MAX_BATCHES ((size_t)16 << 20)  /* cap on batches of one stream held while scanning */
 
@@ -318,9 +322,12 @@ static enum zetl_err s3a_list(struct zetl_archive *ar, const char *stream, uint6
     return ZETL_OK;
 }
 
-/* The Redshift COPY manifest of the batch's data files. */
+/*
+ * A Redshift COPY manifest: of every data file of the batch (only < 0), or of
+ * file number `only` alone (Redshift loads one table shape per COPY).
+ */
 static char *copy_manifest(const struct archive_s3 *a, const struct zetl_batch *b, const char *name,
-                           size_t *len)
+                           long only, size_t *len)
 {
     json_t *root = json_object(), *entries = json_array();
     struct zetl_buf key, url;
@@ -329,6 +336,8 @@ static char *copy_manifest(const struct archive_s3 *a, const struct zetl_batch *
     zetl_buf_init(&key, 0);
     zetl_buf_init(&url, 0);
     for (size_t i = 0; i < b->nfiles; i++) {
+        if (only >= 0 && i != (size_t)only)
+            continue;
         json_t *e = json_object(), *meta = json_object();
 
         s3a_key(a, &key, b->stream, name, b->files[i].file);
@@ -362,13 +371,14 @@ static enum zetl_err s3a_put(struct zetl_archive *ar, const struct zetl_batch *b
                              const char *manifest, size_t len, struct zetl_errbuf *eb)
 {
     struct archive_s3 *a = ar->s3;
-    struct zetl_s3_xfer *x = zetl_calloc(b->nfiles + 1, sizeof(*x));
-    char **keys = zetl_calloc(b->nfiles + 1, sizeof(char *));
-    char **paths = zetl_calloc(b->nfiles + 1, sizeof(char *));
+    /* Per data file: the file and its own COPY manifest; then copy.manifest of all. */
+    size_t nx = 2 * b->nfiles + 1;
+    struct zetl_s3_xfer *x = zetl_calloc(nx, sizeof(*x));
+    char **keys = zetl_calloc(nx, sizeof(char *));
+    char **paths = zetl_calloc(nx, sizeof(char *));
+    char **copies = zetl_calloc(nx, sizeof(char *));
     struct zetl_buf k;
     char name[40];
-    char *copy = NULL;
-    size_t copy_len = 0;
     bool found;
     enum zetl_err err;
 
@@ -396,14 +406,21 @@ static enum zetl_err s3a_put(struct zetl_archive *ar, const struct zetl_batch *b
         x[i].sha256 = b->files[i].sha256;
         x[i].size = (int64_t)b->files[i].bytes;
     }
-    copy = copy_manifest(a, b, name, &copy_len);
-    s3a_key(a, &k, b->stream, name, S3A_COPY_MANIFEST);
-    keys[b->nfiles] = zetl_strndup(k.data, k.len);
-    x[b->nfiles].key = keys[b->nfiles];
-    x[b->nfiles].data = copy;
-    x[b->nfiles].len = copy_len;
-    x[b->nfiles].size = -1;
-    if ((err = zetl_s3_put(a->s3, x, b->nfiles + 1, eb)) != ZETL_OK)
+    for (size_t i = 0; i <= b->nfiles; i++) {
+        size_t j = b->nfiles + i;
+        if (i < b->nfiles) {
+            s3a_key(a, &k, b->stream, name, b->files[i].file);
+            zetl_buf_puts(&k, S3A_FILE_MANIFEST_SUFFIX);
+        } else {
+            s3a_key(a, &k, b->stream, name, S3A_COPY_MANIFEST);
+        }
+        keys[j] = zetl_strndup(k.data, k.len);
+        copies[j] = copy_manifest(a, b, name, i < b->nfiles ? (long)i : -1, &x[j].len);
+        x[j].key = keys[j];
+        x[j].data = copies[j];
+        x[j].size = -1;
+    }
+    if ((err = zetl_s3_put(a->s3, x, nx, eb)) != ZETL_OK)
         goto fail;
 
     s3a_key(a, &k, b->stream, name, S3A_MANIFEST);
@@ -415,14 +432,15 @@ static enum zetl_err s3a_put(struct zetl_archive *ar, const struct zetl_batch *b
     err = zetl_s3_put(a->s3, x, 1, eb);
 
 fail:
-    for (size_t i = 0; i <= b->nfiles; i++) {
+    for (size_t i = 0; i < nx; i++) {
         free(keys[i]);
         free(paths[i]);
+        free(copies[i]);
     }
     free(keys);
     free(paths);
+    free(copies);
     free(x);
-    free(copy);
     zetl_buf_release(&k);
     return err;
 }
@@ -453,8 +471,23 @@ static enum zetl_err write_file(const char *path, const char *data, size_t len,
     return ZETL_OK;
 }
 
+/* Removes a fetched copy: <fetch_root>/<stream>-XXXXXX/<name>, parent included. */
+static void s3a_fetch_done(struct zetl_archive *ar, const char *dir)
+{
+    struct zetl_errbuf ignore;
+    char *parent = zetl_strdup(dir);
+    char *slash = strrchr(parent, '/');
+
+    (void)ar;
+    if (slash != NULL)
+        *slash = '\0';
+    if (zetl_fs_rmtree(parent, &ignore) != ZETL_OK)
+        zetl_warn("archive: %s", ignore.msg);
+    free(parent);
+}
+
 static enum zetl_err s3a_fetch(struct zetl_archive *ar, const char *stream, const char *name,
-                               char **dir, bool *is_copy, struct zetl_errbuf *eb)
+                               char **dir, struct zetl_errbuf *eb)
 {
     struct archive_s3 *a = ar->s3;
     struct zetl_buf d, k, text;
@@ -468,7 +501,6 @@ static enum zetl_err s3a_fetch(struct zetl_archive *ar, const char *stream, cons
     enum zetl_err err;
 
     *dir = NULL;
-    *is_copy = false;
     zetl_buf_init(&d, 0);
     zetl_buf_init(&k, 0);
     zetl_buf_init(&text, S3A_MANIFEST_MAX);
@@ -494,13 +526,20 @@ static enum zetl_err s3a_fetch(struct zetl_archive *ar, const char *stream, cons
 
     if ((err = zetl_fs_mkdirs(a->fetch_root, eb)) != ZETL_OK)
         goto fail;
-    zetl_buf_printf(&d, "%s/%s-%s-XXXXXX", a->fetch_root, stream, name);
+    /* <fetch_root>/<stream>-XXXXXX/<name>: unique, and named like the batch it holds. */
+    zetl_buf_printf(&d, "%s/%s-XXXXXX", a->fetch_root, stream);
     if (mkdtemp(d.data) == NULL) {
         err = zetl_err_set(eb, ZETL_ERR_IO, "could not create directory \"%s\": %s", d.data,
                            strerror(errno));
         goto fail;
     }
     made = true;
+    zetl_buf_printf(&d, "/%s", name);
+    if (mkdir(d.data, 0755) != 0) {
+        err = zetl_err_set(eb, ZETL_ERR_IO, "could not create directory \"%s\": %s", d.data,
+                           strerror(errno));
+        goto fail;
+    }
     zetl_buf_reset(&k);
     zetl_buf_printf(&k, "%s/%s", d.data, S3A_MANIFEST);
     if ((err = write_file(k.data, text.data, text.len, eb)) != ZETL_OK)
@@ -538,11 +577,13 @@ static enum zetl_err s3a_fetch(struct zetl_archive *ar, const char *stream, cons
     if ((err = zetl_s3_get(a->s3, x, nfiles, eb)) != ZETL_OK)
         goto fail;
     *dir = zetl_strndup(d.data, d.len);
-    *is_copy = true;
 
 fail:
     if (err != ZETL_OK && made) {
         struct zetl_errbuf ignore;
+        char *slash = strrchr(d.data, '/');
+        if (slash != NULL && strcmp(slash + 1, name) == 0)
+            *slash = '\0'; /* the unique parent */
         zetl_fs_rmtree(d.data, &ignore);
     }
     for (size_t i = 0; keys != NULL && i < nfiles; i++) {
@@ -579,6 +620,7 @@ static const struct archive_backend s3_backend = {
     .put = s3a_put,
     .list = s3a_list,
     .fetch = s3a_fetch,
+    .fetch_done = s3a_fetch_done,
     .release = s3a_release,
 };
 

@@ -102,6 +102,9 @@ class S3ArchiveTest(unittest.TestCase):
                 self.assertEqual(ent["url"], f"s3://{BUCKET}/{bdir}{fi['file']}")
                 self.assertIs(ent["mandatory"], True)
                 self.assertEqual(ent["meta"]["content_length"], fi["bytes"])
+                # Redshift loads one shape per COPY: each file has a manifest of its own.
+                own = json.loads(self.client.get(bdir + fi["file"] + ".manifest"))
+                self.assertEqual(own["entries"], [ent])
             batches.append(man)
             for fi in man["files"]:
                 data = self.client.get(bdir + fi["file"])
@@ -174,7 +177,7 @@ COMMIT;
         for man in batches:
             mi = max(i for i, t in enumerate(puts) if t.endswith("/manifest.json"))
             self.assertTrue(all(i < mi for i, t in enumerate(puts)
-                                if t.endswith(".csv.zst") or t.endswith("copy.manifest")))
+                                if t.endswith(".csv.zst") or t.endswith(".manifest")))
         # The slot moved to the archived end.
         self.assertEqual(self.slot_flush(), batches[-1]["end_lsn"])
 
@@ -268,6 +271,9 @@ COMMIT;
             finally:
                 self.assertEqual(z.kill(signal.SIGTERM), 0, z.log())
             self.assertEqual(wh.psql("SELECT count(*) FROM zetl_raw.users", db=whdb), [["750"]])
+            # The offsets row names the archived batch, not the local copy.
+            batch = wh.psql("SELECT batch FROM zetl_raw._zetl_offsets", db=whdb)[0][0]
+            self.assertRegex(batch, r"^[0-9A-F]{16}-[0-9A-F]{16}$")
             # Fetched copies are removed after the apply.
             fetch = os.path.join(self.work, "zetl-data", "s3-fetch")
             self.assertEqual(os.listdir(fetch) if os.path.isdir(fetch) else [], [])
