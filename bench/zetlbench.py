@@ -2549,6 +2549,7 @@ def parse_args(argv):
                    help="cluster: a second throwaway cluster (default); database: a database "
                         "in the source's cluster")
     e.add_argument("--warehouse-dsn", dest="warehouse_dsn",
+                   default=os.environ.get("ZETLBENCH_WAREHOUSE_DSN") or None,
                    help="use this existing PostgreSQL server as the warehouse (schemas zb_* "
                         "or zetlbench_* are created and dropped)")
     e.add_argument("--warehouse-explain", dest="warehouse_explain", type=int, metavar="MS",
@@ -2559,7 +2560,9 @@ def parse_args(argv):
                    help="buffer.max_age_ms for the warehouse runs (default: zetl's, 1000)")
     s = ap.add_argument_group("source")
     s.add_argument("--source-dsn", dest="source_dsn",
-                   help="use this existing server instead of a throwaway cluster (needs "
+                   default=os.environ.get("ZETLBENCH_SOURCE_DSN") or None,
+                   help="(or env ZETLBENCH_SOURCE_DSN, as `zetl bench --config F` sets it) "
+                        "use this existing server instead of a throwaway cluster (needs "
                         "REPLICATION and CREATE; objects are prefixed zetlbench_ and dropped)")
     s.add_argument("--schema-prefix", dest="schema_prefix",
                    help="tenant schema prefix (default tenant_, or zetlbench_ with "

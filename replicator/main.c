@@ -38,6 +38,9 @@ static const char usage_text[] =
     "  zetl resync --config FILE TABLE      re-apply every archived batch's rows of TABLE to the\n"
     "                                        warehouse after a stopped table was fixed\n"
     "                                        (see docs/warehouse.md)\n"
+    "  zetl bench  --config FILE [WORKLOAD...] [OPTION...]\n"
+    "                                        run benchmark workloads against the config's source\n"
+    "                                        (and warehouse); options: bench/README.md\n"
     "  zetl --help | --version\n"
     "\n"
     "Environment:\n"
@@ -266,6 +269,68 @@ done:
     return err == ZETL_OK ? 0 : EXIT_JOB;
 }
 
+/*
+ * zetl bench: the benchmark harness (bench/zetlbench.py, never linked into the
+ * daemon) run against the config's source and warehouse.  The DSNs go through
+ * the environment, so passwords never show on a command line.
+ */
+static int cmd_bench(int argc, char **argv)
+{
+    const char *config_path = NULL;
+    char **args = zetl_calloc((size_t)argc + 4, sizeof(char *));
+    char self[4096], script[4200];
+    struct zetl_config *cfg = NULL;
+    struct zetl_errbuf eb;
+    const char *dir = getenv("ZETL_BENCH_DIR");
+    int n = 0;
+    ssize_t len;
+
+    len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (len <= 0) {
+        fprintf(stderr, "zetl bench: could not find the zetl binary: %s\n", strerror(errno));
+        return EXIT_JOB;
+    }
+    self[len] = '\0';
+    if (dir != NULL)
+        snprintf(script, sizeof(script), "%s/zetlbench.py", dir);
+    else
+        snprintf(script, sizeof(script), "%.*s/../bench/zetlbench.py",
+                 (int)(strrchr(self, '/') - self), self);
+    if (access(script, R_OK) != 0) {
+        fprintf(stderr, "zetl bench: could not find the harness at \"%s\" (set ZETL_BENCH_DIR to "
+                        "the bench directory of the zetl source tree)\n",
+                script);
+        return EXIT_USAGE;
+    }
+    args[n++] = "python3";
+    args[n++] = script;
+    args[n++] = self;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            config_path = argv[++i];
+        else if (strncmp(argv[i], "--config=", 9) == 0)
+            config_path = argv[i] + 9;
+        else
+            args[n++] = argv[i];
+    }
+    args[n] = NULL;
+    if (config_path == NULL) {
+        fprintf(stderr, "zetl bench: --config FILE is required\n");
+        return EXIT_USAGE;
+    }
+    if (zetl_config_load(config_path, &cfg, &eb) != ZETL_OK) {
+        fprintf(stderr, "zetl: %s\n", eb.msg);
+        return EXIT_USAGE;
+    }
+    setenv("ZETLBENCH_SOURCE_DSN", cfg->source.dsn, 1);
+    if (cfg->warehouse.kind == ZETL_WH_POSTGRES)
+        setenv("ZETLBENCH_WAREHOUSE_DSN", cfg->warehouse.dsn, 1);
+    zetl_config_free(cfg);
+    execvp("python3", args);
+    fprintf(stderr, "zetl bench: could not run python3: %s\n", strerror(errno));
+    return EXIT_JOB;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -280,6 +345,9 @@ int main(int argc, char **argv)
     struct sigaction sa;
     int c, rc;
 
+    /* bench passes its own options through to the harness. */
+    if (argc >= 2 && strcmp(argv[1], "bench") == 0)
+        return cmd_bench(argc, argv);
     if (argc >= 2 && argv[1][0] != '-') {
         cmd = argv[1];
         argv++;
