@@ -818,6 +818,10 @@ class Measurement:
     def run(self, rep):
         raise NotImplementedError
 
+    def close(self):
+        """Called once at the end of the workload, also after a failure or an
+        interrupt: stop whatever the measurement started (a server, ...)."""
+
     @staticmethod
     def summarize(runs, b):
         best = min(runs, key=lambda r: r["wall_s"])
@@ -1022,6 +1026,231 @@ archive:
         if not self.b.args.keep:
             shutil.rmtree(os.path.join(self.workdir(rep), "archive"), ignore_errors=True)
         return rates(r, self.b)
+
+
+REPO = os.path.dirname(HERE)
+S3_BUCKET = "bench"
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class S3rverProcess:
+    """s3rver (npm, installed in node_modules by scripts/deps.sh) on a free loopback
+    port with its store in a temporary directory and one bucket. stop() ends it by
+    its pid and removes the directory."""
+
+    def __init__(self, bucket, keep=False):
+        script = os.path.join(REPO, "node_modules", "s3rver", "bin", "s3rver.js")
+        if not os.path.exists(script):
+            raise RuntimeError(f"{script} not found: run scripts/deps.sh (npm ci) for --s3")
+        if not shutil.which("node"):
+            raise RuntimeError("node not found: run scripts/deps.sh for --s3")
+        self.keep = keep
+        self.bucket = bucket
+        self.dir = tempfile.mkdtemp(prefix="zetlbench-s3rver-")
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.logf = open(os.path.join(self.dir, "s3rver.log"), "wb")
+        # s3rver 3.7.1 makes ListObjectsV2 continuation tokens with DES, which Node 17+
+        # only offers with the legacy provider (see docs/s3.md).
+        self.proc = subprocess.Popen(
+            ["node", "--openssl-legacy-provider", script, "--directory",
+             os.path.join(self.dir, "data"), "--address", "127.0.0.1", "--port",
+             str(self.port), "--silent", "--no-vhost-buckets", "--configure-bucket", bucket],
+            cwd=REPO, stdout=self.logf, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("s3rver did not start")
+                time.sleep(0.05)
+        # The bucket exists once a listing of it answers 200.
+        while True:
+            try:
+                self.list("")
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
+                time.sleep(0.1)
+
+    def cpu_s(self):
+        return proc_cpu_ticks(self.proc.pid) / CLK_TCK if self.proc else None
+
+    def request(self, method, path, query=None):
+        """Unsigned request (s3rver serves anonymous requests): returns the body."""
+        import http.client
+        import urllib.parse
+        target = "/" + self.bucket + ("/" + urllib.parse.quote(path) if path else "")
+        if query:
+            target += "?" + urllib.parse.urlencode(query)
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            c.request(method, target)
+            r = c.getresponse()
+            body = r.read()
+        finally:
+            c.close()
+        if r.status >= 300:
+            raise RuntimeError(f"s3rver {method} {target}: {r.status} {body[:300]!r}")
+        return body
+
+    def list(self, prefix):
+        """{key: size} of every object under prefix (ListObjectsV2, all pages)."""
+        import xml.etree.ElementTree as ET
+        out, token = {}, None
+        while True:
+            q = {"list-type": "2", "prefix": prefix}
+            if token:
+                q["continuation-token"] = token
+            root = ET.fromstring(self.request("GET", "", q))
+            tag = lambda e: e.tag.split("}")[-1]
+            for c in root:
+                if tag(c) == "Contents":
+                    d = {tag(x): x.text for x in c}
+                    out[d["Key"]] = int(d["Size"])
+            trunc = [c.text for c in root if tag(c) == "IsTruncated"]
+            token = ([c.text for c in root if tag(c) == "NextContinuationToken"] or [None])[0]
+            if not trunc or trunc[0] != "true" or not token:
+                return out
+
+    def get(self, key):
+        return self.request("GET", key)
+
+    def stop(self):
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                os.kill(self.proc.pid, signal.SIGTERM)
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.kill(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait()
+            self.proc = None
+        if not self.logf.closed:
+            self.logf.close()
+        if self.keep:
+            log(f"kept s3rver directory {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def s3_archive_stats(s3, prefix):
+    """archive_stats() for an S3 archive: sums over every complete batch (one whose
+    manifest.json is stored) under prefix, read back from the store."""
+    s = {"batches": 0, "rows": 0, "raw_bytes": 0, "file_bytes": 0, "archive_bytes": 0,
+         "transactions": 0, "objects": 0, "incomplete_batches": 0}
+    keys = s3.list(prefix + "/")
+    batches = {}
+    for key, size in keys.items():
+        rest = key[len(prefix) + 1:].split("/")
+        if len(rest) != 3:
+            continue
+        parts = rest[1].split("-")
+        if len(parts) != 2 or not all(len(p) == 16 for p in parts):
+            continue
+        batches.setdefault("/".join(rest[:2]), {})[rest[2]] = size
+    for bdir, objs in sorted(batches.items()):
+        if "manifest.json" not in objs:
+            s["incomplete_batches"] += 1
+            continue
+        man = json.loads(s3.get(f"{prefix}/{bdir}/manifest.json"))
+        s["batches"] += 1
+        s["rows"] += man["rows"]
+        s["raw_bytes"] += man["raw_bytes"]
+        s["transactions"] += man.get("transactions", 0)
+        s["file_bytes"] += sum(fi["bytes"] for fi in man["files"])
+        missing = [fi["file"] for fi in man["files"] if objs.get(fi["file"]) != fi["bytes"]]
+        if missing:
+            raise RuntimeError(f"S3 batch {bdir}: manifest.json lists {missing[:3]} but the "
+                               "store does not hold them at that size")
+        s["archive_bytes"] += sum(objs.values())
+        s["objects"] += len(objs)
+    return s
+
+
+@measurement
+class ZetlS3Capture(ZetlCapture):
+    """--s3: zetl run --once archiving to S3 (s3rver on loopback) instead of file://;
+    its own slot over the same WAL, run right after the file-archive zetl run of
+    the same repetition. Rows come from the manifest.json objects read back from
+    the store."""
+
+    name = "zetl_s3"
+    label = "zetl capture, S3 archive (s3rver)"
+    enabled_by = "s3"
+    prepare_rank = 0
+    s3 = None
+
+    def slot_prefix(self, rep):
+        return f"{self.b.prefix_objects}zs3{rep}"
+
+    def workdir(self, rep):
+        return os.path.join(self.b.work, f"zs3-{rep}")
+
+    def archive_prefix(self, rep):
+        return f"run{rep}"
+
+    def config_text(self, rep):
+        text = super().config_text(rep)
+        old = "  url: file://./archive\n"
+        assert old in text
+        return text.replace(old, f"  url: s3://{S3_BUCKET}/{self.archive_prefix(rep)}\n"
+                                 f"  s3:\n    endpoint: {self.s3.endpoint}\n"
+                                 f"    region: us-east-1\n")
+
+    def env(self):
+        env = super().env()
+        for k in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE"):
+            env.pop(k, None)
+        env["AWS_ACCESS_KEY_ID"] = "S3RVER"  # s3rver's built-in key pair
+        env["AWS_SECRET_ACCESS_KEY"] = "S3RVER"
+        return env
+
+    def prepare(self, rep):
+        if self.s3 is None:
+            self.s3 = S3rverProcess(S3_BUCKET, keep=self.b.args.keep)
+            log(f"s3rver on {self.s3.endpoint} (pid {self.s3.proc.pid}), store {self.s3.dir}")
+        super().prepare(rep)
+        before = s3_archive_stats(self.s3, self.archive_prefix(rep))
+        if before["rows"]:
+            raise RuntimeError(f"zetl setup run archived {before['rows']} rows to S3: the "
+                               "tenant tables were not empty")
+
+    def run(self, rep):
+        cpu0 = self.s3.cpu_s()
+        r = self.zetl(rep)
+        r["s3rver_cpu_s"] = round(self.s3.cpu_s() - cpu0, 3)
+        a = s3_archive_stats(self.s3, self.archive_prefix(rep))
+        if a["incomplete_batches"]:
+            raise RuntimeError(f"S3 archive run{rep}: {a['incomplete_batches']} batch(es) "
+                               "without manifest.json after zetl run --once exited 0")
+        r.update(a)
+        r["raw_mb_per_s"] = round(a["raw_bytes"] / 1e6 / r["wall_s"], 2)
+        r["compressed_bytes_per_row"] = round(a["file_bytes"] / a["rows"], 2) if a["rows"] else None
+        r["archive_bytes_per_row"] = round(a["archive_bytes"] / a["rows"], 2) if a["rows"] else None
+        r["rows_source"] = "manifest.json objects read back from s3rver (ListObjectsV2 + GET)"
+        r["endpoint"] = self.s3.endpoint
+        r["archive_url"] = f"s3://{S3_BUCKET}/{self.archive_prefix(rep)}"
+        r = rates(r, self.b)
+        same = [x for x in self.b.runs.get("zetl", []) if x["repetition"] == rep]
+        if same and same[0].get("rows_per_s") and r["rows_per_s"]:
+            r["ratio_vs_file_same_rep"] = round(r["rows_per_s"] / same[0]["rows_per_s"], 3)
+        return r
+
+    def close(self):
+        if self.s3 is not None:
+            self.s3.stop()
+            self.s3 = None
 
 
 @measurement
@@ -1961,6 +2190,17 @@ class Bench:
     def execute(self):
         args = self.args
         measures = [m(self) for m in MEASUREMENTS if m.enabled(args, self.wl)]
+        try:
+            return self._execute_source(measures)
+        finally:
+            for m in measures:
+                try:
+                    m.close()
+                except Exception as e:  # the others must still be closed
+                    log(f"closing {m.label} failed: {e}")
+
+    def _execute_source(self, measures):
+        args = self.args
         need_wh = any(m.needs_warehouse for m in measures)
         log(f"{self.wl.name}: {self.wl.description}")
         if self.external:
@@ -2079,6 +2319,29 @@ class Bench:
                 "peak_rss_mb": summary["zetl_peak_rss_mb"],
                 "peak_rss_met": summary["zetl_peak_rss_mb"] < 64,
             }
+        if "zetl_s3" in best and "zetl" in best:
+            f, s3 = best["zetl"], best["zetl_s3"]
+            ratio = round(s3["rows_per_s"] / f["rows_per_s"], 3)
+            summary["s3"] = {
+                "rows": s3["rows"],
+                "file_rows_per_s": f["rows_per_s"],
+                "s3_rows_per_s": s3["rows_per_s"],
+                "ratio": ratio,
+                "ratio_same_rep": [r.get("ratio_vs_file_same_rep") for r in runs["zetl_s3"]],
+                "rows_match": s3["rows"] == f["rows"],
+                "file_wall_s": f["wall_s"],
+                "s3_wall_s": s3["wall_s"],
+                "file_cpu_s_per_million_rows": f.get("cpu_s_per_million_rows"),
+                "s3_cpu_s_per_million_rows": s3.get("cpu_s_per_million_rows"),
+                "s3rver_cpu_s": s3.get("s3rver_cpu_s"),
+                "file_peak_rss_mb": max(r["peak_rss_mb"] for r in runs["zetl"]),
+                "s3_peak_rss_mb": max(r["peak_rss_mb"] for r in runs["zetl_s3"]),
+                "batches": s3.get("batches"),
+                "objects": s3.get("objects"),
+                "archive_bytes_per_row": s3.get("archive_bytes_per_row"),
+            }
+            targets.update({"s3_ratio_min": 0.8, "s3_ratio": ratio,
+                            "s3_met": ratio >= 0.8 and s3["rows"] == f["rows"]})
         if "zetl_e2e" in best:
             e = best["zetl_e2e"]
             e2e = {
@@ -2148,6 +2411,14 @@ class Bench:
                          "from wait4(2) rusage; peak RSS from GNU time %M (the process's "
                          "own ru_maxrss); rows and raw_bytes from the manifests"),
                 "rss_samples": "VmRSS from /proc every 0.1 s, [seconds, KiB]",
+                "zetl_s3": ("--s3: as zetl, but archive.url s3://bench/run<rep> on s3rver "
+                            "(npm, node --openssl-legacy-provider) on 127.0.0.1 with its store "
+                            "in a temporary directory, same machine; own slot over the same "
+                            "WAL, run right after the file-archive zetl run of the same "
+                            "repetition; rows and raw_bytes from the manifest.json objects "
+                            "read back from s3rver; s3rver_cpu_s = the node process's CPU "
+                            "during the run (not in cpu_s); ratio = best zetl_s3 rows/s / "
+                            "best zetl rows/s (ratio_same_rep: per repetition)"),
                 "zetl_e2e": ("zetl run --once with a postgres warehouse (deletes: hard), own "
                              "slot over the same WAL, empty warehouse schema; wall clock from "
                              "process start until exit (everything up to the WAL position at "
@@ -2303,6 +2574,25 @@ def markdown(results):
                          f"| {fmt(e.get('bare_copy_warehouse_cpu_s_per_million_rows'), 2)} "
                          f"| {fmt(e['archive_bytes_per_row'], 1)} | {fmt(e['batches'])} "
                          f"| {fmt(e['warehouse_rows'])} |")
+    s3s = [r for r in results if r["summary"].get("s3")]
+    if s3s:
+        lines.append("")
+        lines.append("| workload | rows | file archive rows/s | S3 archive rows/s | S3 / file "
+                     "| S3 / file per run | rows match | file CPU s / M rows "
+                     "| S3 CPU s / M rows | s3rver CPU s | file peak RSS MB | S3 peak RSS MB "
+                     "| batches | S3 objects | archive B/row |")
+        lines.append("|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for res in s3s:
+            x = res["summary"]["s3"]
+            lines.append(f"| {res['workload']} | {fmt(x['rows'])} | {fmt(x['file_rows_per_s'])} "
+                         f"| {fmt(x['s3_rows_per_s'])} | {fmt(x['ratio'], 2)} "
+                         f"| {', '.join(fmt(v, 2) for v in x['ratio_same_rep'])} "
+                         f"| {fmt(x['rows_match'])} "
+                         f"| {fmt(x['file_cpu_s_per_million_rows'], 2)} "
+                         f"| {fmt(x['s3_cpu_s_per_million_rows'], 2)} "
+                         f"| {fmt(x['s3rver_cpu_s'], 2)} | {fmt(x['file_peak_rss_mb'], 1)} "
+                         f"| {fmt(x['s3_peak_rss_mb'], 1)} | {fmt(x['batches'])} "
+                         f"| {fmt(x['objects'])} | {fmt(x['archive_bytes_per_row'], 1)} |")
     lagged = [r for r in results if r["summary"].get("lag")]
     if lagged:
         lines.append("")
@@ -2339,6 +2629,9 @@ def markdown(results):
         if "e2e_rows_per_s" in t:
             parts.append(f"end to end {t['e2e_rows_per_s']:,.0f} rows/s (>= "
                          f"{t['e2e_rows_per_s_min']:,}: {met(t['e2e_met'])})")
+        if "s3_ratio" in t:
+            parts.append(f"s3 archive capture {t['s3_ratio']:.2f} x file archive (>= "
+                         f"{t['s3_ratio_min']} x file archive: {met(t['s3_met'])})")
         if "lag_p99_s" in t:
             parts.append(f"lag p99 {t['lag_p99_s']:.3f} s at {fmt(t['lag_rate'])} rows/s "
                          f"(< {t['lag_p99_s_max']} s: {met(t['lag_met'])})")
@@ -2536,6 +2829,10 @@ def parse_args(argv):
                    help="pass streaming=on to pg_recvlogical as zetl does (default on)")
     m.add_argument("--perf", action="store_true",
                    help="also run zetl once under perf record -g; writes results/<w>.perf.txt")
+    m.add_argument("--s3", action="store_true",
+                   help="also run zetl with an S3 archive on s3rver (loopback; needs "
+                        "node_modules from scripts/deps.sh) and report its rows/s against "
+                        "the file archive's (target: >= 0.8 x)")
     m.add_argument("--timeout", type=float, default=7200, help="seconds per reader run")
     e = ap.add_argument_group("end to end (PostgreSQL warehouse)")
     e.add_argument("--e2e", action=argparse.BooleanOptionalAction, default=None,

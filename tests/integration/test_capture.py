@@ -35,8 +35,8 @@ class CaptureTest(unittest.TestCase):
 
     def tearDown(self):
         # Slots pin WAL: drop this test's slots, then the database.
-        self.pg.psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                     f"WHERE database = '{self.db}' AND NOT active")
+        Zetl.kill_all()
+        self.pg.drop_slots(self.db)
         self.pg.psql(f'DROP DATABASE "{self.db}" WITH (FORCE)')
         shutil.rmtree(self.work, ignore_errors=True)
 

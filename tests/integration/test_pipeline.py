@@ -78,8 +78,8 @@ class PipelineTest(unittest.TestCase):
     def tearDown(self):
         if self.z.proc is not None and self.z.proc.poll() is None:
             self.z.kill()
-        self.src.psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                      f"WHERE database = '{self.db}' AND NOT active")
+        Zetl.kill_all()
+        self.src.drop_slots(self.db)
         self.src.psql(f'DROP DATABASE "{self.db}" WITH (FORMAT)'.replace("FORMAT", "FORCE"))
         if self.wh.pid is None:
             self.wh.start()

@@ -139,6 +139,15 @@ host replication all 127.0.0.1/32 scram-sha-256
             rows.append([None if v == "\x01NULL\x01" else v for v in rec.split("\x1f")])
         return rows
 
+    def drop_slots(self, db):
+        """Drops the replication slots of database db once nothing uses them."""
+        deadline = time.time() + 30
+        while self.psql(f"SELECT 1 FROM pg_replication_slots WHERE database = '{db}' AND active") \
+                and time.time() < deadline:
+            time.sleep(0.1)
+        self.psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                  f"WHERE database = '{db}' AND NOT active")
+
     def createdb(self, name):
         self.psql(f'CREATE DATABASE "{name}"')
         return name
@@ -234,6 +243,18 @@ def read_archive(root, stream=None):
 class Zetl:
     """A zetl process with its own config and data dir."""
 
+    running = set()  # started and not yet waited for: tearDown kills them (kill_all)
+
+    @classmethod
+    def kill_all(cls):
+        """Kills every zetl a failed test left running, so its slot does not block others."""
+        for z in list(cls.running):
+            try:
+                z.proc.kill()
+                z.wait(30)
+            except (OSError, AssertionError):
+                cls.running.discard(z)
+
     def __init__(self, workdir, config_text):
         self.workdir = workdir
         self.config = os.path.join(workdir, "zetl.yaml")
@@ -252,6 +273,7 @@ class Zetl:
         self.proc = subprocess.Popen([ZETL_BIN, "run", "--config", self.config, *args],
                                      cwd=self.workdir, env=e, stdout=subprocess.DEVNULL,
                                      stderr=self.stderr_file)
+        Zetl.running.add(self)
         return self.proc
 
     def wait(self, timeout=300):
@@ -267,6 +289,7 @@ class Zetl:
                 raise AssertionError(f"zetl did not exit within {timeout}s:\n{self.log()}")
             time.sleep(0.05)
         self.proc.returncode = os.waitstatus_to_exitcode(status)
+        Zetl.running.discard(self)
         self.maxrss_kb = ru.ru_maxrss
         self.stderr_file.close()
         return self.proc.returncode
