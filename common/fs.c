@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <stdlib.h>
 #include <unistd.h>
+
+#include "common/buf.h"
 
 enum zetl_err zetl_fs_mkdirs(const char *path, struct zetl_errbuf *eb)
 {
@@ -55,6 +58,22 @@ enum zetl_err zetl_fs_rmtree(const char *path, struct zetl_errbuf *eb)
     if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
         return zetl_err_set(eb, ZETL_ERR_IO, "could not remove \"%s\": %s", path,
                             strerror(errno));
+    return ZETL_OK;
+}
+
+enum zetl_err zetl_fs_absolute(const char *path, struct zetl_buf *out, struct zetl_errbuf *eb)
+{
+    if (path[0] != '/') {
+        char *cwd = getcwd(NULL, 0);
+        if (cwd == NULL)
+            return zetl_err_set(eb, ZETL_ERR_IO, "could not get the working directory: %s",
+                                strerror(errno));
+        zetl_buf_printf(out, "%s/", strcmp(cwd, "/") == 0 ? "" : cwd);
+        free(cwd);
+        if (strncmp(path, "./", 2) == 0)
+            path += 2;
+    }
+    zetl_buf_puts(out, path);
     return ZETL_OK;
 }
 

@@ -8,6 +8,10 @@
 enum zetl_err zetl_fs_mkdirs(const char *path, struct zetl_errbuf *eb);
 /* rm -rf; a missing path is not an error. */
 enum zetl_err zetl_fs_rmtree(const char *path, struct zetl_errbuf *eb);
+struct zetl_buf;
+/* Appends `path` made absolute against the working directory (a leading "./" dropped) to out. */
+enum zetl_err zetl_fs_absolute(const char *path, struct zetl_buf *out, struct zetl_errbuf *eb);
+
 /* fsync(2) of a directory, so a rename or create inside it is durable. */
 enum zetl_err zetl_fs_fsync_dir(const char *path, struct zetl_errbuf *eb);
 

@@ -716,19 +716,8 @@ static enum zetl_err file_open(struct zetl_archive *ar, const char *path, struct
         err = zetl_err_set(eb, ZETL_ERR_USAGE, "archive url \"%s\" has no path", ar->url);
         goto fail;
     }
-    if (path[0] != '/') {
-        char *cwd = getcwd(NULL, 0);
-        if (cwd == NULL) {
-            err = zetl_err_set(eb, ZETL_ERR_IO, "could not get the working directory: %s",
-                               strerror(errno));
-            goto fail;
-        }
-        zetl_buf_printf(&p, "%s/", strcmp(cwd, "/") == 0 ? "" : cwd);
-        free(cwd);
-        if (strncmp(path, "./", 2) == 0)
-            path += 2;
-    }
-    zetl_buf_puts(&p, path);
+    if ((err = zetl_fs_absolute(path, &p, eb)) != ZETL_OK)
+        goto fail;
     while (p.len > 1 && p.data[p.len - 1] == '/')
         p.data[--p.len] = '\0';
     ar->root = zetl_strndup(p.data, p.len);

@@ -644,19 +644,9 @@ enum zetl_err zetl_archive_s3_open(struct zetl_archive *ar, const struct zetl_co
         const char *tmp = getenv("TMPDIR");
         zetl_buf_printf(&p, "%s/zetl-s3-fetch", tmp && tmp[0] ? tmp : "/tmp");
     } else {
-        if (bdir[0] != '/') {
-            char *cwd = getcwd(NULL, 0);
-            if (cwd == NULL) {
-                err = zetl_err_set(eb, ZETL_ERR_IO, "could not get the working directory: %s",
-                                   strerror(errno));
-                goto fail;
-            }
-            zetl_buf_printf(&p, "%s/", strcmp(cwd, "/") == 0 ? "" : cwd);
-            free(cwd);
-            if (strncmp(bdir, "./", 2) == 0)
-                bdir += 2;
-        }
-        zetl_buf_printf(&p, "%s/s3-fetch", bdir);
+        if ((err = zetl_fs_absolute(bdir, &p, eb)) != ZETL_OK)
+            goto fail;
+        zetl_buf_puts(&p, "/s3-fetch");
     }
     a->fetch_root = zetl_strndup(p.data, p.len);
 
