@@ -32,6 +32,15 @@
 #define WH_MANIFEST_MAX ((off_t)64 << 20)
 /* Staging tables above this many rows are analyzed (and indexed for a fill). */
 #define WH_STAGE_BIG 10000
+/*
+ * The merge looks keys up in the warehouse table's primary key index when
+ * the table has at least this many times the staged rows; below that, a hash
+ * join over a scan of the table is as fast or faster (measured: 100,000
+ * staged rows against 150,000 warehouse rows 0.45 s hashed, 0.64 s by index;
+ * against 1,000,000 rows 1.6 s and 1.4 s; 5,000 against 1,000,000 0.58 s
+ * and 0.07 s).
+ */
+#define WH_BY_KEY_RATIO 4
 /* Pointer jumping halves every chain per round; this is far beyond any batch. */
 #define WH_FILL_MAX_ROUNDS 200
 /* Largest zstd window accepted (the archive writes 1 MiB). */
@@ -1048,6 +1057,28 @@ static enum zetl_err stage_stats(struct zetl_wh *wh, const struct zetl_wh_table 
     return ZETL_OK;
 }
 
+/*
+ * Sets t->by_key when the warehouse table is large against the `rows` staged
+ * for it, by the planner's estimate (unknown before the table's first
+ * ANALYZE or VACUUM: the planner chooses then).
+ */
+static enum zetl_err table_rows(struct zetl_wh *wh, struct zetl_wh_table *t, uint64_t rows,
+                                struct zetl_errbuf *eb)
+{
+    const char *params[] = {t->schema, t->table};
+    PGresult *res = NULL;
+    char *sql = zetl_wh_pg_table_rows_sql();
+    enum zetl_err err = wh_exec(wh, sql, 2, params, &res, eb);
+
+    free(sql);
+    if (err)
+        return err;
+    t->by_key = PQntuples(res) == 1 &&
+                strtod(PQgetvalue(res, 0, 0), NULL) >= (double)rows * WH_BY_KEY_RATIO;
+    PQclear(res);
+    return ZETL_OK;
+}
+
 /* s3://bucket/prefix/<stream>/<first>-<last>/<file><suffix>: where the archive put it. */
 static void rs_url(const struct zetl_wh *wh, const struct manifest *m, const char *file,
                    const char *suffix, struct zetl_buf *b)
@@ -1266,6 +1297,9 @@ staged:
             if (err)
                 goto fail;
         }
+        if (!wh->rs && zetl_wh_sql_nkeys(&t) > 0 &&
+            (err = table_rows(wh, &t, st[3], eb)) != ZETL_OK)
+            goto fail;
         err = exec_owned(wh,
                          wh->rs ? zetl_wh_rs_merge_sql(&t, p->shapes, p->nfiles)
                                 : zetl_wh_pg_merge_sql(&t, p->shapes, p->nfiles),

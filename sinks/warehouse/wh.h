@@ -117,6 +117,12 @@ struct zetl_wh_table {
     enum zetl_wh_deletes deletes;
     size_t ncols;
     const struct zetl_wh_col *cols; /* borrowed: union of the batch's columns, source order */
+    /*
+     * PostgreSQL, keyed tables: the merge looks up the batch's keys in the
+     * warehouse table's primary key index (nested loop) instead of letting
+     * the planner choose; set when the table is much larger than the batch.
+     */
+    bool by_key;
 };
 
 /* One file of the batch: map[k] is the index in zetl_wh_table.cols of the file's column k. */
@@ -166,6 +172,8 @@ enum zetl_wh_offsets_stmt {
     ZETL_WH_SQL_COLUMNS,           /* $1 schema, $2 table -> attname, atttypid, atttypmod, pk */
 };
 char *zetl_wh_pg_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which);
+/* $1 schema, $2 table -> the planner's row count estimate (-1: never vacuumed nor analyzed). */
+char *zetl_wh_pg_table_rows_sql(void);
 
 /* ---- shared by the dialects (wh_pg.c) ----------------------------------------
  * The parts of the SQL both dialects speak, parametrized by what differs.
@@ -200,6 +208,8 @@ size_t zetl_wh_sql_nkeys(const struct zetl_wh_table *t);
 void zetl_wh_sql_key_match(struct zetl_buf *b, const struct zetl_wh_table *t, const char *a,
                            const char *c);
 void zetl_wh_sql_key_list(struct zetl_buf *b, const struct zetl_wh_table *t); /* tenant, k1, ... */
+/* k1, ..., tenant: the key as sorts, DISTINCT ON and PARTITION BY compare it (cheapest first) */
+void zetl_wh_sql_key_list_sort(struct zetl_buf *b, const struct zetl_wh_table *t);
 /* tenant, c1, c2, ... qualified by alias when not NULL */
 void zetl_wh_sql_col_list(struct zetl_buf *b, const struct zetl_wh_table *t, const char *alias);
 /* " AND NOT alias._zetl_deleted" (soft), " AND alias._zetl_valid_to IS NULL" (history), "" */

@@ -717,7 +717,7 @@ static void last_images(struct zetl_buf *b, const struct zetl_wh_table *t, bool 
                         const char *cond)
 {
     zetl_buf_puts(b, "SELECT * FROM (SELECT _zetl_s.*, ROW_NUMBER() OVER (PARTITION BY ");
-    zetl_wh_sql_key_list(b, t);
+    zetl_wh_sql_key_list_sort(b, t);
     if (per_txn)
         zetl_buf_puts(b, ", _zetl_lsn");
     zetl_buf_puts(b, " ORDER BY _zetl_lsn DESC, _zetl_seq DESC) AS _zetl_rn FROM ");
@@ -777,9 +777,9 @@ static void merge_keyed(struct zetl_buf *b, const struct zetl_wh_table *t, const
                     "UPDATE %s SET _zetl_valid_to = _zetl_x._zetl_lsn, _zetl_synced_at = "
                     "GETDATE() FROM (SELECT ",
                     w);
-    zetl_wh_sql_key_list(b, t);
+    zetl_wh_sql_key_list_sort(b, t);
     zetl_buf_printf(b, ", min(_zetl_lsn) AS _zetl_lsn FROM %s GROUP BY ", last);
-    zetl_wh_sql_key_list(b, t);
+    zetl_wh_sql_key_list_sort(b, t);
     zetl_buf_puts(b, ") AS _zetl_x WHERE ");
     zetl_wh_sql_key_match(b, t, w, "_zetl_x");
     zetl_buf_printf(b, " AND %s._zetl_valid_to IS NULL;\n", w);
@@ -789,7 +789,7 @@ static void merge_keyed(struct zetl_buf *b, const struct zetl_wh_table *t, const
     values(b, t, "_zetl_x");
     zetl_buf_puts(b, ", _zetl_x._zetl_lsn, GETDATE(), _zetl_x._zetl_lsn, _zetl_x._zetl_next FROM "
                      "(SELECT _zetl_s.*, LEAD(_zetl_lsn) OVER (PARTITION BY ");
-    zetl_wh_sql_key_list(b, t);
+    zetl_wh_sql_key_list_sort(b, t);
     zetl_buf_printf(b,
                     " ORDER BY _zetl_lsn) AS _zetl_next FROM %s AS _zetl_s) AS _zetl_x WHERE "
                     "_zetl_x._zetl_op IN ('I', 'U')",

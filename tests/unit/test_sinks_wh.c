@@ -112,7 +112,7 @@ static void test_hostile_names(void)
     struct zetl_wh_shape shapes[] = {{3, map0}, {2, map1}};
     struct zetl_wh_shape kshapes[] = {{2, mapk}, {1, mapk}};
     struct zetl_wh_table t = {HOSTILE,           HOSTILE, HOSTILE, "_zetl_stage_1",
-                              ZETL_DELETES_HARD, 3,       cols};
+                              ZETL_DELETES_HARD, 3,       cols,    false};
     enum zetl_wh_deletes modes[] = {ZETL_DELETES_HARD, ZETL_DELETES_SOFT, ZETL_DELETES_HISTORY};
 
     check_quoted("bootstrap", zetl_wh_pg_bootstrap_sql(HOSTILE));
@@ -171,7 +171,7 @@ static void test_generated_shapes(void)
     size_t map1[] = {0, 2};
     struct zetl_wh_shape shapes[] = {{3, map0}, {2, map1}};
     struct zetl_wh_table t = {"zetl_raw",        "docs", "tenant_id", "_zetl_stage_1",
-                              ZETL_DELETES_HARD, 3,      cols};
+                              ZETL_DELETES_HARD, 3,      cols,        false};
     char *sql;
 
     sql = zetl_wh_pg_create_table_sql(&t);
@@ -201,6 +201,55 @@ static void test_generated_shapes(void)
     CHECK(strstr(sql, "|| ARRAY[1]::int[]") != NULL);
     CHECK(strstr(sql, "OR _zetl_file IN (1)") != NULL);
     free(sql);
+    /*
+     * Hard deletes: every touched key goes (looked up by the primary key when
+     * the table is large), then each key's last image comes back; the sort
+     * compares the key before the tenant and carries only the merged columns.
+     */
+    t.deletes = ZETL_DELETES_HARD;
+    t.by_key = true;
+    sql = zetl_wh_pg_merge_sql(&t, shapes, 2);
+    CHECK_STR(sql, "SET LOCAL enable_hashjoin = off;\nSET LOCAL enable_mergejoin = off;\n"
+                   "DELETE FROM \"zetl_raw\".\"docs\" AS w USING (SELECT DISTINCT \"id\", "
+                   "\"tenant_id\" FROM pg_temp.\"_zetl_stage_1\" WHERE _zetl_op <> 'T') AS x "
+                   "WHERE w.\"tenant_id\" = x.\"tenant_id\" AND w.\"id\" = x.\"id\";\n"
+                   "SET LOCAL enable_hashjoin TO DEFAULT;\nSET LOCAL enable_mergejoin TO DEFAULT;\n"
+                   "INSERT INTO \"zetl_raw\".\"docs\" (\"tenant_id\", \"id\", \"body\", "
+                   "\"tags\", _zetl_lsn, _zetl_synced_at) SELECT x.\"tenant_id\", x.\"id\", "
+                   "x.\"body\", x.\"tags\", x._zetl_lsn, now() FROM (SELECT DISTINCT ON "
+                   "(\"id\", \"tenant_id\") \"tenant_id\", \"id\", \"body\", \"tags\", "
+                   "_zetl_op, _zetl_lsn FROM pg_temp.\"_zetl_stage_1\" WHERE _zetl_op <> 'T' "
+                   "ORDER BY \"id\", \"tenant_id\", _zetl_lsn DESC, _zetl_seq DESC) AS x WHERE "
+                   "x._zetl_op IN ('I', 'U')");
+    free(sql);
+    /* Otherwise the planner chooses; the other modes steer the same way. */
+    t.by_key = false;
+    sql = zetl_wh_pg_merge_sql(&t, shapes, 2);
+    CHECK(strstr(sql, "SET LOCAL") == NULL);
+    {
+        const char *want = "DELETE FROM \"zetl_raw\".\"docs\" AS w USING pg_temp.\"_zetl_stage_1\" "
+                           "AS x WHERE x._zetl_op <> 'T' AND w.\"tenant_id\" = x.\"tenant_id\" AND "
+                           "w.\"id\" = x.\"id\";\nINSERT INTO ";
+
+        CHECK(strncmp(sql, want, strlen(want)) == 0);
+    }
+    free(sql);
+    t.by_key = true;
+    for (int m = 0; m < 2; m++) {
+        const char *p;
+        int on = 0, off = 0;
+
+        t.deletes = m == 0 ? ZETL_DELETES_SOFT : ZETL_DELETES_HISTORY;
+        sql = zetl_wh_pg_merge_sql(&t, shapes, 2);
+        for (p = sql; (p = strstr(p, "enable_hashjoin = off")) != NULL; p++)
+            off++;
+        for (p = sql; (p = strstr(p, "enable_hashjoin TO DEFAULT")) != NULL; p++)
+            on++;
+        CHECK(off == (m == 0 ? 2 : 1) && on == off);
+        CHECK(strstr(sql, "DISTINCT ON (\"id\", \"tenant_id\"") != NULL);
+        free(sql);
+    }
+    t.by_key = false;
     /* A table without a key has no primary key. */
     cols[0].key = false;
     t.deletes = ZETL_DELETES_HARD;

@@ -310,7 +310,7 @@ static void test_golden(void)
     size_t n1 = 0;
     struct zetl_wh_shape shapes[2];
     struct zetl_wh_table t = {"zetl_raw",        "every_type", "tenant_id", "_zetl_stage_1",
-                              ZETL_DELETES_HARD, ncols,        cols};
+                              ZETL_DELETES_HARD, ncols,        cols,        false};
     struct stmts l = {0};
     char names[64][40];
 
@@ -339,7 +339,7 @@ static void test_golden(void)
         size_t kmap[] = {0, 1};
         struct zetl_wh_shape ks[] = {{2, kmap}};
         struct zetl_wh_table kt = {"zetl_raw",        "log", "tenant_id", "_zetl_stage_2",
-                                   ZETL_DELETES_HARD, 2,     kcols};
+                                   ZETL_DELETES_HARD, 2,     kcols,       false};
         char *text;
 
         table_stmts(&l, &kt, ks, 1);
@@ -392,7 +392,7 @@ static void test_hostile(void)
     struct zetl_wh_shape shapes[] = {{4, map0}, {2, map1}};
     struct zetl_wh_shape kshapes[] = {{1, kmap}};
     struct zetl_wh_table t = {HOSTILE,           HOSTILE, HOSTILE, "_zetl_stage_1",
-                              ZETL_DELETES_HARD, 4,       cols};
+                              ZETL_DELETES_HARD, 4,       cols,    false};
     struct stmts l = {0};
     char names[64][40];
 
@@ -430,7 +430,8 @@ static void test_literals(void)
     struct zetl_wh_col cols[] = {{"id", "int4", true}};
     size_t map[] = {0};
     struct zetl_wh_shape shape = {1, map};
-    struct zetl_wh_table t = {"s", "t", "tenant_id", "_zetl_stage_1", ZETL_DELETES_HARD, 1, cols};
+    struct zetl_wh_table t = {"s", "t",  "tenant_id", "_zetl_stage_1", ZETL_DELETES_HARD,
+                              1,   cols, false};
     char *sql = zetl_wh_rs_copy_sql(&t, &shape, "s3://b/it's/x.csv.zst.manifest",
                                     "arn:aws:iam::1:role/o'; drop table x; --", "eu-'west");
 
@@ -468,9 +469,9 @@ static void export_for_integration(const char *dir)
     struct zetl_wh_shape shapes[] = {{5, map0}, {4, map1}};
     struct zetl_wh_shape kshapes[] = {{2, kmap}};
     struct zetl_wh_table t = {"zetl_raw",        "items", "tenant_id", "_zetl_stage_1",
-                              ZETL_DELETES_HARD, 5,       cols};
+                              ZETL_DELETES_HARD, 5,       cols,        false};
     struct zetl_wh_table kt = {"zetl_raw",        "events", "tenant_id", "_zetl_stage_2",
-                               ZETL_DELETES_HARD, 2,        kcols};
+                               ZETL_DELETES_HARD, 2,        kcols,       false};
     char names[64][40];
     char path[4096];
 
