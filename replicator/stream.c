@@ -507,6 +507,24 @@ static enum zetl_err lookup_rel(struct zetl_stream *st, uint32_t relid,
     return ZETL_OK;
 }
 
+/*
+ * The relation and plan of a change, with the batch transaction begun on the
+ * first captured row.  *plan is NULL when the table is not captured.
+ */
+static enum zetl_err row_target(struct zetl_stream *st, uint32_t relid,
+                                struct zetl_relation **rel, struct zetl_table_plan **plan,
+                                struct zetl_errbuf *eb)
+{
+    enum zetl_err err;
+
+    *plan = NULL;
+    if ((err = lookup_rel(st, relid, rel, eb)) != ZETL_OK)
+        return err;
+    if ((*plan = plan_for(st, *rel)) == NULL)
+        return ZETL_OK;
+    return txn_ensure_begun(st, eb);
+}
+
 /* Insert, Update, Delete, Truncate of the current transaction. */
 static enum zetl_err apply_change(struct zetl_stream *st, const struct zetl_pgo_msg *m,
                                   struct zetl_arena *ar, struct zetl_errbuf *eb)
@@ -523,19 +541,11 @@ static enum zetl_err apply_change(struct zetl_stream *st, const struct zetl_pgo_
 
     switch (m->kind) {
     case ZETL_PGO_INSERT:
-        if ((err = lookup_rel(st, m->u.insert.relid, &rel, eb)))
-            return err;
-        if ((plan = plan_for(st, rel)) == NULL)
-            return ZETL_OK;
-        if ((err = txn_ensure_begun(st, eb)))
+        if ((err = row_target(st, m->u.insert.relid, &rel, &plan, eb)) || plan == NULL)
             return err;
         return add_tuple_row(st, ZETL_OP_INSERT, rel, plan, &m->u.insert.newtup, ar, eb);
     case ZETL_PGO_UPDATE:
-        if ((err = lookup_rel(st, m->u.update.relid, &rel, eb)))
-            return err;
-        if ((plan = plan_for(st, rel)) == NULL)
-            return ZETL_OK;
-        if ((err = txn_ensure_begun(st, eb)))
+        if ((err = row_target(st, m->u.update.relid, &rel, &plan, eb)) || plan == NULL)
             return err;
         if (m->u.update.oldkind != 0) {
             err = add_tuple_row(st, ZETL_OP_BEFORE, rel, plan, &m->u.update.oldtup, ar, eb);
@@ -544,21 +554,15 @@ static enum zetl_err apply_change(struct zetl_stream *st, const struct zetl_pgo_
         }
         return add_tuple_row(st, ZETL_OP_UPDATE, rel, plan, &m->u.update.newtup, ar, eb);
     case ZETL_PGO_DELETE:
-        if ((err = lookup_rel(st, m->u.delete_.relid, &rel, eb)))
-            return err;
-        if ((plan = plan_for(st, rel)) == NULL)
-            return ZETL_OK;
-        if ((err = txn_ensure_begun(st, eb)))
+        if ((err = row_target(st, m->u.delete_.relid, &rel, &plan, eb)) || plan == NULL)
             return err;
         return add_tuple_row(st, ZETL_OP_DELETE, rel, plan, &m->u.delete_.oldtup, ar, eb);
     case ZETL_PGO_TRUNCATE:
         for (uint32_t i = 0; i < m->u.truncate.nrelids; i++) {
-            if ((err = lookup_rel(st, m->u.truncate.relids[i], &rel, eb)))
+            if ((err = row_target(st, m->u.truncate.relids[i], &rel, &plan, eb)))
                 return err;
-            if ((plan = plan_for(st, rel)) == NULL)
+            if (plan == NULL)
                 continue;
-            if ((err = txn_ensure_begun(st, eb)))
-                return err;
             struct zetl_row row = {ZETL_OP_TRUNCATE, plan, rel, NULL};
             if ((err = zetl_batch_add(st->bw, &row, eb)))
                 return err;
@@ -875,20 +879,18 @@ static enum zetl_err stream_loop(struct zetl_stream *st, struct zetl_errbuf *eb)
          * logical_decoding_work_mem (larger ones are streamed and spilled). */
         if ((zetl_stream_stopping() && !st->in_txn) || caught_up(st))
             return ZETL_OK;
-        if (!zetl_batch_in_txn(st->bw) &&
-            zetl_batch_should_seal(st->bw, st->cfg->buffer.max_rows, st->cfg->buffer.max_bytes,
-                                   st->cfg->buffer.max_age_ms, zetl_now_ms()) &&
-            !queue_full(st)) {
-            if ((err = seal_and_queue(st, eb)) != ZETL_OK)
+        /* should_seal is false inside a transaction: batches hold whole transactions. */
+        if (zetl_batch_should_seal(st->bw, st->cfg->buffer.max_rows, st->cfg->buffer.max_bytes,
+                                   st->cfg->buffer.max_age_ms, zetl_now_ms())) {
+            if (!queue_full(st) && (err = seal_and_queue(st, eb)) != ZETL_OK)
                 return err;
+            /* Still full: the open batch waits, and so does the socket. */
+            backpressure = zetl_batch_pending_rows(st->bw) > 0 && queue_full(st);
+        } else {
+            backpressure = false;
         }
         if ((err = send_status(st, false, eb)) != ZETL_OK)
             return err;
-
-        backpressure = queue_full(st) && zetl_batch_should_seal(st->bw, st->cfg->buffer.max_rows,
-                                                                st->cfg->buffer.max_bytes,
-                                                                st->cfg->buffer.max_age_ms,
-                                                                zetl_now_ms());
         if (backpressure) {
             /* Leave the socket alone (the server buffers), keep status updates flowing. */
             struct timespec ts = {0, 50 * 1000 * 1000};
