@@ -19,7 +19,8 @@ void zetl_buf_reset(struct zetl_buf *b);
 bool zetl_buf_append(struct zetl_buf *b, const void *p, size_t n);
 bool zetl_buf_putc(struct zetl_buf *b, char c);
 bool zetl_buf_puts(struct zetl_buf *b, const char *s);
-bool zetl_buf_printf(struct zetl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+bool zetl_buf_printf(struct zetl_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Ensures room for `n` more bytes; returns false past the cap. */
 bool zetl_buf_reserve(struct zetl_buf *b, size_t n);
 

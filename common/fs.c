@@ -56,8 +56,7 @@ enum zetl_err zetl_fs_rmtree(const char *path, struct zetl_errbuf *eb)
     if (lstat(path, &st) != 0 && errno == ENOENT)
         return ZETL_OK;
     if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
-        return zetl_err_set(eb, ZETL_ERR_IO, "could not remove \"%s\": %s", path,
-                            strerror(errno));
+        return zetl_err_set(eb, ZETL_ERR_IO, "could not remove \"%s\": %s", path, strerror(errno));
     return ZETL_OK;
 }
 

@@ -4,7 +4,8 @@
 
 #include "common/err.h"
 
-/* mkdir -p with mode 0755 for new directories; fails unless the path ends up a directory. ZETL_ERR_IO naming the path on failure. */
+/* mkdir -p with mode 0755 for new directories; fails unless the path ends up a directory.
+ * ZETL_ERR_IO naming the path on failure. */
 enum zetl_err zetl_fs_mkdirs(const char *path, struct zetl_errbuf *eb);
 /* rm -rf; a missing path is not an error. */
 enum zetl_err zetl_fs_rmtree(const char *path, struct zetl_errbuf *eb);

@@ -6,7 +6,8 @@
 #include <stdint.h>
 
 #define ZETL_LSN_FMT "%X/%X"
-#define ZETL_LSN_ARGS(lsn) (unsigned)((uint64_t)(lsn) >> 32), (unsigned)((uint64_t)(lsn)&0xffffffffu)
+#define ZETL_LSN_ARGS(lsn)                                                                         \
+    (unsigned)((uint64_t)(lsn) >> 32), (unsigned)((uint64_t)(lsn)&0xffffffffu)
 
 /* Parses "16/B374D848"; returns false on anything else. */
 bool zetl_lsn_parse(const char *s, uint64_t *lsn);

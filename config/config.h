@@ -57,34 +57,34 @@ struct zetl_config {
     } source;
 
     struct {
-        char *tenant_column; /* owned; default "tenant_id" */
+        char *tenant_column;           /* owned; default "tenant_id" */
         struct zetl_clean_rule *clean; /* owned array */
         size_t nclean;
     } transforms;
 
     struct {
-        char *dir;          /* owned; default "./zetl-data" */
-        uint64_t max_rows;  /* default 100000 */
-        uint64_t max_bytes; /* default 64 MiB */
+        char *dir;           /* owned; default "./zetl-data" */
+        uint64_t max_rows;   /* default 100000 */
+        uint64_t max_bytes;  /* default 64 MiB */
         uint64_t max_age_ms; /* default 1000 */
     } buffer;
 
     struct {
         char *url; /* owned; NULL when no archive; "file://..." or "s3://bucket/prefix" */
         struct {
-            char *region;   /* owned; default "us-east-1" or AWS_REGION */
-            char *endpoint; /* owned or NULL */
-            bool path_style; /* default: true when endpoint is set, else false */
+            char *region;       /* owned; default "us-east-1" or AWS_REGION */
+            char *endpoint;     /* owned or NULL */
+            bool path_style;    /* default: true when endpoint is set, else false */
             uint64_t part_size; /* default 8 MiB, min 5 MiB */
         } s3;
     } archive;
 
     struct {
-        enum zetl_wh_kind kind; /* ZETL_WH_NONE when the section is absent */
-        char *dsn;              /* owned; ZETL_WAREHOUSE_DSN overrides */
-        char *schema;           /* owned; default "zetl_raw" */
+        enum zetl_wh_kind kind;       /* ZETL_WH_NONE when the section is absent */
+        char *dsn;                    /* owned; ZETL_WAREHOUSE_DSN overrides */
+        char *schema;                 /* owned; default "zetl_raw" */
         enum zetl_wh_deletes deletes; /* default hard */
-        char *iam_role;         /* owned or NULL; redshift only */
+        char *iam_role;               /* owned or NULL; redshift only */
     } warehouse;
 
     char *log_level; /* owned or NULL: "debug" | "info" | "log" | "warning" | "error" */

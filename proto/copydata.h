@@ -12,12 +12,12 @@
 #include "common/err.h"
 
 struct zetl_copydata {
-    char kind; /* 'w' or 'k' */
-    uint64_t wal_start;  /* 'w': dataStart */
-    uint64_t wal_end;    /* 'w' and 'k': server's WAL end */
-    int64_t send_time;   /* microseconds since 2000-01-01 */
+    char kind;            /* 'w' or 'k' */
+    uint64_t wal_start;   /* 'w': dataStart */
+    uint64_t wal_end;     /* 'w' and 'k': server's WAL end */
+    int64_t send_time;    /* microseconds since 2000-01-01 */
     bool reply_requested; /* 'k' */
-    const uint8_t *data; /* 'w': borrowed payload (the pgoutput message) */
+    const uint8_t *data;  /* 'w': borrowed payload (the pgoutput message) */
     size_t len;
 };
 

@@ -77,7 +77,7 @@ struct zetl_pgo_msg {
     uint32_t xid;
     union {
         struct {
-            uint64_t final_lsn; /* LSN of the commit record */
+            uint64_t final_lsn;  /* LSN of the commit record */
             int64_t commit_time; /* microseconds since 2000-01-01 UTC */
             uint32_t xid;
         } begin;
@@ -121,7 +121,7 @@ struct zetl_pgo_msg {
         } delete_;
         struct {
             uint32_t nrelids;
-            uint8_t options; /* 1 = CASCADE, 2 = RESTART IDENTITY */
+            uint8_t options;  /* 1 = CASCADE, 2 = RESTART IDENTITY */
             uint32_t *relids; /* arena */
         } truncate;
         struct {
@@ -187,9 +187,9 @@ struct zetl_pgo_msg {
 
 /* Decoder state that changes how bytes are read. */
 struct zetl_pgo_decoder {
-    int proto_version;    /* 1..4, as requested in START_REPLICATION */
-    bool in_stream;       /* between Stream Start and Stream Stop: changes carry an xid */
-    bool parallel_abort;  /* streaming = parallel (v4): Stream Abort carries lsn + time */
+    int proto_version;   /* 1..4, as requested in START_REPLICATION */
+    bool in_stream;      /* between Stream Start and Stream Stop: changes carry an xid */
+    bool parallel_abort; /* streaming = parallel (v4): Stream Abort carries lsn + time */
 };
 
 void zetl_pgo_decoder_init(struct zetl_pgo_decoder *dec, int proto_version);

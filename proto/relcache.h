@@ -38,7 +38,8 @@ void zetl_relcache_free(struct zetl_relcache *rc);
  * Stores (replacing) the relation of a decoded Relation message.  Returns the
  * entry, valid until the next update of the same relid or zetl_relcache_free.
  */
-struct zetl_relation *zetl_relcache_update(struct zetl_relcache *rc, const struct zetl_pgo_msg *msg);
+struct zetl_relation *zetl_relcache_update(struct zetl_relcache *rc,
+                                           const struct zetl_pgo_msg *msg);
 /* Returns the entry for relid or NULL. */
 struct zetl_relation *zetl_relcache_get(struct zetl_relcache *rc, uint32_t relid);
 /* Records a Type message (custom types such as enums). */

@@ -70,7 +70,8 @@ static void check_tables(PGconn *conn, const struct zetl_config *cfg,
                     continue;
                 ntables++;
                 if (!sel)
-                    finding(f, "error", "table \"%s\".\"%s\": the source role has no SELECT "
+                    finding(f, "error",
+                            "table \"%s\".\"%s\": the source role has no SELECT "
                             "privilege on it",
                             schema, t);
                 if (ident == 'n' || (ident == 'd' && !pk) || (ident == 'i' && !ri))
@@ -79,8 +80,9 @@ static void check_tables(PGconn *conn, const struct zetl_config *cfg,
                             "UPDATE and DELETE on it fail on the source once it is published; "
                             "add a primary key or run ALTER TABLE ... REPLICA IDENTITY FULL",
                             schema, t,
-                            ident == 'n' ? "nothing" : ident == 'i' ? "index (missing)"
-                                                                    : "default");
+                            ident == 'n'   ? "nothing"
+                            : ident == 'i' ? "index (missing)"
+                                           : "default");
                 else if (!pk)
                     finding(f, "warning",
                             "table \"%s\".\"%s\" has no primary key: its rows are appended in "

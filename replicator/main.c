@@ -122,8 +122,9 @@ static int cmd_run(const struct zetl_config *cfg, bool once)
         goto done;
     }
     if (cfg->archive.url == NULL) {
-        zetl_log(ZETL_LOG_FATAL, "%s: archive.url is required (the warehouse path reads "
-                                 "batches from the archive)",
+        zetl_log(ZETL_LOG_FATAL,
+                 "%s: archive.url is required (the warehouse path reads "
+                 "batches from the archive)",
                  cfg->path);
         rc = EXIT_USAGE;
         goto done;
@@ -297,8 +298,9 @@ static int cmd_bench(int argc, char **argv)
         snprintf(script, sizeof(script), "%.*s/../bench/zetlbench.py",
                  (int)(strrchr(self, '/') - self), self);
     if (access(script, R_OK) != 0) {
-        fprintf(stderr, "zetl bench: could not find the harness at \"%s\" (set ZETL_BENCH_DIR to "
-                        "the bench directory of the zetl source tree)\n",
+        fprintf(stderr,
+                "zetl bench: could not find the harness at \"%s\" (set ZETL_BENCH_DIR to "
+                "the bench directory of the zetl source tree)\n",
                 script);
         return EXIT_USAGE;
     }
@@ -333,10 +335,11 @@ static int cmd_bench(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'}, {"once", no_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+                                             {"once", no_argument, NULL, 'o'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {NULL, 0, NULL, 0}};
     const char *cmd = NULL;
     const char *config_path = NULL;
     bool once = false;

@@ -366,8 +366,8 @@ enum zetl_err zetl_source_setup(PGconn *conn, const struct zetl_config *cfg,
         bool exists, empty;
         char *qname = zetl_quote_ident(g->name);
 
-        err = exec_params(conn, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1, params,
-                          &res, eb);
+        err = exec_params(conn, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1, params, &res,
+                          eb);
         if (err) {
             free(qname);
             goto fail;

@@ -16,16 +16,17 @@
 /* One slot group: the tenant schemas streamed through one slot. */
 struct zetl_source_group {
     int index;
-    char *name;        /* owned: slot and publication name, "<source.slot>_<index>"; also the stream name */
-    char **schemas;    /* owned */
+    char
+        *name; /* owned: slot and publication name, "<source.slot>_<index>"; also the stream name */
+    char **schemas; /* owned */
     size_t nschemas;
 };
 
 struct zetl_source_plan {
     struct zetl_source_group *groups; /* owned; only groups with at least one schema */
     size_t ngroups;
-    bool superuser;      /* the source role is a superuser (FOR TABLES IN SCHEMA allowed) */
-    int server_version;  /* PQserverVersion */
+    bool superuser;     /* the source role is a superuser (FOR TABLES IN SCHEMA allowed) */
+    int server_version; /* PQserverVersion */
 };
 
 /*

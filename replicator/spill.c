@@ -101,8 +101,8 @@ void zetl_spill_clear(struct zetl_spill *sp)
         txn_remove(sp, sp->ntxns - 1);
 }
 
-enum zetl_err zetl_spill_append(struct zetl_spill *sp, uint32_t xid, const uint8_t *msg,
-                                size_t len, struct zetl_errbuf *eb)
+enum zetl_err zetl_spill_append(struct zetl_spill *sp, uint32_t xid, const uint8_t *msg, size_t len,
+                                struct zetl_errbuf *eb)
 {
     struct spill_txn *t = txn_find(sp, xid, NULL);
     uint32_t len32 = (uint32_t)len;
@@ -183,8 +183,8 @@ enum zetl_err zetl_spill_replay(struct zetl_spill *sp, uint32_t xid, zetl_spill_
         }
         zetl_buf_reset(&rec);
         if (!zetl_buf_reserve(&rec, len)) {
-            err = zetl_err_set(eb, ZETL_ERR_IO, "spill file \"%s\" has an oversized record",
-                               t->path);
+            err =
+                zetl_err_set(eb, ZETL_ERR_IO, "spill file \"%s\" has an oversized record", t->path);
             goto done;
         }
         if (fread(rec.data, 1, len, t->f) != len) {
@@ -196,7 +196,8 @@ enum zetl_err zetl_spill_replay(struct zetl_spill *sp, uint32_t xid, zetl_spill_
         /* Changes inside a stream carry their (sub)transaction xid after the type byte. */
         if (t->naborted > 0 && len >= 5 && memchr("IUDTM", rec.data[0], 5) != NULL) {
             const uint8_t *p = (const uint8_t *)rec.data + 1;
-            uint32_t mxid = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+            uint32_t mxid =
+                (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
             if (is_aborted(t, mxid))
                 continue;
         }

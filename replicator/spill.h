@@ -22,8 +22,8 @@ enum zetl_err zetl_spill_new(const char *dir, struct zetl_spill **out, struct ze
 void zetl_spill_free(struct zetl_spill *sp);
 
 /* Appends one raw pgoutput message of top-level transaction `xid`. ZETL_ERR_IO on failure. */
-enum zetl_err zetl_spill_append(struct zetl_spill *sp, uint32_t xid, const uint8_t *msg,
-                                size_t len, struct zetl_errbuf *eb);
+enum zetl_err zetl_spill_append(struct zetl_spill *sp, uint32_t xid, const uint8_t *msg, size_t len,
+                                struct zetl_errbuf *eb);
 /* Stream Abort: subxid == xid discards the whole transaction, else marks the subtransaction. */
 void zetl_spill_abort(struct zetl_spill *sp, uint32_t xid, uint32_t subxid);
 

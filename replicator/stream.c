@@ -25,9 +25,9 @@
 #include "sinks/warehouse/wh.h"
 #include "transforms/transform.h"
 
-#define SINK_QUEUE_MAX 2         /* sealed batches waiting for the sink */
-#define STATUS_INTERVAL_MS 1000  /* standby status update at least this often */
-#define READ_BUDGET 2000         /* messages per loop tick before looking around */
+#define SINK_QUEUE_MAX 2        /* sealed batches waiting for the sink */
+#define STATUS_INTERVAL_MS 1000 /* standby status update at least this often */
+#define READ_BUDGET 2000        /* messages per loop tick before looking around */
 #define BACKOFF_MAX_MS 30000
 
 static atomic_int stop_requested;
@@ -101,8 +101,8 @@ struct zetl_stream {
     pthread_cond_t cv;
     struct zetl_batch *queue[SINK_QUEUE_MAX];
     size_t qhead, qlen;
-    bool sink_busy;     /* a batch is being made durable */
-    bool sink_shutdown; /* no more batches will come */
+    bool sink_busy;      /* a batch is being made durable */
+    bool sink_shutdown;  /* no more batches will come */
     bool sink_abandoned; /* stopped while the warehouse was unavailable */
     uint64_t durable_end_lsn;
     uint64_t sink_idle_lsn; /* reader's position while nothing is pending */
@@ -219,10 +219,9 @@ static enum zetl_err put_with_retry(struct zetl_stream *st, const struct zetl_ba
     int64_t backoff = 500;
     enum zetl_err err;
 
-    while ((err = zetl_archive_put(st->ar, b, eb)) == ZETL_ERR_RETRY &&
-           !zetl_stream_stopping()) {
-        zetl_warn("stream %s: could not archive batch %s: %s; retrying in %lld ms", st->name,
-                  name, eb->msg, (long long)backoff);
+    while ((err = zetl_archive_put(st->ar, b, eb)) == ZETL_ERR_RETRY && !zetl_stream_stopping()) {
+        zetl_warn("stream %s: could not archive batch %s: %s; retrying in %lld ms", st->name, name,
+                  eb->msg, (long long)backoff);
         sleep_ms(backoff);
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
@@ -476,9 +475,8 @@ static struct zetl_value *values_room(struct zetl_stream *st, size_t n)
 
 static enum zetl_err add_tuple_row(struct zetl_stream *st, enum zetl_op op,
                                    const struct zetl_relation *rel,
-                                   const struct zetl_table_plan *plan,
-                                   const struct zetl_tuple *tup, struct zetl_arena *ar,
-                                   struct zetl_errbuf *eb)
+                                   const struct zetl_table_plan *plan, const struct zetl_tuple *tup,
+                                   struct zetl_arena *ar, struct zetl_errbuf *eb)
 {
     struct zetl_value *vals = values_room(st, plan->nout ? plan->nout : 1);
     struct zetl_row row = {op, plan, rel, vals};
@@ -497,8 +495,8 @@ static enum zetl_err txn_ensure_begun(struct zetl_stream *st, struct zetl_errbuf
     return zetl_batch_begin_txn(st->bw, st->txn_commit_lsn, st->txn_commit_time, eb);
 }
 
-static enum zetl_err lookup_rel(struct zetl_stream *st, uint32_t relid,
-                                struct zetl_relation **rel, struct zetl_errbuf *eb)
+static enum zetl_err lookup_rel(struct zetl_stream *st, uint32_t relid, struct zetl_relation **rel,
+                                struct zetl_errbuf *eb)
 {
     *rel = zetl_relcache_get(st->rc, relid);
     if (*rel == NULL)
@@ -511,9 +509,8 @@ static enum zetl_err lookup_rel(struct zetl_stream *st, uint32_t relid,
  * The relation and plan of a change, with the batch transaction begun on the
  * first captured row.  *plan is NULL when the table is not captured.
  */
-static enum zetl_err row_target(struct zetl_stream *st, uint32_t relid,
-                                struct zetl_relation **rel, struct zetl_table_plan **plan,
-                                struct zetl_errbuf *eb)
+static enum zetl_err row_target(struct zetl_stream *st, uint32_t relid, struct zetl_relation **rel,
+                                struct zetl_table_plan **plan, struct zetl_errbuf *eb)
 {
     enum zetl_err err;
 
@@ -644,8 +641,9 @@ static enum zetl_err update_relation(struct zetl_stream *st, const struct zetl_p
                        "i.indisprimary",
                        1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        err = zetl_err_set(eb, ZETL_ERR_RETRY, "could not read the primary key of \"%s\".\"%s\": %s",
-                           rel->nspname, rel->relname, PQresultErrorMessage(res));
+        err =
+            zetl_err_set(eb, ZETL_ERR_RETRY, "could not read the primary key of \"%s\".\"%s\": %s",
+                         rel->nspname, rel->relname, PQresultErrorMessage(res));
         PQclear(res);
         return err;
     }
@@ -660,8 +658,7 @@ static enum zetl_err update_relation(struct zetl_stream *st, const struct zetl_p
 }
 
 /* Replays one spilled message of a committed streamed transaction. */
-static enum zetl_err replay_one(void *arg, const uint8_t *data, size_t len,
-                                struct zetl_errbuf *eb)
+static enum zetl_err replay_one(void *arg, const uint8_t *data, size_t len, struct zetl_errbuf *eb)
 {
     struct zetl_stream *st = arg;
     struct zetl_pgo_decoder dec;
@@ -796,8 +793,7 @@ static enum zetl_err start_replication(struct zetl_stream *st, struct zetl_errbu
     if (err)
         return err;
     version = PQserverVersion(st->conn);
-    zetl_pgo_decoder_init(&st->dec,
-                          version >= 160000 ? 4 : version >= 150000 ? 3 : 2);
+    zetl_pgo_decoder_init(&st->dec, version >= 160000 ? 4 : version >= 150000 ? 3 : 2);
     zetl_buf_init(&cmd, 0);
     /* Start at 0/0: the server resumes from the slot's confirmed flush position. */
     zetl_buf_printf(&cmd,
@@ -807,9 +803,9 @@ static enum zetl_err start_replication(struct zetl_stream *st, struct zetl_errbu
     res = PQexec(st->conn, cmd.data);
     zetl_buf_release(&cmd);
     if (PQresultStatus(res) != PGRES_COPY_BOTH) {
-        err = zetl_err_set(eb, PQstatus(st->conn) == CONNECTION_OK ? ZETL_ERR_FATAL : ZETL_ERR_RETRY,
-                           "could not start replication on slot \"%s\": %s", st->name,
-                           PQresultErrorMessage(res));
+        err = zetl_err_set(
+            eb, PQstatus(st->conn) == CONNECTION_OK ? ZETL_ERR_FATAL : ZETL_ERR_RETRY,
+            "could not start replication on slot \"%s\": %s", st->name, PQresultErrorMessage(res));
         PQclear(res);
         /* Drop the trailing newline libpq leaves. */
         size_t n = strlen(eb->msg);
@@ -917,9 +913,8 @@ static enum zetl_err stream_loop(struct zetl_stream *st, struct zetl_errbuf *eb)
             if (n == -1) {
                 PGresult *res = PQgetResult(st->conn);
                 err = zetl_err_set(eb, ZETL_ERR_RETRY, "server ended replication: %s",
-                                   res && PQresultErrorMessage(res)[0]
-                                       ? PQresultErrorMessage(res)
-                                       : "no error reported");
+                                   res && PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res)
+                                                                       : "no error reported");
                 PQclear(res);
                 return err;
             }
@@ -992,8 +987,7 @@ enum zetl_err zetl_stream_run(struct zetl_stream *st, struct zetl_errbuf *eb)
             break;
         if (err != ZETL_ERR_RETRY)
             break;
-        zetl_warn("stream %s: %s; reconnecting in %lld ms", st->name, eb->msg,
-                  (long long)backoff);
+        zetl_warn("stream %s: %s; reconnecting in %lld ms", st->name, eb->msg, (long long)backoff);
         reset_connection_state(st);
         if (zetl_stream_stopping()) {
             err = ZETL_OK;
@@ -1068,8 +1062,8 @@ enum zetl_err zetl_stream_new(const struct zetl_config *cfg, const struct zetl_s
         goto fail;
     zetl_buf_reset(&path);
     zetl_buf_printf(&path, "%s/spool", cfg->buffer.dir);
-    err = zetl_batch_writer_new(path.data, st->name, cfg->transforms.tenant_column, st->rc,
-                                &st->bw, eb);
+    err = zetl_batch_writer_new(path.data, st->name, cfg->transforms.tenant_column, st->rc, &st->bw,
+                                eb);
     if (err)
         goto fail;
     zetl_buf_reset(&path);

@@ -3,8 +3,8 @@
  * consistent point.  It first waits until every stream's warehouse offset has
  * reached the source's WAL position at start, or its slot (when zetl is not
  * running) has nothing published left to send up to there; otherwise it
- * reports how far behind the warehouse is.  Then it compares row counts and an order-independent hash of the source
- * columns; for a table that differs it lists up to 10 differing keys.
+ * reports how far behind the warehouse is.  Then it compares row counts and an order-independent
+ * hash of the source columns; for a table that differs it lists up to 10 differing keys.
  *
  * The hash of a table is the sum over its rows of the first 60 bits of
  * md5(ROW(columns)::text), so both sides compute it in SQL and only numbers
@@ -72,8 +72,8 @@ static bool slot_idle_up_to(PGconn *src, const char *slot, uint64_t target)
 
     snprintf(upto, sizeof(upto), ZETL_LSN_FMT, ZETL_LSN_ARGS(target));
     /* An active slot belongs to a running zetl: its offset will move, so wait for it. */
-    res = PQexecParams(src, "SELECT active FROM pg_replication_slots WHERE slot_name = $1", 1,
-                       NULL, params, NULL, NULL, 0);
+    res = PQexecParams(src, "SELECT active FROM pg_replication_slots WHERE slot_name = $1", 1, NULL,
+                       params, NULL, NULL, 0);
     idle = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
            strcmp(PQgetvalue(res, 0, 0), "f") == 0;
     PQclear(res);
@@ -198,9 +198,8 @@ static bool source_columns(PGconn *src, const struct zetl_config *cfg, const cha
 }
 
 /* Count and hash of a relation (FROM clause text) with an optional filter. */
-static bool count_and_hash(PGconn *conn, const char *from, const char *rowexpr,
-                           const char *tenant, const char *where, long long *count,
-                           char hash[64])
+static bool count_and_hash(PGconn *conn, const char *from, const char *rowexpr, const char *tenant,
+                           const char *where, long long *count, char hash[64])
 {
     struct zetl_buf sql;
     const char *params[1] = {tenant};
@@ -276,8 +275,8 @@ done:
 }
 
 /* Compares one tenant's table; returns 1 when different, 0 equal, -1 on error. */
-static int compare_table(PGconn *src, PGconn *wh, const struct zetl_config *cfg,
-                         const char *schema, const char *table, bool wh_table_exists)
+static int compare_table(PGconn *src, PGconn *wh, const struct zetl_config *cfg, const char *schema,
+                         const char *table, bool wh_table_exists)
 {
     struct table_cols tc;
     struct zetl_buf src_from, wh_from, where;
@@ -347,8 +346,9 @@ int zetl_cmd_verify(const struct zetl_config *cfg)
     int ntables = 0, ndiff = 0, rc = 1;
 
     if (cfg->warehouse.kind == ZETL_WH_NONE) {
-        fprintf(stderr, "zetl verify: %s has no warehouse section: there is nothing to compare "
-                        "the source with\n",
+        fprintf(stderr,
+                "zetl verify: %s has no warehouse section: there is nothing to compare "
+                "the source with\n",
                 cfg->path);
         return 2;
     }

@@ -35,9 +35,8 @@ void zetl_archive_free(struct zetl_archive *ar);
  * LSN, or 0 and 0 when the stream has none.  Leftover ".tmp-" directories
  * are removed.
  */
-enum zetl_err zetl_archive_last_lsn(struct zetl_archive *ar, const char *stream,
-                                    uint64_t *last_lsn, uint64_t *end_lsn,
-                                    struct zetl_errbuf *eb);
+enum zetl_err zetl_archive_last_lsn(struct zetl_archive *ar, const char *stream, uint64_t *last_lsn,
+                                    uint64_t *end_lsn, struct zetl_errbuf *eb);
 
 /*
  * Stores the batch durably (the files in b->dir are moved or copied).  When

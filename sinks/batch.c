@@ -27,7 +27,8 @@
 #include <unistd.h>
 #include <zstd.h>
 
-/* Level 1: capture must keep up with the walsender; level 3 costs twice the CPU for ~8% smaller files. */
+/* Level 1: capture must keep up with the walsender; level 3 costs twice the CPU for ~8% smaller
+ * files. */
 #define ZETL_BATCH_ZSTD_LEVEL 1
 /* 1 MiB window: each open file's compressor stays around 1-2 MB. */
 #define ZETL_BATCH_ZSTD_WINDOW_LOG 20

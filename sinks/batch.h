@@ -59,7 +59,7 @@ struct zetl_batch_file {
     size_t ncols;
     struct zetl_batch_col *cols; /* owned: source columns of this shape */
     uint64_t rows;
-    uint64_t bytes; /* compressed size */
+    uint64_t bytes;  /* compressed size */
     char sha256[65]; /* of the compressed file */
     size_t ntenants;
     char **tenants; /* owned: tenants with rows in this file */
@@ -67,9 +67,9 @@ struct zetl_batch_file {
 
 /* A sealed batch: files on disk in `dir`, plus what its manifest says. */
 struct zetl_batch {
-    char *stream; /* owned */
-    char *dir;    /* owned: spool directory holding the files */
-    uint64_t seq; /* per-stream sequence number of the batch */
+    char *stream;       /* owned */
+    char *dir;          /* owned: spool directory holding the files */
+    uint64_t seq;       /* per-stream sequence number of the batch */
     uint64_t first_lsn; /* commit LSN of the first transaction */
     uint64_t last_lsn;  /* commit LSN of the last transaction */
     uint64_t end_lsn;   /* end LSN of the last transaction's commit: what the slot may confirm */
@@ -77,7 +77,7 @@ struct zetl_batch {
     int64_t last_commit_time;
     uint64_t ntxns;
     uint64_t nrows;
-    uint64_t raw_bytes; /* uncompressed CSV bytes */
+    uint64_t raw_bytes;  /* uncompressed CSV bytes */
     char *tenant_column; /* owned */
     size_t nfiles;
     struct zetl_batch_file *files; /* owned */

@@ -11,7 +11,8 @@
  *             so stream state carries across messages
  */
 
-/* The fuzz build instruments every library (-fsanitize=fuzzer-no-link), so linking zetl_proto is enough. */
+/* The fuzz build instruments every library (-fsanitize=fuzzer-no-link), so linking zetl_proto is
+ * enough. */
 #include "proto/copydata.h"
 #include "proto/pgoutput.h"
 #include "proto/relcache.h"
