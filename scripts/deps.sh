@@ -6,6 +6,9 @@ set -euo pipefail
 
 pkgs=(
   build-essential cmake pkg-config clang
+  # clang only Recommends its sanitizer and libFuzzer runtimes, and the
+  # fuzz build (make test) links them.
+  libclang-rt-14-dev
   libpq-dev libyaml-dev libzstd-dev libjansson-dev libssl-dev libcurl4-openssl-dev
   postgresql-15 postgresql-client-15
   zstd
