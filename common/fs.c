@@ -6,6 +6,7 @@
 #include <ftw.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -90,5 +91,41 @@ enum zetl_err zetl_fs_fsync_dir(const char *path, struct zetl_errbuf *eb)
                             strerror(e));
     }
     close(fd);
+    return ZETL_OK;
+}
+
+enum zetl_err zetl_fs_lock_dir(const char *dir, int *fd, struct zetl_errbuf *eb)
+{
+    char path[4096], pid[32] = "";
+    ssize_t n;
+    int f;
+
+    *fd = -1;
+    snprintf(path, sizeof(path), "%s/zetl.lock", dir);
+    f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (f < 0)
+        return zetl_err_set(eb, ZETL_ERR_IO, "could not open \"%s\": %s", path, strerror(errno));
+    /* flock: released by the kernel when the process dies, however it dies. */
+    if (flock(f, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+
+        n = pread(f, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? strcspn(pid, "\n") : 0] = '\0';
+        close(f);
+        if (e == EWOULDBLOCK)
+            return zetl_err_set(eb, ZETL_ERR_FATAL,
+                                "\"%s\" is in use by another zetl process (pid %s); one process "
+                                "per buffer.dir",
+                                dir, pid[0] ? pid : "unknown");
+        return zetl_err_set(eb, ZETL_ERR_IO, "could not lock \"%s\": %s", path, strerror(e));
+    }
+    n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(f, 0) != 0 || pwrite(f, pid, (size_t)n, 0) != n) {
+        int e = errno;
+
+        close(f);
+        return zetl_err_set(eb, ZETL_ERR_IO, "could not write \"%s\": %s", path, strerror(e));
+    }
+    *fd = f;
     return ZETL_OK;
 }

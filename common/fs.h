@@ -13,6 +13,14 @@ struct zetl_buf;
 /* Appends `path` made absolute against the working directory (a leading "./" dropped) to out. */
 enum zetl_err zetl_fs_absolute(const char *path, struct zetl_buf *out, struct zetl_errbuf *eb);
 
+/*
+ * Takes an exclusive lock on `dir`/zetl.lock (created if missing; it holds
+ * the holder's pid) for as long as *fd stays open: one zetl process per
+ * buffer.dir.  ZETL_ERR_FATAL naming the holder's pid when another process
+ * has it, ZETL_ERR_IO when the file cannot be opened.
+ */
+enum zetl_err zetl_fs_lock_dir(const char *dir, int *fd, struct zetl_errbuf *eb);
+
 /* fsync(2) of a directory, so a rename or create inside it is durable. */
 enum zetl_err zetl_fs_fsync_dir(const char *path, struct zetl_errbuf *eb);
 

@@ -562,7 +562,8 @@ static bool slot_name_valid(const char *s)
 static enum zetl_err parse_source(struct cfg_parse *cp, yaml_node_t *v, int line,
                                   struct zetl_config *cfg)
 {
-    static const char *const keys[] = {"dsn", "tenants", "tables", "slot", "slot_groups", NULL};
+    static const char *const keys[] = {
+        "dsn", "tenants", "tables", "slot", "slot_groups", "receive_timeout_ms", NULL};
     static const char *const tkeys[] = {"schemas", NULL};
     struct cfg_map m, tm;
     yaml_node_t *x;
@@ -638,6 +639,13 @@ static enum zetl_err parse_source(struct cfg_parse *cp, yaml_node_t *v, int line
             return err;
         cfg->source.slot_groups = (int)n;
     }
+
+    x = map_get_value(cp, &m, "receive_timeout_ms", &xl);
+    cfg->source.receive_timeout_ms = 60000;
+    /* At least 100 ms: the half-way ping needs a round trip; at most a day. */
+    if (x != NULL && (err = get_uint(cp, x, xl, "source.receive_timeout_ms", 100, 86400000,
+                                     &cfg->source.receive_timeout_ms)) != ZETL_OK)
+        return err;
     return ZETL_OK;
 }
 

@@ -54,6 +54,8 @@ struct zetl_config {
         struct zetl_strlist tables;  /* source.tables; default ["*"] */
         char *slot;                  /* owned; default "zetl" */
         int slot_groups;             /* default 1; 1..64 */
+        uint64_t receive_timeout_ms; /* default 60000; a silent replication connection is
+                                      * dropped and reconnected after this long */
     } source;
 
     struct {

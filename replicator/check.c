@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "common/mem.h"
 #include "replicator/commands.h"
+#include "replicator/slots.h"
 #include "replicator/source.h"
 #include "transforms/transform.h"
 
@@ -95,6 +96,30 @@ static void check_tables(PGconn *conn, const struct zetl_config *cfg,
     finding(f, "ok", "%zu table(s) selected in %s", ntables, "the tenant schemas");
 }
 
+static void slot_finding(void *arg, enum zetl_slot_finding kind, const char *msg)
+{
+    finding(arg, kind == ZETL_SLOT_UNUSED ? "warning" : "error", "source: %s", msg);
+}
+
+/* Lost slots, moved tenants and unused slots (with the WAL they hold), as `zetl run` sees them. */
+static void check_slots(PGconn *conn, const struct zetl_config *cfg,
+                        const struct zetl_source_plan *plan, struct findings *f)
+{
+    struct zetl_archive *ar = NULL;
+    struct zetl_errbuf eb;
+    int before = f->errors + f->warnings;
+
+    if (cfg->archive.url != NULL && zetl_archive_open(cfg, &ar, &eb) != ZETL_OK) {
+        finding(f, "warning", "archive: %s (lost slots are judged without it)", eb.msg);
+        ar = NULL;
+    }
+    if (zetl_slots_inspect(conn, cfg, plan, ar, slot_finding, f, NULL, &eb) != ZETL_OK)
+        finding(f, "error", "source: %s", eb.msg);
+    else if (f->errors + f->warnings == before)
+        finding(f, "ok", "source: replication slots and publications match the configuration");
+    zetl_archive_free(ar);
+}
+
 int zetl_cmd_check(const struct zetl_config *cfg)
 {
     struct findings f = {0, 0};
@@ -138,6 +163,7 @@ int zetl_cmd_check(const struct zetl_config *cfg)
                     "source: the role is not a superuser: publications list tables one by one "
                     "(tables created later are picked up at the next start)");
         check_tables(conn, cfg, &plan, &f);
+        check_slots(conn, cfg, &plan, &f);
     }
 
     if (cfg->warehouse.kind != ZETL_WH_NONE) {

@@ -16,6 +16,7 @@
 #include "common/mem.h"
 #include "config/config.h"
 #include "replicator/commands.h"
+#include "replicator/slots.h"
 #include "replicator/source.h"
 #include "replicator/stream.h"
 #include "sinks/archive.h"
@@ -35,9 +36,18 @@ static const char usage_text[] =
     "  zetl check  --config FILE            preflight: wal_level, privileges, replica identity\n"
     "  zetl apply-batch --config FILE DIR   apply one archived batch directory to the warehouse\n"
     "                                        (replay; batches at or below the offset are skipped)\n"
-    "  zetl resync --config FILE TABLE      re-apply every archived batch's rows of TABLE to the\n"
-    "                                        warehouse after a stopped table was fixed\n"
-    "                                        (see docs/warehouse.md)\n"
+    "  zetl resync --config FILE [--rebuild] (TABLE | --all)\n"
+    "                                        re-apply every archived batch's rows of TABLE (or\n"
+    "                                        of every table) to the warehouse after a stopped\n"
+    "                                        table was fixed; --rebuild deletes the table's\n"
+    "                                        rows first and rebuilds it from the archive\n"
+    "                                        (stop zetl run first; see docs/warehouse.md)\n"
+    "  zetl slots drop-unused --config FILE\n"
+    "                                        drop the zetl replication slots and publications\n"
+    "                                        the configuration no longer uses (they hold WAL)\n"
+    "  zetl slots regroup --config FILE     after a change of source.slot_groups or tenant\n"
+    "                                        patterns: re-spread the tenant schemas over the\n"
+    "                                        slots (see docs/operations.md first)\n"
     "  zetl bench  --config FILE [WORKLOAD...] [OPTION...]\n"
     "                                        run benchmark workloads against the config's source\n"
     "                                        (and warehouse); options: bench/README.md\n"
@@ -80,6 +90,50 @@ static enum zetl_err check_buffer_dir(const char *dir, struct zetl_errbuf *eb)
     return ZETL_OK;
 }
 
+/*
+ * Takes a session advisory lock on the source per slot group, held while
+ * `conn` lives: a second zetl on the same slots (whatever its buffer.dir)
+ * stops at once instead of taking turns on the slot.
+ */
+static enum zetl_err lock_slot_groups(PGconn *conn, const struct zetl_source_plan *plan,
+                                      struct zetl_errbuf *eb)
+{
+    static const char lock_sql[] = "SELECT pg_try_advisory_lock(hashtext('zetl'), hashtext($1))";
+    static const char holder_sql[] =
+        "SELECT coalesce(a.application_name, '') || ' (backend pid ' || a.pid || "
+        "coalesce(', client ' || host(a.client_addr), '') || ')' FROM pg_catalog.pg_locks l "
+        "JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND "
+        "l.objsubid = 2 AND l.granted AND l.database = (SELECT oid FROM pg_catalog.pg_database "
+        "WHERE datname = current_database()) AND l.classid::text::bigint = "
+        "(hashtext('zetl')::bigint + 4294967296) % 4294967296 AND l.objid::text::bigint = "
+        "(hashtext($1)::bigint + 4294967296) % 4294967296 LIMIT 1";
+
+    for (size_t i = 0; i < plan->ngroups; i++) {
+        const char *name = plan->groups[i].name;
+        PGresult *res = PQexecParams(conn, lock_sql, 1, NULL, &name, NULL, NULL, 0);
+        bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+        bool held = ok && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+
+        PQclear(res);
+        if (!ok)
+            return zetl_err_set(eb, ZETL_ERR_RETRY, "could not lock slot group \"%s\": %s", name,
+                                PQerrorMessage(conn));
+        if (held)
+            continue;
+        res = PQexecParams(conn, holder_sql, 1, NULL, &name, NULL, NULL, 0);
+        zetl_err_set(eb, ZETL_ERR_FATAL,
+                     "slot group \"%s\" is streamed by another zetl process: %s; stop it first "
+                     "(two processes must never consume one slot)",
+                     name,
+                     PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1
+                         ? PQgetvalue(res, 0, 0)
+                         : "its session holds the slot group's lock");
+        PQclear(res);
+        return ZETL_ERR_FATAL;
+    }
+    return ZETL_OK;
+}
+
 struct stream_thread {
     struct zetl_stream *st;
     pthread_t tid;
@@ -106,7 +160,7 @@ static int cmd_run(const struct zetl_config *cfg, bool once)
     struct zetl_stream_opts opts = {once, 0};
     PGconn *conn = NULL;
     enum zetl_err err;
-    int rc = EXIT_JOB;
+    int rc = EXIT_JOB, lock_fd = -1;
     size_t started = 0;
 
     err = zetl_source_connect(cfg->source.dsn, false, "zetl", &conn, &eb);
@@ -145,8 +199,18 @@ static int cmd_run(const struct zetl_config *cfg, bool once)
         }
         zetl_wh_free(wh);
     }
-    if ((err = check_buffer_dir(cfg->buffer.dir, &eb)) != ZETL_OK) {
+    if ((err = check_buffer_dir(cfg->buffer.dir, &eb)) != ZETL_OK ||
+        (err = zetl_fs_lock_dir(cfg->buffer.dir, &lock_fd, &eb)) != ZETL_OK) {
         zetl_log(ZETL_LOG_FATAL, "buffer.dir: %s", eb.msg);
+        goto done;
+    }
+    if ((err = lock_slot_groups(conn, &plan, &eb)) != ZETL_OK) {
+        zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
+        goto done;
+    }
+    /* A lost slot or a tenant moved between slot groups stops here, before any change. */
+    if ((err = zetl_slots_preflight(conn, cfg, &plan, ar, &eb)) != ZETL_OK) {
+        zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
         goto done;
     }
     if ((err = zetl_source_setup(conn, cfg, &plan, &eb)) != ZETL_OK) {
@@ -161,8 +225,7 @@ static int cmd_run(const struct zetl_config *cfg, bool once)
         zetl_logmsg("catching up to source WAL position " ZETL_LSN_FMT,
                     ZETL_LSN_ARGS(opts.target_lsn));
     }
-    PQfinish(conn);
-    conn = NULL;
+    /* conn stays open: its session holds the slot groups' locks until the end. */
 
     threads = zetl_calloc(plan.ngroups, sizeof(*threads));
     for (size_t i = 0; i < plan.ngroups; i++) {
@@ -204,6 +267,8 @@ done:
     zetl_source_plan_release(&plan);
     if (conn)
         PQfinish(conn);
+    if (lock_fd >= 0)
+        close(lock_fd);
     return rc;
 }
 
@@ -226,22 +291,36 @@ static int cmd_apply_batch(const struct zetl_config *cfg, const char *dir)
     return err == ZETL_OK ? 0 : EXIT_JOB;
 }
 
-/* Re-applies one table's rows from every archived batch of every stream, oldest first. */
-static int cmd_resync(const struct zetl_config *cfg, const char *table)
+/*
+ * Re-applies one table's rows (NULL: every table's) from every archived
+ * batch of every stream, oldest first; with `rebuild`, the table's rows are
+ * deleted first.  Holds buffer.dir's lock: the daemon must not apply at the
+ * same time.
+ */
+static int cmd_resync(const struct zetl_config *cfg, const char *table, bool rebuild)
 {
+    const char *what = table ? table : "every table";
     struct zetl_archive *ar = NULL;
     struct zetl_wh *wh = NULL;
     struct zetl_errbuf eb;
     enum zetl_err err;
     size_t applied = 0;
+    int lock_fd = -1;
 
     if (cfg->warehouse.kind == ZETL_WH_NONE || cfg->archive.url == NULL) {
         fprintf(stderr, "zetl resync: %s needs both an archive and a warehouse section\n",
                 cfg->path);
         return EXIT_USAGE;
     }
+    if ((err = zetl_fs_mkdirs(cfg->buffer.dir, &eb)) != ZETL_OK ||
+        (err = zetl_fs_lock_dir(cfg->buffer.dir, &lock_fd, &eb)) != ZETL_OK) {
+        zetl_err_prefix(&eb, "buffer.dir");
+        goto done;
+    }
     if ((err = zetl_archive_open(cfg, &ar, &eb)) != ZETL_OK ||
         (err = zetl_wh_open(cfg, &wh, &eb)) != ZETL_OK)
+        goto done;
+    if (rebuild && (err = zetl_wh_clear_table(wh, table, &eb)) != ZETL_OK)
         goto done;
     for (int g = 0; g < cfg->source.slot_groups && err == ZETL_OK; g++) {
         char stream[128];
@@ -262,11 +341,15 @@ static int cmd_resync(const struct zetl_config *cfg, const char *table)
     }
 done:
     if (err != ZETL_OK)
-        zetl_log(ZETL_LOG_FATAL, "resync of table \"%s\": %s", table, eb.msg);
+        zetl_log(ZETL_LOG_FATAL, "resync of %s%s%s: %s", table ? "table \"" : "", what,
+                 table ? "\"" : "", eb.msg);
     else
-        zetl_logmsg("resync of table \"%s\": %zu archived batch(es) applied", table, applied);
+        zetl_logmsg("resync of %s%s%s: %zu archived batch(es) applied", table ? "table \"" : "",
+                    what, table ? "\"" : "", applied);
     zetl_wh_free(wh);
     zetl_archive_free(ar);
+    if (lock_fd >= 0)
+        close(lock_fd);
     return err == ZETL_OK ? 0 : EXIT_JOB;
 }
 
@@ -337,12 +420,14 @@ int main(int argc, char **argv)
 {
     static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
                                              {"once", no_argument, NULL, 'o'},
+                                             {"rebuild", no_argument, NULL, 'r'},
+                                             {"all", no_argument, NULL, 'a'},
                                              {"help", no_argument, NULL, 'h'},
                                              {"version", no_argument, NULL, 'V'},
                                              {NULL, 0, NULL, 0}};
     const char *cmd = NULL;
     const char *config_path = NULL;
-    bool once = false;
+    bool once = false, rebuild = false, all = false;
     struct zetl_config *cfg = NULL;
     struct zetl_errbuf eb;
     struct sigaction sa;
@@ -364,6 +449,12 @@ int main(int argc, char **argv)
         case 'o':
             once = true;
             break;
+        case 'r':
+            rebuild = true;
+            break;
+        case 'a':
+            all = true;
+            break;
         case 'h':
             fputs(usage_text, stdout);
             return 0;
@@ -375,9 +466,11 @@ int main(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
-    /* apply-batch DIR and resync TABLE take one operand. */
+    /* apply-batch DIR, resync TABLE and slots SUBCOMMAND take one operand. */
     const char *operand = NULL;
-    if (cmd != NULL && (strcmp(cmd, "apply-batch") == 0 || strcmp(cmd, "resync") == 0) &&
+    if (cmd != NULL &&
+        (strcmp(cmd, "apply-batch") == 0 || strcmp(cmd, "resync") == 0 ||
+         strcmp(cmd, "slots") == 0) &&
         optind < argc)
         operand = argv[optind++];
     if (optind < argc) {
@@ -389,7 +482,8 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     if (strcmp(cmd, "run") != 0 && strcmp(cmd, "verify") != 0 && strcmp(cmd, "check") != 0 &&
-        strcmp(cmd, "apply-batch") != 0 && strcmp(cmd, "resync") != 0) {
+        strcmp(cmd, "apply-batch") != 0 && strcmp(cmd, "resync") != 0 &&
+        strcmp(cmd, "slots") != 0) {
         fprintf(stderr, "zetl: unknown command \"%s\"\nTry \"zetl --help\" for more information.\n",
                 cmd);
         return EXIT_USAGE;
@@ -402,8 +496,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "zetl apply-batch: the batch directory is missing\n");
         return EXIT_USAGE;
     }
-    if (strcmp(cmd, "resync") == 0 && operand == NULL) {
-        fprintf(stderr, "zetl resync: the table name is missing\n");
+    if (strcmp(cmd, "resync") == 0 && (operand == NULL) == !all) {
+        fprintf(stderr, "zetl resync: name one table, or --all\n");
+        return EXIT_USAGE;
+    }
+    if ((rebuild || all) && strcmp(cmd, "resync") != 0) {
+        fprintf(stderr, "zetl: --rebuild and --all only apply to \"zetl resync\"\n");
+        return EXIT_USAGE;
+    }
+    if (strcmp(cmd, "slots") == 0 && (operand == NULL || (strcmp(operand, "drop-unused") != 0 &&
+                                                          strcmp(operand, "regroup") != 0))) {
+        fprintf(stderr, "zetl slots: expected drop-unused or regroup\n");
         return EXIT_USAGE;
     }
     if (config_path == NULL) {
@@ -428,10 +531,12 @@ int main(int argc, char **argv)
         rc = cmd_run(cfg, once);
     else if (strcmp(cmd, "check") == 0)
         rc = zetl_cmd_check(cfg);
+    else if (strcmp(cmd, "slots") == 0)
+        rc = zetl_cmd_slots(cfg, operand);
     else if (strcmp(cmd, "apply-batch") == 0)
         rc = cmd_apply_batch(cfg, operand);
     else if (strcmp(cmd, "resync") == 0)
-        rc = cmd_resync(cfg, operand);
+        rc = cmd_resync(cfg, operand, rebuild);
     else
         rc = zetl_cmd_verify(cfg);
     zetl_config_free(cfg);

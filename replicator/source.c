@@ -100,8 +100,8 @@ static enum zetl_err query(PGconn *conn, const char *sql, PGresult **res, struct
     return ZETL_OK;
 }
 
-static enum zetl_err exec_params(PGconn *conn, const char *sql, int n, const char *const *params,
-                                 PGresult **res, struct zetl_errbuf *eb)
+enum zetl_err zetl_source_exec(PGconn *conn, const char *sql, int n, const char *const *params,
+                               PGresult **res, struct zetl_errbuf *eb)
 {
     PGresult *r = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(r);
@@ -296,7 +296,7 @@ static enum zetl_err publication_target(PGconn *conn, const struct zetl_config *
     for (size_t i = 0; i < g->nschemas; i++) {
         const char *params[1] = {g->schemas[i]};
         PGresult *res;
-        enum zetl_err err = exec_params(
+        enum zetl_err err = zetl_source_exec(
             conn,
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
@@ -330,15 +330,16 @@ static void warn_replica_identity(PGconn *conn, const struct zetl_config *cfg,
         PGresult *res;
         struct zetl_errbuf eb;
 
-        if (exec_params(conn,
-                        "SELECT c.relname, c.relreplident FROM pg_class c "
-                        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                        "WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND "
-                        "((c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE "
-                        "i.indrelid = c.oid AND i.indisprimary)) OR c.relreplident = 'n' OR "
-                        "(c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE "
-                        "i.indrelid = c.oid AND i.indisreplident))) ORDER BY 1",
-                        1, params, &res, &eb) != ZETL_OK)
+        if (zetl_source_exec(
+                conn,
+                "SELECT c.relname, c.relreplident FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND "
+                "((c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE "
+                "i.indrelid = c.oid AND i.indisprimary)) OR c.relreplident = 'n' OR "
+                "(c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE "
+                "i.indrelid = c.oid AND i.indisreplident))) ORDER BY 1",
+                1, params, &res, &eb) != ZETL_OK)
             continue;
         for (int r = 0; r < PQntuples(res); r++) {
             if (!zetl_transform_table_selected(cfg, PQgetvalue(res, r, 0)))
@@ -366,8 +367,8 @@ enum zetl_err zetl_source_setup(PGconn *conn, const struct zetl_config *cfg,
         bool exists, empty;
         char *qname = zetl_quote_ident(g->name);
 
-        err = exec_params(conn, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1, params, &res,
-                          eb);
+        err = zetl_source_exec(conn, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1, params,
+                               &res, eb);
         if (err) {
             free(qname);
             goto fail;
@@ -388,7 +389,7 @@ enum zetl_err zetl_source_setup(PGconn *conn, const struct zetl_config *cfg,
         if (err == ZETL_OK && !exists)
             zetl_buf_puts(&sql, " WITH (publish = 'insert, update, delete, truncate')");
         if (err == ZETL_OK)
-            err = exec_params(conn, sql.data, 0, NULL, NULL, eb);
+            err = zetl_source_exec(conn, sql.data, 0, NULL, NULL, eb);
         free(qname);
         if (err) {
             zetl_err_prefix(eb, "could not %s publication \"%s\"", exists ? "update" : "create",
@@ -398,10 +399,10 @@ enum zetl_err zetl_source_setup(PGconn *conn, const struct zetl_config *cfg,
         zetl_info("publication \"%s\" %s for %zu tenant schema(s)", g->name,
                   exists ? "updated" : "created", g->nschemas);
 
-        err = exec_params(conn,
-                          "SELECT plugin, database = current_database() FROM "
-                          "pg_replication_slots WHERE slot_name = $1",
-                          1, params, &res, eb);
+        err = zetl_source_exec(conn,
+                               "SELECT plugin, database = current_database() FROM "
+                               "pg_replication_slots WHERE slot_name = $1",
+                               1, params, &res, eb);
         if (err)
             goto fail;
         if (PQntuples(res) > 0) {
@@ -417,9 +418,9 @@ enum zetl_err zetl_source_setup(PGconn *conn, const struct zetl_config *cfg,
             PQclear(res);
         } else {
             PQclear(res);
-            err = exec_params(conn,
-                              "SELECT lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')",
-                              1, params, &res, eb);
+            err = zetl_source_exec(
+                conn, "SELECT lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')", 1,
+                params, &res, eb);
             if (err) {
                 zetl_err_prefix(eb, "could not create replication slot \"%s\"", g->name);
                 goto fail;

@@ -57,6 +57,15 @@ enum zetl_err zetl_source_setup(PGconn *conn, const struct zetl_config *cfg,
 /* pg_current_wal_insert_lsn() of the source: includes commits not yet written out. */
 enum zetl_err zetl_source_current_lsn(PGconn *conn, uint64_t *lsn, struct zetl_errbuf *eb);
 
+/*
+ * Runs one statement with text parameters.  With res, the result is the
+ * caller's (PQclear); without, it is cleared.  A server error is
+ * ZETL_ERR_FATAL, a lost connection ZETL_ERR_RETRY; the message is the
+ * server's first line.
+ */
+enum zetl_err zetl_source_exec(PGconn *conn, const char *sql, int n, const char *const *params,
+                               PGresult **res, struct zetl_errbuf *eb);
+
 /* Group index of a schema: stable across runs for the same slot_groups. */
 int zetl_source_group_of(const char *schema, int slot_groups);
 

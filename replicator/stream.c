@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/backoff.h"
 #include "common/buf.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -86,13 +87,17 @@ struct zetl_stream {
     uint64_t replayed;   /* spilled messages replayed, for pacing status updates */
 
     /* positions */
-    uint64_t last_sealed_lsn; /* commit LSN of the newest transaction sealed into a batch */
+    uint64_t last_sealed_lsn; /* commit LSN of the newest transaction queued to the sink (or
+                               * archived by an earlier run): the server's resends up to it
+                               * are skipped */
     uint64_t progress_lsn;    /* how far the server has certainly sent us (commits, keepalives) */
     uint64_t idle_lsn;        /* confirmable when nothing is pending */
     uint64_t received_lsn;
     uint64_t reported_flush;
     int64_t last_status_ms;
     bool reply_requested;
+    int64_t last_recv_ms; /* when the server last sent anything (receive timeout) */
+    bool ping_sent;       /* a status update asking for a reply went out since then */
 
     /* sink thread */
     pthread_t sink_thread;
@@ -187,11 +192,13 @@ static void sleep_ms(int64_t ms);
 static enum zetl_err apply_with_retry(struct zetl_stream *st, const char *name,
                                       struct zetl_errbuf *eb)
 {
-    int64_t backoff = 500;
+    struct zetl_backoff bo;
     enum zetl_err err;
 
+    zetl_backoff_init(&bo, 500, BACKOFF_MAX_MS);
     for (;;) {
         char *dir = NULL;
+        int64_t delay;
 
         err = zetl_archive_fetch(st->ar, st->name, name, &dir, eb);
         if (err == ZETL_OK)
@@ -201,10 +208,10 @@ static enum zetl_err apply_with_retry(struct zetl_stream *st, const char *name,
             return err;
         if (zetl_stream_stopping())
             return err;
+        delay = zetl_backoff_next(&bo);
         zetl_warn("stream %s: could not apply batch %s to the warehouse: %s; retrying in %lld ms",
-                  st->name, name, eb->msg, (long long)backoff);
-        sleep_ms(backoff);
-        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+                  st->name, name, eb->msg, (long long)delay);
+        sleep_ms(delay);
     }
 }
 
@@ -216,14 +223,15 @@ static enum zetl_err apply_with_retry(struct zetl_stream *st, const char *name,
 static enum zetl_err put_with_retry(struct zetl_stream *st, const struct zetl_batch *b,
                                     const char *name, struct zetl_errbuf *eb)
 {
-    int64_t backoff = 500;
+    struct zetl_backoff bo;
     enum zetl_err err;
 
+    zetl_backoff_init(&bo, 500, BACKOFF_MAX_MS);
     while ((err = zetl_archive_put(st->ar, b, eb)) == ZETL_ERR_RETRY && !zetl_stream_stopping()) {
+        int64_t delay = zetl_backoff_next(&bo);
         zetl_warn("stream %s: could not archive batch %s: %s; retrying in %lld ms", st->name, name,
-                  eb->msg, (long long)backoff);
-        sleep_ms(backoff);
-        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+                  eb->msg, (long long)delay);
+        sleep_ms(delay);
     }
     return err;
 }
@@ -234,14 +242,15 @@ static enum zetl_err catch_up_warehouse(struct zetl_stream *st, struct zetl_errb
     uint64_t last = 0, end = 0;
     struct zetl_strlist names = {NULL, 0};
     enum zetl_err err;
-    int64_t backoff = 500;
+    struct zetl_backoff bo;
 
+    zetl_backoff_init(&bo, 500, BACKOFF_MAX_MS);
     while ((err = zetl_wh_offset(st->wh, st->name, &last, &end, eb)) == ZETL_ERR_RETRY &&
            !zetl_stream_stopping()) {
+        int64_t delay = zetl_backoff_next(&bo);
         zetl_warn("stream %s: warehouse unavailable: %s; retrying in %lld ms", st->name, eb->msg,
-                  (long long)backoff);
-        sleep_ms(backoff);
-        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+                  (long long)delay);
+        sleep_ms(delay);
     }
     if (err)
         return err;
@@ -386,17 +395,19 @@ static uint64_t flush_position(struct zetl_stream *st)
     return flush;
 }
 
-static enum zetl_err send_status(struct zetl_stream *st, bool force, struct zetl_errbuf *eb)
+/* With `ping`, the update asks the server for an immediate reply (a keepalive). */
+static enum zetl_err send_status_msg(struct zetl_stream *st, bool force, bool ping,
+                                     struct zetl_errbuf *eb)
 {
     int64_t now = zetl_now_ms();
     uint64_t flush = flush_position(st);
     uint8_t msg[ZETL_STATUS_UPDATE_LEN];
 
-    if (!force && !st->reply_requested && flush == st->reported_flush &&
+    if (!force && !ping && !st->reply_requested && flush == st->reported_flush &&
         now - st->last_status_ms < STATUS_INTERVAL_MS)
         return ZETL_OK;
     uint64_t write = st->received_lsn > flush ? st->received_lsn : flush;
-    zetl_copydata_encode_status(msg, write, flush, flush, zetl_pg_now(), false);
+    zetl_copydata_encode_status(msg, write, flush, flush, zetl_pg_now(), ping);
     if (PQputCopyData(st->conn, (const char *)msg, sizeof(msg)) != 1 || PQflush(st->conn) < 0)
         return zetl_err_set(eb, ZETL_ERR_RETRY, "could not send standby status update: %s",
                             PQerrorMessage(st->conn));
@@ -406,6 +417,11 @@ static enum zetl_err send_status(struct zetl_stream *st, bool force, struct zetl
     st->last_status_ms = now;
     st->reply_requested = false;
     return ZETL_OK;
+}
+
+static enum zetl_err send_status(struct zetl_stream *st, bool force, struct zetl_errbuf *eb)
+{
+    return send_status_msg(st, force, false, eb);
 }
 
 /* ---- batches ---- */
@@ -444,11 +460,15 @@ static enum zetl_err seal_and_queue(struct zetl_stream *st, struct zetl_errbuf *
     }
     if (b == NULL)
         return ZETL_OK;
-    st->last_sealed_lsn = b->last_lsn;
     pthread_mutex_lock(&st->mu);
     while (st->qlen >= SINK_QUEUE_MAX && st->sink_err == ZETL_OK && !st->sink_abandoned)
         pthread_cond_wait(&st->cv, &st->mu);
     if (st->sink_err == ZETL_OK && !st->sink_abandoned) {
+        /* Only a queued batch survives a reconnect (reset_connection_state): its
+         * transactions are skipped when the server sends them again.  A batch
+         * dropped here must not move the mark, or a later reconnect would skip
+         * transactions that were never made durable. */
+        st->last_sealed_lsn = b->last_lsn;
         st->queue[(st->qhead + st->qlen) % SINK_QUEUE_MAX] = b;
         st->qlen++;
         b = NULL;
@@ -780,6 +800,51 @@ static void reset_connection_state(struct zetl_stream *st)
     }
 }
 
+/*
+ * Classifies a failed START_REPLICATION.  A slot another process holds
+ * (object_in_use: a second consumer, or a walsender left over from a broken
+ * connection that the server has not noticed yet) is retried.  A slot that is
+ * gone or invalidated is a clear stop: recreating it would skip, without a
+ * trace, every change committed since what zetl consumed.
+ */
+static enum zetl_err start_failed(struct zetl_stream *st, const PGresult *res,
+                                  struct zetl_errbuf *eb)
+{
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+    enum zetl_err err;
+
+    if (PQstatus(st->conn) != CONNECTION_OK || state == NULL || primary == NULL) {
+        err = zetl_err_set(eb, ZETL_ERR_RETRY, "could not start replication on slot \"%s\": %s",
+                           st->name, PQerrorMessage(st->conn));
+        /* Drop the trailing newline libpq leaves. */
+        size_t n = strlen(eb->msg);
+        if (n && eb->msg[n - 1] == '\n')
+            eb->msg[n - 1] = '\0';
+        return err;
+    }
+    if (strcmp(state, "55006") == 0)
+        return zetl_err_set(eb, ZETL_ERR_RETRY,
+                            "could not start replication: %s (another consumer, or a walsender "
+                            "left over from a broken connection that the server has not ended yet)",
+                            primary);
+    if (strcmp(state, "42704") == 0 ||
+        (strcmp(state, "55000") == 0 && strstr(primary, "can no longer get changes") != NULL))
+        return zetl_err_set(
+            eb, ZETL_ERR_FATAL,
+            "replication slot \"%s\" was %s while zetl streamed from it (%s%s%s); zetl has "
+            "consumed transactions up to commit lsn " ZETL_LSN_FMT
+            ": the changes committed after that to this slot group's tenant schemas are lost to "
+            "zetl, and it does not recreate the slot over the gap; to recover, follow \"A "
+            "replication slot was lost\" in docs/operations.md (set the stream's archive and "
+            "warehouse offset aside, restart, re-snapshot the slot group's tenants)",
+            st->name, state[0] == '4' ? "dropped" : "invalidated", primary, detail ? ": " : "",
+            detail ? detail : "", ZETL_LSN_ARGS(st->last_sealed_lsn));
+    return zetl_err_set(eb, ZETL_ERR_FATAL, "could not start replication on slot \"%s\": %s",
+                        st->name, primary);
+}
+
 static enum zetl_err start_replication(struct zetl_stream *st, struct zetl_errbuf *eb)
 {
     char app[128];
@@ -803,20 +868,42 @@ static enum zetl_err start_replication(struct zetl_stream *st, struct zetl_errbu
     res = PQexec(st->conn, cmd.data);
     zetl_buf_release(&cmd);
     if (PQresultStatus(res) != PGRES_COPY_BOTH) {
-        err = zetl_err_set(
-            eb, PQstatus(st->conn) == CONNECTION_OK ? ZETL_ERR_FATAL : ZETL_ERR_RETRY,
-            "could not start replication on slot \"%s\": %s", st->name, PQresultErrorMessage(res));
+        err = start_failed(st, res, eb);
         PQclear(res);
-        /* Drop the trailing newline libpq leaves. */
-        size_t n = strlen(eb->msg);
-        if (n && eb->msg[n - 1] == '\n')
-            eb->msg[n - 1] = '\0';
         return err;
     }
     PQclear(res);
     zetl_logmsg("stream %s: replication started (protocol version %d, streaming on)", st->name,
                 st->dec.proto_version);
     st->last_status_ms = 0;
+    st->last_recv_ms = zetl_now_ms();
+    st->ping_sent = false;
+    return ZETL_OK;
+}
+
+/*
+ * A frozen walsender, or a connection that died without a word, sends
+ * nothing.  After half the timeout ask the server for a reply (as
+ * walreceiver does: the walsender answers with a keepalive even when idle);
+ * after the whole timeout give the connection up.
+ */
+static enum zetl_err check_receive_timeout(struct zetl_stream *st, struct zetl_errbuf *eb)
+{
+    int64_t timeout = (int64_t)st->cfg->source.receive_timeout_ms;
+    int64_t silent = zetl_now_ms() - st->last_recv_ms;
+
+    if (silent >= timeout)
+        return zetl_err_set(eb, ZETL_ERR_RETRY,
+                            "receive timeout: no message from the server on slot \"%s\" for "
+                            "%lld ms (source.receive_timeout_ms is %lld): the connection or its "
+                            "walsender is not responding; dropping the connection",
+                            st->name, (long long)silent, (long long)timeout);
+    if (silent >= timeout / 2 && !st->ping_sent) {
+        st->ping_sent = true;
+        zetl_debug("stream %s: nothing received for %lld ms, asking the server for a reply",
+                   st->name, (long long)silent);
+        return send_status_msg(st, true, true, eb);
+    }
     return ZETL_OK;
 }
 
@@ -891,6 +978,9 @@ static enum zetl_err stream_loop(struct zetl_stream *st, struct zetl_errbuf *eb)
             /* Leave the socket alone (the server buffers), keep status updates flowing. */
             struct timespec ts = {0, 50 * 1000 * 1000};
             nanosleep(&ts, NULL);
+            /* Not reading is our doing: the receive timeout starts over. */
+            st->last_recv_ms = zetl_now_ms();
+            st->ping_sent = false;
             continue;
         }
 
@@ -920,6 +1010,12 @@ static enum zetl_err stream_loop(struct zetl_stream *st, struct zetl_errbuf *eb)
             }
             return zetl_err_set(eb, ZETL_ERR_RETRY, "could not read replication data: %s",
                                 PQerrorMessage(st->conn));
+        }
+        if (budget < READ_BUDGET) {
+            st->last_recv_ms = zetl_now_ms();
+            st->ping_sent = false;
+        } else if ((err = check_receive_timeout(st, eb)) != ZETL_OK) {
+            return err;
         }
         if (budget > 0) {
             struct pollfd pfd = {fd, POLLIN, 0};
@@ -971,32 +1067,32 @@ static void sleep_ms(int64_t ms)
 enum zetl_err zetl_stream_run(struct zetl_stream *st, struct zetl_errbuf *eb)
 {
     enum zetl_err err;
-    int64_t backoff = 1000;
+    struct zetl_backoff bo;
 
     if (pthread_create(&st->sink_thread, NULL, sink_main, st) != 0)
         return zetl_err_set(eb, ZETL_ERR_FATAL, "could not start sink thread");
     st->sink_started = true;
 
+    zetl_backoff_init(&bo, 1000, BACKOFF_MAX_MS);
     for (;;) {
-        int64_t started = zetl_now_ms();
+        int64_t started = zetl_now_ms(), delay;
 
         err = start_replication(st, eb);
         if (err == ZETL_OK)
             err = stream_loop(st, eb);
-        if (err == ZETL_OK)
-            break;
         if (err != ZETL_ERR_RETRY)
             break;
-        zetl_warn("stream %s: %s; reconnecting in %lld ms", st->name, eb->msg, (long long)backoff);
+        /* A connection that lasted was healthy: this is a new failure, not the same one. */
+        if (zetl_now_ms() - started > 60000)
+            zetl_backoff_reset(&bo);
+        delay = zetl_backoff_next(&bo);
+        zetl_warn("stream %s: %s; reconnecting in %lld ms", st->name, eb->msg, (long long)delay);
         reset_connection_state(st);
         if (zetl_stream_stopping()) {
             err = ZETL_OK;
             break;
         }
-        if (zetl_now_ms() - started > 60000)
-            backoff = 1000;
-        sleep_ms(backoff);
-        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        sleep_ms(delay);
     }
 
     if (err == ZETL_OK) {

@@ -338,6 +338,71 @@ static enum zetl_err exec_owned(struct zetl_wh *wh, char *sql, PGresult **out,
     return err;
 }
 
+static enum zetl_err run_stmt(struct zetl_wh *wh, enum zetl_wh_offsets_stmt which, int n,
+                              const char *const *params, PGresult **out, struct zetl_errbuf *eb);
+static enum zetl_err ddl_lock(struct zetl_wh *wh, const char *table, struct whtab **wt,
+                              struct zetl_errbuf *eb);
+
+/*
+ * Creates the schema and the bookkeeping tables, or brings those of an
+ * earlier release to today's layout; several streams connect at once, so
+ * under the schema's DDL lock.
+ */
+static enum zetl_err bootstrap(struct zetl_wh *wh, struct zetl_errbuf *eb)
+{
+    const char *schema = wh->cfg->warehouse.schema;
+    const char *params[] = {schema, "_zetl_table_state"};
+    PGresult *res = NULL;
+    bool upgrade = true;
+    enum zetl_err err;
+
+    if ((err = wh_exec(wh, "BEGIN", 0, NULL, NULL, eb)) != ZETL_OK ||
+        (err = ddl_lock(wh, NULL, NULL, eb)) != ZETL_OK ||
+        (err = exec_owned(wh, zetl_wh_sql_bootstrap(wh->d, schema), NULL, eb)) != ZETL_OK ||
+        (err = run_stmt(wh, ZETL_WH_SQL_COLUMNS, 2, params, &res, eb)) != ZETL_OK)
+        goto fail;
+    for (int i = 0; i < PQntuples(res); i++)
+        upgrade = upgrade && strcmp(PQgetvalue(res, i, 0), "stream") != 0;
+    PQclear(res);
+    res = NULL;
+    if (upgrade) {
+        struct zetl_buf b;
+        long streams;
+
+        zetl_buf_init(&b, 0);
+        zetl_buf_puts(&b, "SELECT count(*) FROM ");
+        zetl_wh_sql_ident(&b, schema);
+        zetl_buf_puts(&b, "._zetl_offsets");
+        if ((err = exec_owned(wh, zetl_wh_sql_take(&b), &res, eb)) != ZETL_OK ||
+            (err = exec_owned(wh, zetl_wh_sql_state_upgrade(wh->d, schema), NULL, eb)) != ZETL_OK)
+            goto fail;
+        streams = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+        zetl_info("warehouse schema \"%s\": _zetl_table_state now has one row per stream and "
+                  "table",
+                  schema);
+        /*
+         * Earlier releases skipped a table's rows of one stream at or below
+         * what another stream had applied to it: rows may be missing.
+         */
+        if (streams > 1)
+            zetl_warn("warehouse schema \"%s\" was written by an earlier zetl from %ld streams, "
+                      "which could lose rows of tables that several streams feed; rebuild it "
+                      "from the archive with \"zetl resync --config FILE --rebuild --all\" "
+                      "(docs/warehouse.md, \"Repair\")",
+                      schema, streams);
+    }
+    if ((err = wh_exec(wh, "COMMIT", 0, NULL, NULL, eb)) != ZETL_OK)
+        goto fail;
+    PQclear(res);
+    return ZETL_OK;
+
+fail:
+    PQclear(res);
+    if (wh->conn != NULL)
+        PQclear(PQexec(wh->conn, "ROLLBACK"));
+    return err;
+}
+
 static enum zetl_err wh_connect(struct zetl_wh *wh, struct zetl_errbuf *eb)
 {
     /* expand_dbname = 1: the DSN is a conninfo string or URI. */
@@ -372,8 +437,7 @@ static enum zetl_err wh_connect(struct zetl_wh *wh, struct zetl_errbuf *eb)
                        wh->rs ? "SET enable_case_sensitive_identifier TO true"
                               : "SET temp_buffers = '64MB'",
                        0, NULL, NULL, eb)) != ZETL_OK ||
-        (err = exec_owned(wh, zetl_wh_sql_bootstrap(wh->d, wh->cfg->warehouse.schema), NULL, eb)) !=
-            ZETL_OK) {
+        (err = bootstrap(wh, eb)) != ZETL_OK) {
         zetl_err_prefix(eb, "warehouse schema \"%s\"", wh->cfg->warehouse.schema);
         drop_conn(wh);
         return err;
@@ -764,13 +828,33 @@ static const char *mode_name(enum zetl_wh_deletes d)
 }
 
 /*
- * Creates the warehouse table or brings it to the batch's columns (new
- * columns added, widened types altered).  Sets *reason (owned) instead when
- * the change is incompatible; nothing is changed then.  On success the
- * plan's column types are the warehouse's.
+ * Takes the dialect's DDL lock on `table` (NULL: the schema) for the rest of
+ * the transaction and re-reads the table's columns into *wt (when wt is not
+ * NULL).
  */
-static enum zetl_err evolve(struct zetl_wh *wh, const struct zetl_wh_table *base, struct tplan *p,
-                            char **reason, struct zetl_errbuf *eb)
+static enum zetl_err ddl_lock(struct zetl_wh *wh, const char *table, struct whtab **wt,
+                              struct zetl_errbuf *eb)
+{
+    const char *params[] = {wh->cfg->warehouse.schema, table ? table : ""};
+    enum zetl_err err;
+
+    if (wh->d->ddl_lock_sql != NULL &&
+        (err = wh_exec(wh, wh->d->ddl_lock_sql, 2, params, NULL, eb)) != ZETL_OK)
+        return err;
+    return wt ? cache_load(wh, table, wt, eb) : ZETL_OK;
+}
+
+/*
+ * One pass of evolve: creates the warehouse table or brings it to the
+ * batch's columns (new columns added, widened types altered).  Sets *reason
+ * (owned) instead when the change is incompatible; nothing is changed then.
+ * Without `locked`, sets *relock and changes nothing where the cache would
+ * lead to DDL or a stop.  On success the plan's column types are the
+ * warehouse's.
+ */
+static enum zetl_err evolve_pass(struct zetl_wh *wh, const struct zetl_wh_table *base,
+                                 struct tplan *p, bool locked, bool *relock, char **reason,
+                                 struct zetl_errbuf *eb)
 {
     const char *tenant = wh->cfg->transforms.tenant_column;
     struct zetl_wh_table t = *base;
@@ -785,6 +869,10 @@ static enum zetl_err evolve(struct zetl_wh *wh, const struct zetl_wh_table *base
     if (wt == NULL && (err = cache_load(wh, p->table, &wt, eb)) != ZETL_OK)
         return err;
     if (!wt->exists) {
+        if (!locked) {
+            *relock = true;
+            return ZETL_OK;
+        }
         if ((err = exec_owned(wh, zetl_wh_sql_create_table(wh->d, &t), NULL, eb)) != ZETL_OK)
             return err;
         zetl_info("created warehouse table \"%s\".\"%s\"", t.schema, t.table);
@@ -816,6 +904,11 @@ static enum zetl_err evolve(struct zetl_wh *wh, const struct zetl_wh_table *base
     if (!keys_ok || wkeys != ukeys) {
         struct zetl_buf b;
 
+        if (!locked) {
+            *relock = true;
+            return ZETL_OK;
+        }
+
         zetl_buf_init(&b, 0);
         zetl_buf_puts(&b, "primary key changed from ");
         key_names(&b, wt, p, tenant);
@@ -839,6 +932,11 @@ static enum zetl_err evolve(struct zetl_wh *wh, const struct zetl_wh_table *base
         } else if (ch == ZETL_WH_TYPE_INCOMPATIBLE) {
             struct zetl_buf b;
 
+            if (!locked) {
+                zetl_buf_release(&ddl);
+                *relock = true;
+                return ZETL_OK;
+            }
             zetl_buf_init(&b, 0);
             zetl_buf_printf(&b, "column \"%s\" changed type from %s to %s", wc->name, wc->type,
                             p->cols[u].type);
@@ -852,6 +950,11 @@ static enum zetl_err evolve(struct zetl_wh *wh, const struct zetl_wh_table *base
         }
     }
     if (ddl.len > 0) {
+        if (!locked) {
+            zetl_buf_release(&ddl);
+            *relock = true;
+            return ZETL_OK;
+        }
         err = wh_exec(wh, ddl.data, 0, NULL, NULL, eb);
         zetl_buf_release(&ddl);
         if (err)
@@ -875,6 +978,24 @@ static enum zetl_err evolve(struct zetl_wh *wh, const struct zetl_wh_table *base
             p->cols[u].type = wc->type;
     }
     return ZETL_OK;
+}
+
+/*
+ * Creates the warehouse table or brings it to the batch's columns.  The
+ * cache may be older than another stream's DDL: whatever would change the
+ * table, or stop it, is decided again on the catalog as it is once this
+ * session holds the table's DDL lock, so a lost race is never an error.
+ */
+static enum zetl_err evolve(struct zetl_wh *wh, const struct zetl_wh_table *base, struct tplan *p,
+                            char **reason, struct zetl_errbuf *eb)
+{
+    bool relock = false;
+    struct whtab *wt;
+    enum zetl_err err = evolve_pass(wh, base, p, false, &relock, reason, eb);
+
+    if (err == ZETL_OK && relock && (err = ddl_lock(wh, p->table, &wt, eb)) == ZETL_OK)
+        err = evolve_pass(wh, base, p, true, &relock, reason, eb);
+    return err;
 }
 
 /* ---- COPY of one file ----------------------------------------------------- */
@@ -1177,7 +1298,7 @@ static enum zetl_err apply_table(struct zetl_wh *wh, const struct manifest *m, c
     const struct zetl_config *cfg = wh->cfg;
     char stage[48];
     char lsn[24];
-    const char *params[3];
+    const char *params[4];
     struct zetl_wh_table t;
     char *reason = NULL;
     uint64_t st[4]; /* truncates, deletes, fills, rows */
@@ -1313,7 +1434,8 @@ staged:
     u64_text(m->last_lsn, lsn);
     params[0] = p->table;
     params[1] = lsn;
-    if ((err = run_stmt(wh, ZETL_WH_SQL_STATE_APPLIED, 2, params, NULL, eb)) != ZETL_OK)
+    params[2] = m->stream;
+    if ((err = run_stmt(wh, ZETL_WH_SQL_STATE_APPLIED, 3, params, NULL, eb)) != ZETL_OK)
         goto fail;
     zetl_debug("batch \"%s\": table \"%s\": %" PRIu64 " row(s) merged", m->name, p->table, st[3]);
     return ZETL_OK;
@@ -1323,7 +1445,8 @@ stopped:
     params[0] = p->table;
     params[1] = reason;
     params[2] = lsn;
-    if ((err = run_stmt(wh, ZETL_WH_SQL_STATE_STOP, 3, params, NULL, eb)) != ZETL_OK)
+    params[3] = m->stream;
+    if ((err = run_stmt(wh, ZETL_WH_SQL_STATE_STOP, 4, params, NULL, eb)) != ZETL_OK)
         goto fail;
     stop->table = zetl_strdup(p->table);
     stop->reason = reason;
@@ -1335,7 +1458,13 @@ fail:
     return err;
 }
 
-static enum zetl_err apply(struct zetl_wh *wh, const char *dir, const char *only,
+/*
+ * Applies the batch at `dir` in one transaction.  Normally every table and
+ * the stream offset (the batch is skipped at or below it).  With by_table
+ * (a resync), the tables named `only` (NULL: all of them) and no offset:
+ * each table's rows at or below its own last_lsn of the stream are skipped.
+ */
+static enum zetl_err apply(struct zetl_wh *wh, const char *dir, bool by_table, const char *only,
                            struct zetl_errbuf *eb)
 {
     const char *schema = wh->cfg->warehouse.schema;
@@ -1364,7 +1493,7 @@ static enum zetl_err apply(struct zetl_wh *wh, const char *dir, const char *only
     }
     in_txn = true;
 
-    if (only == NULL) {
+    if (!by_table) {
         const char *params[] = {m.stream};
         PGresult *res = NULL;
 
@@ -1385,7 +1514,9 @@ static enum zetl_err apply(struct zetl_wh *wh, const char *dir, const char *only
     }
 
     {
-        if ((err = run_stmt(wh, ZETL_WH_SQL_STATE_GET, 0, NULL, &sres, eb)) != ZETL_OK)
+        const char *params[] = {m.stream};
+
+        if ((err = run_stmt(wh, ZETL_WH_SQL_STATE_GET, 1, params, &sres, eb)) != ZETL_OK)
             goto fail;
         nstates = (size_t)PQntuples(sres);
         states = zetl_calloc(nstates ? nstates : 1, sizeof(*states));
@@ -1422,7 +1553,7 @@ static enum zetl_err apply(struct zetl_wh *wh, const char *dir, const char *only
             continue;
         found = true;
         if (ts && ts->stopped) {
-            if (only != NULL) {
+            if (by_table) {
                 err = zetl_err_set(eb, ZETL_ERR_FATAL,
                                    "table \"%s\".\"%s\" is stopped (%s): fix or drop it and "
                                    "delete its row from \"%s\"._zetl_table_state first",
@@ -1434,17 +1565,26 @@ static enum zetl_err apply(struct zetl_wh *wh, const char *dir, const char *only
                       m.name, schema, plans[j].table, ts->reason);
             continue;
         }
+        /* Both LSNs are of this batch's stream: never compare across streams. */
         if (ts && ts->last_lsn > skip)
             skip = ts->last_lsn;
-        if (skip >= m.last_lsn)
+        if (skip >= m.last_lsn) {
+            zetl_debug("batch \"%s\" of stream \"%s\": table \"%s\" already holds its rows "
+                       "up to " ZETL_LSN_FMT "; skipped",
+                       m.name, m.stream, plans[j].table, ZETL_LSN_ARGS(skip));
             continue;
+        }
+        if (skip >= m.first_lsn)
+            zetl_debug("batch \"%s\" of stream \"%s\": table \"%s\": rows at or below " ZETL_LSN_FMT
+                       " are applied already and dropped",
+                       m.name, m.stream, plans[j].table, ZETL_LSN_ARGS(skip));
         if ((err = apply_table(wh, &m, dir, &plans[j], skip, &stops[j], eb)) != ZETL_OK)
             goto fail;
     }
     if (only != NULL && !found)
-        zetl_info("batch \"%s\" has no rows of table \"%s\"", m.name, only);
+        zetl_debug("batch \"%s\" has no rows of table \"%s\"", m.name, only);
 
-    if (only == NULL) {
+    if (!by_table) {
         char last[24], end[24];
         const char *params[] = {m.stream, last, end, m.name};
 
@@ -1497,11 +1637,68 @@ done:
 
 enum zetl_err zetl_wh_apply_dir(struct zetl_wh *wh, const char *dir, struct zetl_errbuf *eb)
 {
-    return apply(wh, dir, NULL, eb);
+    return apply(wh, dir, false, NULL, eb);
 }
 
 enum zetl_err zetl_wh_apply_dir_table(struct zetl_wh *wh, const char *dir, const char *table,
                                       struct zetl_errbuf *eb)
 {
-    return apply(wh, dir, table, eb);
+    return apply(wh, dir, true, table, eb);
+}
+
+enum zetl_err zetl_wh_clear_table(struct zetl_wh *wh, const char *table, struct zetl_errbuf *eb)
+{
+    const char *schema = wh->cfg->warehouse.schema;
+    const char *params[] = {schema, table ? table : ""};
+    struct zetl_buf b;
+    PGresult *res = NULL;
+    enum zetl_err err;
+    int n;
+
+    if ((err = ensure_conn(wh, eb)) != ZETL_OK)
+        return err;
+    zetl_buf_init(&b, 0);
+    /* DELETE, not TRUNCATE: Redshift commits a TRUNCATE on its own. */
+    zetl_buf_puts(&b, "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                      "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind = 'r' AND "
+                      "substring(c.relname, 1, 6) <> '_zetl_' AND (CAST($2 AS VARCHAR(128)) = '' "
+                      "OR c.relname = CAST($2 AS VARCHAR(128))) "
+                      "ORDER BY 1");
+    if ((err = wh_exec(wh, "BEGIN", 0, NULL, NULL, eb)) != ZETL_OK)
+        goto fail;
+    if ((err = wh_exec(wh, b.data, 2, params, &res, eb)) != ZETL_OK)
+        goto fail;
+    n = PQntuples(res);
+    for (int i = 0; i < n && err == ZETL_OK; i++) {
+        zetl_buf_reset(&b);
+        zetl_buf_puts(&b, "DELETE FROM ");
+        zetl_wh_sql_ident(&b, schema);
+        zetl_buf_putc(&b, '.');
+        zetl_wh_sql_ident(&b, PQgetvalue(res, i, 0));
+        err = wh_exec(wh, b.data, 0, NULL, NULL, eb);
+    }
+    if (err)
+        goto fail;
+    zetl_buf_reset(&b);
+    zetl_buf_puts(&b, "DELETE FROM ");
+    zetl_wh_sql_ident(&b, schema);
+    zetl_buf_puts(&b, "._zetl_table_state WHERE CAST($1 AS VARCHAR(128)) = '' OR table_name = "
+                      "CAST($1 AS VARCHAR(128))");
+    if ((err = wh_exec(wh, b.data, 1, params + 1, NULL, eb)) != ZETL_OK ||
+        (err = wh_exec(wh, "COMMIT", 0, NULL, NULL, eb)) != ZETL_OK)
+        goto fail;
+    zetl_info("cleared %d warehouse table(s) of schema \"%s\" for a rebuild", n, schema);
+    PQclear(res);
+    zetl_buf_release(&b);
+    cache_clear(wh);
+    return ZETL_OK;
+
+fail:
+    if (wh->conn != NULL)
+        PQclear(PQexec(wh->conn, "ROLLBACK"));
+    PQclear(res);
+    zetl_buf_release(&b);
+    zetl_err_prefix(eb, "could not clear the warehouse table%s%s%s of schema \"%s\"",
+                    table ? " \"" : "s", table ? table : "", table ? "\"" : "", schema);
+    return err;
 }

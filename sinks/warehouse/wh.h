@@ -61,14 +61,24 @@ enum zetl_err zetl_wh_note_progress(struct zetl_wh *wh, const char *stream, uint
                                     struct zetl_errbuf *eb);
 
 /*
- * Applies only the rows of `table` in the batch at `dir`, regardless of the
- * stream offset (which it neither checks nor moves): the resync of a table
- * that was stopped, dropped and whose _zetl_table_state row was deleted.
- * Idempotent: the table's own last applied LSN (in _zetl_table_state) skips
- * what was applied before.  ZETL_ERR_FATAL when the table is still stopped.
+ * Applies only the rows of `table` (NULL: of every table) in the batch at
+ * `dir`, regardless of the stream offset (which it neither checks nor
+ * moves): the resync of a table that was stopped, dropped and whose
+ * _zetl_table_state rows were deleted, or a rebuild.  Idempotent: the
+ * table's own last applied LSN of the batch's stream (in _zetl_table_state)
+ * skips what was applied before.  ZETL_ERR_FATAL when the table is still
+ * stopped.
  */
 enum zetl_err zetl_wh_apply_dir_table(struct zetl_wh *wh, const char *dir, const char *table,
                                       struct zetl_errbuf *eb);
+
+/*
+ * In one transaction, deletes every row of warehouse table `table` (NULL:
+ * of every table of warehouse.schema but zetl's bookkeeping) and its
+ * _zetl_table_state rows, so that zetl_wh_apply_dir_table rebuilds it from
+ * the archive.  The stream offsets stay.
+ */
+enum zetl_err zetl_wh_clear_table(struct zetl_wh *wh, const char *table, struct zetl_errbuf *eb);
 
 /* PostgreSQL type text of a manifest column type ("_int4" -> "int4[]", "tenant.mood" -> "text"). */
 char *zetl_wh_pg_type(const char *manifest_type);
@@ -166,10 +176,11 @@ enum zetl_wh_offsets_stmt {
     ZETL_WH_SQL_OFFSET_LOCKED_GET, /* $1 stream -> last_lsn, row locked */
     ZETL_WH_SQL_OFFSET_SET,        /* $1 stream, $2 last_lsn, $3 end_lsn, $4 batch */
     ZETL_WH_SQL_OFFSET_PROGRESS,   /* $1 stream, $2 end_lsn (only forward) */
-    ZETL_WH_SQL_STATE_GET,         /* -> table_name, state, last_lsn, reason */
-    ZETL_WH_SQL_STATE_APPLIED,     /* $1 table, $2 last_lsn */
-    ZETL_WH_SQL_STATE_STOP,        /* $1 table, $2 reason, $3 stopped_at_lsn */
-    ZETL_WH_SQL_COLUMNS,           /* $1 schema, $2 table -> attname, atttypid, atttypmod, pk */
+    /* $1 stream -> table_name, state (stopped by any stream), the stream's last_lsn, reason */
+    ZETL_WH_SQL_STATE_GET,
+    ZETL_WH_SQL_STATE_APPLIED, /* $1 table, $2 last_lsn, $3 stream */
+    ZETL_WH_SQL_STATE_STOP,    /* $1 table, $2 reason, $3 stopped_at_lsn, $4 stream */
+    ZETL_WH_SQL_COLUMNS,       /* $1 schema, $2 table -> attname, atttypid, atttypmod, pk */
 };
 char *zetl_wh_pg_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which);
 /* $1 schema, $2 table -> the planner's row count estimate (-1: never vacuumed nor analyzed). */
@@ -187,12 +198,22 @@ struct zetl_wh_dialect {
     char *(*col_type)(const char *type); /* owned DDL type of a column type */
     /* Appends what follows the column list of CREATE TABLE; NULL for nothing. */
     void (*table_options)(struct zetl_buf *b, const struct zetl_wh_table *t);
+    /*
+     * Static: takes a lock, held to the end of the transaction, that
+     * serializes DDL on table $2 of schema $1 ('' for the schema itself)
+     * between sessions; NULL when the dialect's applies never overlap.
+     */
+    const char *ddl_lock_sql;
 };
 
 extern const struct zetl_wh_dialect zetl_wh_pg_dialect;
 extern const struct zetl_wh_dialect zetl_wh_rs_dialect;
 
 char *zetl_wh_sql_bootstrap(const struct zetl_wh_dialect *d, const char *schema);
+/* Brings a _zetl_table_state of an earlier release (one row per table) to one row per stream. */
+char *zetl_wh_sql_state_upgrade(const struct zetl_wh_dialect *d, const char *schema);
+/* The STATE_GET query; `stream_param` is the dialect's text of parameter $1. */
+void zetl_wh_sql_state_get(struct zetl_buf *b, const char *schema, const char *stream_param);
 char *zetl_wh_sql_create_table(const struct zetl_wh_dialect *d, const struct zetl_wh_table *t);
 char *zetl_wh_sql_add_column(const struct zetl_wh_dialect *d, const struct zetl_wh_table *t,
                              const struct zetl_wh_col *c);

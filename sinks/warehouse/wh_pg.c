@@ -260,7 +260,25 @@ const struct zetl_wh_dialect zetl_wh_pg_dialect = {
     .tenant_type = "text",
     .col_type = zetl_wh_pg_type,
     .table_options = NULL,
+    /*
+     * Streams apply concurrently: creating or altering a table (or the
+     * bookkeeping schema) is serialized per table until the transaction ends.
+     */
+    .ddl_lock_sql = "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))",
 };
+
+/*
+ * "._zetl_table_state (...)": one row per stream and table.  A table's
+ * last_lsn is an LSN of that stream: LSNs of different slots do not compare.
+ */
+static void state_table_columns(struct zetl_buf *b, const struct zetl_wh_dialect *d)
+{
+    zetl_buf_printf(b,
+                    "._zetl_table_state (stream %s NOT NULL, table_name %s NOT NULL, "
+                    "state %s NOT NULL, reason %s, stopped_at_lsn bigint, "
+                    "updated_at timestamptz, last_lsn bigint, PRIMARY KEY (stream, table_name))",
+                    d->text_type, d->text_type, d->text_type, d->text_type);
+}
 
 char *zetl_wh_sql_bootstrap(const struct zetl_wh_dialect *d, const char *schema)
 {
@@ -277,11 +295,37 @@ char *zetl_wh_sql_bootstrap(const struct zetl_wh_dialect *d, const char *schema)
                     "CREATE TABLE IF NOT EXISTS ",
                     d->text_type, d->text_type);
     zetl_wh_sql_ident(&b, schema);
-    zetl_buf_printf(&b,
-                    "._zetl_table_state (table_name %s PRIMARY KEY, state %s NOT NULL, "
-                    "reason %s, stopped_at_lsn bigint, updated_at timestamptz, "
-                    "last_lsn bigint)",
-                    d->text_type, d->text_type, d->text_type);
+    state_table_columns(&b, d);
+    return zetl_wh_sql_take(&b);
+}
+
+char *zetl_wh_sql_state_upgrade(const struct zetl_wh_dialect *d, const char *schema)
+{
+    struct zetl_buf b;
+
+    /*
+     * Through a temporary copy: a renamed table would keep its primary key
+     * index's name, which the new table's key needs.  The old per-table
+     * last_lsn is kept only where one stream wrote it: with several streams
+     * it mixed their LSNs and proves nothing.
+     */
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, "CREATE TEMPORARY TABLE _zetl_state_v1 AS SELECT * FROM ");
+    zetl_wh_sql_ident(&b, schema);
+    zetl_buf_puts(&b, "._zetl_table_state;\nDROP TABLE ");
+    zetl_wh_sql_ident(&b, schema);
+    zetl_buf_puts(&b, "._zetl_table_state;\nCREATE TABLE ");
+    zetl_wh_sql_ident(&b, schema);
+    state_table_columns(&b, d);
+    zetl_buf_puts(&b, ";\nINSERT INTO ");
+    zetl_wh_sql_ident(&b, schema);
+    zetl_buf_puts(&b, "._zetl_table_state (stream, table_name, state, reason, stopped_at_lsn, "
+                      "updated_at, last_lsn) SELECT CASE WHEN o.n = 1 THEN o.s ELSE '' END, "
+                      "v.table_name, v.state, v.reason, v.stopped_at_lsn, v.updated_at, "
+                      "CASE WHEN o.n = 1 THEN v.last_lsn END FROM _zetl_state_v1 AS v CROSS "
+                      "JOIN (SELECT count(*) AS n, max(stream) AS s FROM ");
+    zetl_wh_sql_ident(&b, schema);
+    zetl_buf_puts(&b, "._zetl_offsets) AS o;\nDROP TABLE _zetl_state_v1");
     return zetl_wh_sql_take(&b);
 }
 
@@ -354,6 +398,22 @@ char *zetl_wh_sql_alter_type(const struct zetl_wh_dialect *d, const struct zetl_
                              const struct zetl_wh_col *c)
 {
     return alter_column(d, t, c, "ALTER COLUMN", "TYPE ");
+}
+
+void zetl_wh_sql_state_get(struct zetl_buf *b, const char *schema, const char *stream_param)
+{
+    /*
+     * A table stopped by any stream is stopped for all (the warehouse table
+     * cannot take the rows); its last_lsn is the stream's own only.
+     */
+    zetl_buf_printf(b,
+                    "SELECT table_name, CASE WHEN max(CASE WHEN state = 'stopped' THEN 1 ELSE 0 "
+                    "END) = 1 THEN 'stopped' ELSE 'active' END, coalesce(max(CASE WHEN stream "
+                    "= %s THEN last_lsn END), 0), max(CASE WHEN state = 'stopped' THEN reason "
+                    "END) FROM ",
+                    stream_param);
+    zetl_wh_sql_ident(b, schema);
+    zetl_buf_puts(b, "._zetl_table_state GROUP BY table_name");
 }
 
 char *zetl_wh_pg_bootstrap_sql(const char *schema)
@@ -1139,26 +1199,24 @@ char *zetl_wh_pg_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which
                           "EXCLUDED.end_lsn");
         break;
     case ZETL_WH_SQL_STATE_GET:
-        zetl_buf_puts(&b, "SELECT table_name, state, coalesce(last_lsn, 0), reason FROM ");
-        zetl_wh_sql_ident(&b, schema);
-        zetl_buf_puts(&b, "._zetl_table_state");
+        zetl_wh_sql_state_get(&b, schema, "$1");
         break;
     case ZETL_WH_SQL_STATE_APPLIED:
         zetl_buf_puts(&b, "INSERT INTO ");
         zetl_wh_sql_ident(&b, schema);
-        zetl_buf_puts(&b, "._zetl_table_state AS s (table_name, state, last_lsn, updated_at) "
-                          "VALUES ($1, 'active', $2::bigint, now()) ON CONFLICT (table_name) "
-                          "DO UPDATE SET last_lsn = GREATEST(s.last_lsn, EXCLUDED.last_lsn), "
-                          "updated_at = now()");
+        zetl_buf_puts(&b, "._zetl_table_state AS s (stream, table_name, state, last_lsn, "
+                          "updated_at) VALUES ($3, $1, 'active', $2::bigint, now()) ON CONFLICT "
+                          "(stream, table_name) DO UPDATE SET last_lsn = GREATEST(s.last_lsn, "
+                          "EXCLUDED.last_lsn), updated_at = now()");
         break;
     case ZETL_WH_SQL_STATE_STOP:
         zetl_buf_puts(&b, "INSERT INTO ");
         zetl_wh_sql_ident(&b, schema);
-        zetl_buf_puts(&b, "._zetl_table_state AS s (table_name, state, reason, stopped_at_lsn, "
-                          "updated_at) VALUES ($1, 'stopped', $2, $3::bigint, now()) "
-                          "ON CONFLICT (table_name) DO UPDATE SET state = 'stopped', reason = "
-                          "EXCLUDED.reason, stopped_at_lsn = EXCLUDED.stopped_at_lsn, "
-                          "updated_at = now()");
+        zetl_buf_puts(&b, "._zetl_table_state AS s (stream, table_name, state, reason, "
+                          "stopped_at_lsn, updated_at) VALUES ($4, $1, 'stopped', $2, $3::bigint, "
+                          "now()) ON CONFLICT (stream, table_name) DO UPDATE SET state = "
+                          "'stopped', reason = EXCLUDED.reason, stopped_at_lsn = "
+                          "EXCLUDED.stopped_at_lsn, updated_at = now()");
         break;
     case ZETL_WH_SQL_COLUMNS:
         /* Columns of one table with their primary key membership. */

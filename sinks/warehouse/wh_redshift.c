@@ -348,6 +348,8 @@ const struct zetl_wh_dialect zetl_wh_rs_dialect = {
     .tenant_type = "VARCHAR(128)",
     .col_type = zetl_wh_rs_type,
     .table_options = table_options,
+    /* Every apply already holds the LOCK of zetl_wh_rs_begin_sql: appliers never overlap. */
+    .ddl_lock_sql = NULL,
 };
 
 /* A string literal; the caller has refused backslashes and control characters. */
@@ -877,6 +879,18 @@ static void when_missing(struct zetl_buf *b, const char *schema, const char *tab
     zetl_buf_printf(b, ".%s WHERE %s = " P_TEXT(1) ") AS _zetl_c WHERE _zetl_c.n = 0", table, col);
 }
 
+/* The same for the (stream, table $1) row of _zetl_table_state. */
+static void state_missing(struct zetl_buf *b, const char *schema, const char *stream_param)
+{
+    zetl_buf_puts(b, " FROM (SELECT count(*) AS n FROM ");
+    zetl_wh_sql_ident(b, schema);
+    zetl_buf_printf(
+        b,
+        "._zetl_table_state WHERE table_name = " P_TEXT(1) " AND stream = %s) AS "
+                                                           "_zetl_c WHERE _zetl_c.n = 0",
+        stream_param);
+}
+
 /*
  * An upsert is an UPDATE of the row, then an INSERT when there is none: both
  * take the same parameters, and the LOCK of the apply transaction (or of
@@ -952,9 +966,8 @@ char *zetl_wh_rs_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which
     case ZETL_WH_SQL_STATE_GET:
         if (part > 0)
             goto none;
-        zetl_buf_puts(&b, "SELECT table_name, state, coalesce(last_lsn, 0), reason FROM ");
-        zetl_wh_sql_ident(&b, schema);
-        zetl_buf_puts(&b, "._zetl_table_state");
+        zetl_wh_sql_state_get(&b, schema, P_TEXT(1));
+        *nparams = 1;
         break;
     case ZETL_WH_SQL_STATE_APPLIED:
         if (part == 0) {
@@ -963,37 +976,39 @@ char *zetl_wh_rs_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which
             zetl_buf_puts(&b, "._zetl_table_state SET last_lsn = CASE WHEN last_lsn IS NULL OR "
                               "last_lsn < " P_BIGINT(2) " THEN " P_BIGINT(
                                   2) " ELSE last_lsn END, updated_at = GETDATE() WHERE "
-                                     "table_name = " P_TEXT(1));
+                                     "table_name = " P_TEXT(1) " AND stream = " P_TEXT(3));
         } else if (part == 1) {
             zetl_buf_puts(&b, "INSERT INTO ");
             zetl_wh_sql_ident(&b, schema);
-            zetl_buf_puts(&b, "._zetl_table_state (table_name, state, last_lsn, updated_at) "
-                              "SELECT " P_TEXT(1) ", 'active', " P_BIGINT(2) ", GETDATE()");
-            when_missing(&b, schema, "_zetl_table_state", "table_name");
+            zetl_buf_puts(&b, "._zetl_table_state (stream, table_name, state, last_lsn, "
+                              "updated_at) SELECT " P_TEXT(3) ", " P_TEXT(
+                                  1) ", 'active', " P_BIGINT(2) ", GETDATE()");
+            state_missing(&b, schema, P_TEXT(3));
         } else {
             goto none;
         }
-        *nparams = 2;
+        *nparams = 3;
         break;
     case ZETL_WH_SQL_STATE_STOP:
         if (part == 0) {
             zetl_buf_puts(&b, "UPDATE ");
             zetl_wh_sql_ident(&b, schema);
-            zetl_buf_puts(&b,
-                          "._zetl_table_state SET state = 'stopped', reason = " P_TEXT(
-                              2) ", stopped_at_lsn = " P_BIGINT(3) ", updated_at = GETDATE() "
-                                                                   "WHERE table_name = " P_TEXT(1));
+            zetl_buf_puts(
+                &b, "._zetl_table_state SET state = 'stopped', reason = " P_TEXT(
+                        2) ", stopped_at_lsn = " P_BIGINT(3) ", updated_at = GETDATE() "
+                                                             "WHERE table_name = " P_TEXT(
+                                                                 1) " AND stream = " P_TEXT(4));
         } else if (part == 1) {
             zetl_buf_puts(&b, "INSERT INTO ");
             zetl_wh_sql_ident(&b, schema);
-            zetl_buf_puts(&b, "._zetl_table_state (table_name, state, reason, stopped_at_lsn, "
-                              "updated_at) SELECT " P_TEXT(1) ", 'stopped', " P_TEXT(
-                                  2) ", " P_BIGINT(3) ", GETDATE()");
-            when_missing(&b, schema, "_zetl_table_state", "table_name");
+            zetl_buf_puts(&b, "._zetl_table_state (stream, table_name, state, reason, "
+                              "stopped_at_lsn, updated_at) SELECT " P_TEXT(4) ", " P_TEXT(
+                                  1) ", 'stopped', " P_TEXT(2) ", " P_BIGINT(3) ", GETDATE()");
+            state_missing(&b, schema, P_TEXT(4));
         } else {
             goto none;
         }
-        *nparams = 3;
+        *nparams = 4;
         break;
     case ZETL_WH_SQL_COLUMNS:
         if (part > 0)

@@ -285,13 +285,28 @@ class RedshiftSql(unittest.TestCase):
                                 "zetl_raw._zetl_offsets ORDER BY 1"),
                          [["zetl_0", "300", "400", "C8-12C"], ["zetl_1", "0", "50", None]])
         hostile = 'a"; drop table x; --'
-        run("state_applied", hostile, 10)
-        run("state_applied", hostile, 5)
-        run("state_stop", "t2", "column \"v\" changed type", 7)
-        run("state_applied", "t2", 9)
-        self.assertEqual(run("state_get"),
+        run("state_applied", hostile, 10, "zetl_0")
+        run("state_applied", hostile, 5, "zetl_0")
+        # Another stream's mark of the same table is its own: LSNs do not compare.
+        run("state_applied", hostile, 90, "zetl_1")
+        run("state_stop", "t2", "column \"v\" changed type", 7, "zetl_1")
+        run("state_applied", "t2", 9, "zetl_0")
+        self.assertEqual(run("state_get", "zetl_0"),
                          [[hostile, "active", "10", None],
                           ["t2", "stopped", "9", 'column "v" changed type']])
+        self.assertEqual(run("state_get", "zetl_1"),
+                         [[hostile, "active", "90", None],
+                          ["t2", "stopped", "0", 'column "v" changed type']])
+        # A table state of an earlier release: one row per table, migrated.
+        self.q("""DROP TABLE zetl_raw._zetl_table_state;
+CREATE TABLE zetl_raw._zetl_table_state (table_name text PRIMARY KEY, state text NOT NULL,
+  reason text, stopped_at_lsn bigint, updated_at timestamptz, last_lsn bigint);
+INSERT INTO zetl_raw._zetl_table_state VALUES ('t3', 'stopped', 'r', 5, now(), 300);""")
+        self.q("BEGIN;\n" + o["state_upgrade"] + ";\nCOMMIT;")
+        self.assertEqual(self.q("SELECT stream, table_name, state, reason, last_lsn FROM "
+                                "zetl_raw._zetl_table_state"),
+                         [["", "t3", "stopped", "r", None]])
+        self.assertEqual(run("state_get", "zetl_0"), [["t3", "stopped", "0", "r"]])
         self.q(pg_create(self.sql["hard"]["create"]) + ";")
         self.assertEqual(run("columns", "zetl_raw", "items"),
                          [["tenant_id", "character varying(128)", "t"],

@@ -161,6 +161,7 @@ static void test_defaults(void)
     CHECK_STR(cfg->source.tables.items[0], "*");
     CHECK_STR(cfg->source.slot, "zetl");
     CHECK(cfg->source.slot_groups == 1);
+    CHECK(cfg->source.receive_timeout_ms == 60000);
     CHECK_STR(cfg->transforms.tenant_column, "tenant_id");
     CHECK(cfg->transforms.nclean == 0);
     CHECK_STR(cfg->buffer.dir, "./zetl-data");
@@ -204,12 +205,14 @@ static void test_defaults(void)
 
     /* Flow style, True/False, and the limits that are still valid. */
     cfg = PARSE_OK("{source: {dsn: h, tenants: {schemas: [a]}, slot_groups: 64,"
+                   " receive_timeout_ms: 100,"
                    " slot: _aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa},"
                    " transforms: {tenant_column: ccccccccccccccccccccccccccccccccccccccccccccccc"
                    "cccccccccccccccc, clean: [{columns: [x], trim: True, lower: False}]},"
                    " archive: {url: 'file:///a', s3: {part_size: 5MiB}}}");
     if (cfg != NULL) {
         CHECK(cfg->source.slot_groups == 64);
+        CHECK(cfg->source.receive_timeout_ms == 100);
         CHECK(strlen(cfg->source.slot) == 50);
         CHECK(strlen(cfg->transforms.tenant_column) == 63);
         CHECK(cfg->transforms.nclean == 1 && cfg->transforms.clean[0].trim &&
@@ -324,6 +327,16 @@ static void test_value_errors(void)
                  "zetl.yaml:5: source.slot_groups: expected an integer, got \"two\"");
     EXPECT_USAGE(SRC "  slot_groups: \"2\"\n" ARCHIVE,
                  "zetl.yaml:5: source.slot_groups: expected an integer, got the quoted string");
+    EXPECT_USAGE(SRC "  receive_timeout_ms: 99\n" ARCHIVE,
+                 "zetl.yaml:5: source.receive_timeout_ms: must be between 100 and 86400000, got "
+                 "\"99\"");
+    EXPECT_USAGE(SRC "  receive_timeout_ms: 86400001\n" ARCHIVE,
+                 "zetl.yaml:5: source.receive_timeout_ms: must be between 100 and 86400000");
+    EXPECT_USAGE(SRC "  receive_timeout_ms: 1m\n" ARCHIVE,
+                 "zetl.yaml:5: source.receive_timeout_ms: expected an integer, got \"1m\"");
+    EXPECT_USAGE(SRC "  receive_timeou_ms: 5000\n" ARCHIVE,
+                 "zetl.yaml:5: source.receive_timeou_ms: unknown key (did you mean "
+                 "source.receive_timeout_ms?)");
 
     /* Integers. */
     EXPECT_USAGE(SRC ARCHIVE "buffer:\n  max_rows: 0\n",

@@ -180,6 +180,7 @@ static void offsets_stmts(struct stmts *l, const char *schema, char names[][40])
     size_t k = 0;
 
     add(l, "bootstrap", zetl_wh_sql_bootstrap(&zetl_wh_rs_dialect, schema));
+    add(l, "state_upgrade", zetl_wh_sql_state_upgrade(&zetl_wh_rs_dialect, schema));
     add(l, "begin", zetl_wh_rs_begin_sql(schema));
     for (int w = ZETL_WH_SQL_OFFSET_GET; w <= ZETL_WH_SQL_COLUMNS; w++) {
         for (size_t part = 0;; part++) {
