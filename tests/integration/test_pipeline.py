@@ -1,5 +1,10 @@
 """End to end: source -> zetl daemon -> archive -> PostgreSQL warehouse, checked
-with `zetl verify` and with SQL against both sides."""
+with `zetl verify` and with SQL against both sides.
+
+Every test runs twice: `PipelineTest` with `slot_groups: 1`, and
+`PipelineSlotGroups2Test` with `slot_groups: 2`, where tenant_b is captured by
+slot zetl_0 and tenant_a and tenant_c by zetl_1, all applying into the same
+warehouse tables."""
 
 import os
 import random
@@ -13,6 +18,14 @@ import unittest
 from zetltest import Cluster, Zetl, config, main, run_zetl
 
 TENANTS = ["tenant_a", "tenant_b", "tenant_c"]
+
+
+def slot_group(schema, groups):
+    """The slot group zetl puts a tenant schema in: FNV-1a of the name mod groups."""
+    h = 2166136261
+    for c in schema.encode():
+        h = ((h ^ c) * 16777619) & 0xFFFFFFFF
+    return h % groups if groups > 1 else 0
 
 
 def ddl(schema):
@@ -57,6 +70,8 @@ def random_workload(rng, n_txn, next_id):
 
 
 class PipelineTest(unittest.TestCase):
+    SLOT_GROUPS = 1
+
     @classmethod
     def setUpClass(cls):
         cls.src = Cluster(extra_conf="wal_sender_timeout = 3s\n")
@@ -87,7 +102,7 @@ class PipelineTest(unittest.TestCase):
         shutil.rmtree(self.work, ignore_errors=True)
 
     def cfg(self, deletes="hard"):
-        return config(self.src, self.db, extra=f"""warehouse:
+        return config(self.src, self.db, slot_groups=self.SLOT_GROUPS, extra=f"""warehouse:
   kind: postgres
   dsn: "{self.wh.dsn(self.whdb)}"
   schema: zetl_raw
@@ -104,11 +119,66 @@ class PipelineTest(unittest.TestCase):
         return run_zetl(["verify", "--config", self.z.config], cwd=self.work)
 
     def wait_active(self, timeout=30):
+        """Waits until every slot of the database is streaming."""
         deadline = time.time() + timeout
-        while not self.sql(f"SELECT 1 FROM pg_replication_slots WHERE database = '{self.db}' "
-                           f"AND active"):
+        while self.sql(f"SELECT count(*) FILTER (WHERE active) <> {self.SLOT_GROUPS} "
+                       f"FROM pg_replication_slots WHERE database = '{self.db}'") != [["f"]]:
             self.assertLess(time.time(), deadline, "zetl did not connect:\n" + self.z.log())
             time.sleep(0.1)
+
+    def active_pids(self):
+        return self.sql(f"SELECT slot_name, active_pid FROM pg_replication_slots "
+                        f"WHERE database = '{self.db}' ORDER BY slot_name")
+
+    def slot_of(self, tenant):
+        """The slot (= publication name) that captures a tenant schema, from the catalog."""
+        rows = self.sql("SELECT p.pubname FROM pg_publication_namespace pn "
+                        "JOIN pg_publication p ON p.oid = pn.pnpubid "
+                        "JOIN pg_namespace n ON n.oid = pn.pnnspid "
+                        f"WHERE n.nspname = '{tenant}'")
+        self.assertEqual(len(rows), 1, f"publications of {tenant}: {rows}")
+        return rows[0][0]
+
+    def confirmed_flush(self, slot):
+        """The slot's confirmed_flush_lsn as an integer."""
+        return int(self.sql(f"SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM "
+                            f"pg_replication_slots WHERE slot_name = '{slot}' "
+                            f"AND database = '{self.db}'")[0][0])
+
+    def assert_tenants_equal(self, tenants=TENANTS, tables=("users", "orders")):
+        """Source and warehouse compared per tenant in SQL, independently of zetl verify."""
+        cols = {"users": "id, email, name, score, updated", "orders": "id, user_id, total, note"}
+        for t in tenants:
+            for table in tables:
+                c = cols[table]
+                src = self.sql(f"SET timezone = 'UTC'; SELECT {c} FROM {t}.{table} ORDER BY id")
+                got = self.whsql(f"SET timezone = 'UTC'; SELECT {c} FROM zetl_raw.{table} "
+                                 f"WHERE tenant_id = '{t}' ORDER BY id")
+                self.assertEqual(len(got), len(src), f"{t}.{table}: row count")
+                self.assertEqual(got, src, f"{t}.{table}")
+        self.assertEqual(self.whsql("SELECT DISTINCT tenant_id FROM zetl_raw.users "
+                                    "WHERE tenant_id NOT IN ('" + "', '".join(tenants) + "')"), [])
+
+    def lock_warehouse_table(self, table):
+        """Holds ACCESS EXCLUSIVE on a warehouse table in an open psql transaction; returns
+        the psql process once the lock is granted (release: release_lock)."""
+        locker = subprocess.Popen(
+            ["psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(self.wh.port), "-U", "postgres",
+             "-d", self.whdb], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        locker.stdin.write(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;\n".encode())
+        locker.stdin.flush()
+        deadline = time.time() + 30
+        while self.whsql(f"SELECT count(*) FROM pg_locks WHERE relation = '{table}'::regclass "
+                         f"AND mode = 'AccessExclusiveLock' AND granted") != [["1"]]:
+            self.assertLess(time.time(), deadline, "could not lock " + table)
+            time.sleep(0.05)
+        return locker
+
+    @staticmethod
+    def release_lock(locker):
+        locker.stdin.write(b"COMMIT;\n")
+        locker.stdin.close()
+        locker.wait()
 
     def test_mixed_random_workload_then_verify(self):
         rng = random.Random(7)
@@ -173,13 +243,11 @@ class PipelineTest(unittest.TestCase):
         time.sleep(4)  # zetl retries with backoff; the replication connection stays up
         self.assertIsNone(self.z.proc.poll(), self.z.log())
         self.assertIn("retrying", self.z.log())
-        pid_before = self.sql(f"SELECT active_pid FROM pg_replication_slots WHERE database = "
-                              f"'{self.db}'")
+        pid_before = self.active_pids()
         self.wh.start()
         rc, out, err = self.verify()
         self.assertEqual(rc, 0, out + err + self.z.log())
-        pid_after = self.sql(f"SELECT active_pid FROM pg_replication_slots WHERE database = "
-                             f"'{self.db}'")
+        pid_after = self.active_pids()
         self.assertEqual(pid_before, pid_after, "the replication connection was dropped")
         self.assertEqual(self.z.kill(signal.SIGTERM), 0, self.z.log())
 
@@ -191,23 +259,14 @@ class PipelineTest(unittest.TestCase):
         self.assertEqual(self.z.run_once(), 0, self.z.log())  # creates the warehouse table
         self.z.start()
         self.wait_active()
-        pid_before = self.sql(f"SELECT active_pid FROM pg_replication_slots WHERE database = "
-                              f"'{self.db}'")
-        locker = subprocess.Popen(
-            ["psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(self.wh.port), "-U", "postgres",
-             "-d", self.whdb], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-        locker.stdin.write(b"BEGIN; LOCK TABLE zetl_raw.users IN ACCESS EXCLUSIVE MODE;\n")
-        locker.stdin.flush()
-        time.sleep(0.5)
+        pid_before = self.active_pids()
+        locker = self.lock_warehouse_table("zetl_raw.users")
         for k in range(8):
             self.sql(f"INSERT INTO tenant_a.users SELECT g, 'e', 'n', 1 FROM "
                      f"generate_series({k * 1000 + 1}, {k * 1000 + 1000}) g")
             time.sleep(1)
-        pid_during = self.sql(f"SELECT active_pid FROM pg_replication_slots WHERE database = "
-                              f"'{self.db}'")
-        locker.stdin.write(b"COMMIT;\n")
-        locker.stdin.close()
-        locker.wait()
+        pid_during = self.active_pids()
+        self.release_lock(locker)
         self.assertEqual(pid_before, pid_during, "walsender timed out while the sink was slow")
         rc, out, err = self.verify()
         self.assertEqual(rc, 0, out + err + self.z.log())
@@ -222,6 +281,99 @@ class PipelineTest(unittest.TestCase):
         self.assertIn("warehouse", self.z.log())
         self.assertEqual(self.sql(f"SELECT count(*) FROM pg_replication_slots WHERE database = "
                                   f"'{self.db}'"), [["0"]])
+
+    def test_tenants_in_different_slot_groups_share_tables(self):
+        """Tenants of different streams interleave their transactions into the same
+        warehouse tables: inserts, updates, key changes, deletes, a truncate, transactions
+        spanning tenants of both streams. Compared per tenant in SQL after every round."""
+        self.assertEqual(self.z.run_once(), 0, self.z.log())
+        groups = {t: self.slot_of(t) for t in TENANTS}
+        self.assertEqual(groups, {t: f"zetl_{slot_group(t, self.SLOT_GROUPS)}" for t in TENANTS})
+        if self.SLOT_GROUPS == 2:
+            self.assertEqual(groups, {"tenant_a": "zetl_1", "tenant_b": "zetl_0",
+                                      "tenant_c": "zetl_1"})
+        # Round 1: inserts, one transaction per tenant, the tenants' transactions alternating.
+        rounds = [[f"INSERT INTO {t}.users (id, email, name, score) SELECT g, '{t}' || g, "
+                   f"'n' || g, g FROM generate_series({k * 20 + 1}, {k * 20 + 20}) g; "
+                   f"INSERT INTO {t}.orders SELECT g, g % 7, g * 1.5, '{t}' FROM "
+                   f"generate_series({k * 20 + 1}, {k * 20 + 20}) g;"
+                   for k in range(3) for t in TENANTS]]
+        # Round 2: updates, key changes and deletes of rows of round 1, alternating too.
+        rounds.append([s for k in range(3) for t in TENANTS for s in (
+            f"UPDATE {t}.users SET name = 'u{k}', score = score + {k} WHERE id % 4 = {k};",
+            f"DELETE FROM {t}.users WHERE id % 9 = {k};",
+            f"UPDATE {t}.users SET id = id + 1000 WHERE id = {k * 20 + 5};",
+            f"UPDATE {t}.orders SET note = NULL, total = total * 2 WHERE id % 3 = {k};")] + [
+            "BEGIN; DELETE FROM tenant_a.users WHERE id = 2; "
+            "UPDATE tenant_b.users SET email = 'both' WHERE id = 3; "
+            "INSERT INTO tenant_c.users (id, email) VALUES (500, 'c'); COMMIT;",
+            "TRUNCATE tenant_c.orders;",
+            "INSERT INTO tenant_c.orders VALUES (1, 1, 1, 'after truncate');"])
+        # Round 3: a seeded random mix, then the daemon instead of --once.
+        sql, _ = random_workload(random.Random(3), 25, 2000)
+        rounds.append([sql])
+        for r, stmts in enumerate(rounds):
+            for st in stmts:
+                self.sql(st)
+            if r < 2:
+                self.assertEqual(self.z.run_once(), 0, self.z.log())
+                self.assert_tenants_equal()
+        self.z.start()
+        rc, out, err = self.verify()
+        self.assertEqual(rc, 0, out + err + self.z.log())
+        self.assert_tenants_equal()
+        self.assertEqual(self.z.kill(signal.SIGTERM), 0, self.z.log())
+        # Every stream wrote its own offset.
+        self.assertEqual([r[0] for r in self.whsql("SELECT stream FROM zetl_raw._zetl_offsets "
+                                                   "ORDER BY 1")],
+                         sorted(set(groups.values())))
+
+    def test_slot_never_confirms_past_unapplied_rows(self):
+        """While the warehouse cannot commit (a lock held on its table), the rows are
+        archived but the slot's confirmed_flush_lsn stays below their commit LSN."""
+        self.assertEqual(self.z.run_once(), 0, self.z.log())  # slots and publications
+        self.sql("INSERT INTO tenant_a.users VALUES (0, 'e', 'n', 1)")
+        self.assertEqual(self.z.run_once(), 0, self.z.log())  # creates the warehouse table
+        slot = self.slot_of("tenant_a")
+        self.z.start()
+        self.wait_active()
+        locker = self.lock_warehouse_table("zetl_raw.users")
+        try:
+            start = int(self.sql("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")[0][0])
+            for k in range(3):
+                self.sql(f"INSERT INTO tenant_a.users (id, email, name, score) SELECT g, 'e', "
+                         f"'n', 1 FROM generate_series({k * 10 + 1}, {k * 10 + 10}) g")
+            after = int(self.sql("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")[0][0])
+            # Wait until zetl has archived them (it read them and one sink made them
+            # durable), then give it several status intervals to (wrongly) confirm them.
+            sdir = os.path.join(self.work, "archive", slot)
+            deadline = time.time() + 30
+            while not any(b.split("-")[-1] > "%016X" % start for b in
+                          (os.listdir(sdir) if os.path.isdir(sdir) else [])
+                          if not b.startswith(".")):
+                self.assertLess(time.time(), deadline, "not archived:\n" + self.z.log())
+                time.sleep(0.1)
+            flushes = []
+            for _ in range(20):
+                flushes.append(self.confirmed_flush(slot))
+                time.sleep(0.2)
+            self.assertIsNone(self.z.proc.poll(), self.z.log())
+        finally:
+            self.release_lock(locker)
+        rc, out, err = self.verify()
+        self.assertEqual(rc, 0, out + err + self.z.log())
+        self.assert_tenants_equal(tables=("users",))
+        first_commit = int(self.whsql("SELECT min(_zetl_lsn) FROM zetl_raw.users WHERE "
+                                      "tenant_id = 'tenant_a' AND id BETWEEN 1 AND 30")[0][0])
+        self.assertTrue(start < first_commit < after, (start, first_commit, after))
+        self.assertLess(max(flushes), first_commit,
+                        f"slot {slot} confirmed past rows the warehouse had not committed")
+        # Once the warehouse has them, the slot moves past them.
+        deadline = time.time() + 30
+        while self.confirmed_flush(slot) < after:
+            self.assertLess(time.time(), deadline, "the slot did not move on:\n" + self.z.log())
+            time.sleep(0.2)
+        self.assertEqual(self.z.kill(signal.SIGTERM), 0, self.z.log())
 
     def test_soft_and_history_delete_modes(self):
         for mode in ("soft", "history"):
@@ -249,6 +401,11 @@ class PipelineTest(unittest.TestCase):
                     self.sql("DELETE FROM tenant_a.users")
                 finally:
                     shutil.rmtree(work, ignore_errors=True)
+
+
+class PipelineSlotGroups2Test(PipelineTest):
+    """All of the above with the tenants spread over two slots (streams)."""
+    SLOT_GROUPS = 2
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """Warehouse sink (kind: postgres): real captures (`zetl run --once`, archive only)
 applied batch by batch with `zetl apply-batch`, then the warehouse compared with
-the source in SQL, row by row and value by value."""
+the source in SQL, row by row and value by value.
+
+Every test class runs twice: with `slot_groups: 1` and (the `...SlotGroups2`
+subclasses at the end) with `slot_groups: 2`, where the tenant schemas spread
+over two streams (zetl_0, zetl_1) that apply into the same warehouse tables."""
 
 import json
 import os
@@ -26,8 +30,18 @@ def lit(s):
     return "'" + s.replace("'", "''") + "'"
 
 
+def slot_group(schema, groups):
+    """The slot group zetl puts a tenant schema in: FNV-1a of the name mod groups."""
+    h = 2166136261
+    for c in schema.encode():
+        h = ((h ^ c) * 16777619) & 0xFFFFFFFF
+    return h % groups if groups > 1 else 0
+
+
 class WarehouseBase(unittest.TestCase):
     """Source and warehouse are two databases of one cluster."""
+
+    SLOT_GROUPS = 1
 
     @classmethod
     def setUpClass(cls):
@@ -62,23 +76,47 @@ class WarehouseBase(unittest.TestCase):
                  f"  schema: {schema}\n  deletes: {deletes}\n")
         self.schema = schema
         # Capture runs archive-only; apply-batch reads the same file plus the warehouse.
-        self.z = Zetl(self.work, config(self.pg, self.db))
+        groups = self.SLOT_GROUPS
+        self.z = Zetl(self.work, config(self.pg, self.db, slot_groups=groups))
         self.whconfig = os.path.join(self.work, "wh.yaml")
         with open(self.whconfig, "w") as f:
-            f.write(config(self.pg, self.db, extra=extra))
+            f.write(config(self.pg, self.db, extra=extra, slot_groups=groups))
         self.capture()  # creates the slot and publication
 
     def capture(self):
         self.assertEqual(self.z.run_once(), 0, self.z.log())
 
-    def batch_dirs(self):
+    def streams(self):
+        root = os.path.join(self.work, "archive")
+        if not os.path.isdir(root):
+            return []
+        return sorted(s for s in os.listdir(root) if os.path.isdir(os.path.join(root, s)))
+
+    def batch_dirs(self, stream=None):
+        """Batch directories, stream by stream (zetl_0 first), each stream in LSN order."""
         root = os.path.join(self.work, "archive")
         out = []
-        for s in sorted(os.listdir(root)):
+        for s in ([stream] if stream else self.streams()):
             sdir = os.path.join(root, s)
+            if not os.path.isdir(sdir):
+                continue
             out += [os.path.join(sdir, b) for b in sorted(os.listdir(sdir))
                     if not b.startswith(".")]
         return out
+
+    def stream_of(self, tenant):
+        """The stream (= publication and slot name) that captures a tenant schema."""
+        rows = self.sql("SELECT p.pubname FROM pg_publication_namespace pn "
+                        "JOIN pg_publication p ON p.oid = pn.pnpubid "
+                        "JOIN pg_namespace n ON n.oid = pn.pnnspid "
+                        f"WHERE n.nspname = {lit(tenant)}")
+        self.assertEqual(len(rows), 1, f"publications of {tenant}: {rows}")
+        return rows[0][0]
+
+    def assert_groups(self, tenants):
+        """The tenants are captured by the streams the FNV hash puts them in."""
+        for t in tenants:
+            self.assertEqual(self.stream_of(t), f"zetl_{slot_group(t, self.SLOT_GROUPS)}", t)
 
     def apply(self, d, expect=0):
         rc, out, err = run_zetl(["apply-batch", "--config", self.whconfig, d], cwd=self.work)
@@ -153,11 +191,17 @@ INSERT INTO {q(HOSTILE)}.users VALUES (2, 'h2', 'H2', 2);
         self.assertEqual(self.wh("SELECT count(*) FROM zetl_raw.orders "
                                  "WHERE tenant_id = 'tenant_a'"), [["60"]])
         self.assertEqual(self.sql("SELECT count(*) FROM public.x"), [["0"]])
+        # With two slot groups the tenants really are in different streams.
+        self.assert_groups(tenants)
+        self.assertEqual(len(self.streams()), self.SLOT_GROUPS)
         # Offsets: one row per stream at the last batch's LSN.
-        last = load_json(os.path.join(self.batch_dirs()[-1], "manifest.json"))
-        self.assertEqual(self.wh("SELECT stream, last_lsn, batch FROM zetl_raw._zetl_offsets"),
-                         [[last["stream"], str(last["last_lsn_int"]),
-                           os.path.basename(self.batch_dirs()[-1])]])
+        expect = []
+        for s in self.streams():
+            last = self.batch_dirs(s)[-1]
+            man = load_json(os.path.join(last, "manifest.json"))
+            expect.append([s, str(man["last_lsn_int"]), os.path.basename(last)])
+        self.assertEqual(self.wh("SELECT stream, last_lsn, batch FROM zetl_raw._zetl_offsets "
+                                 "ORDER BY stream"), expect)
         # Applying every batch again changes nothing at all.
         snap = self.wh("SELECT u::text FROM zetl_raw.users u ORDER BY 1")
         self.apply_all()
@@ -294,6 +338,29 @@ UPDATE tenant_x.docs SET id = 10 WHERE id = 1;
         self.assertEqual(self.wh("SELECT count(*) FROM pg_constraint WHERE "
                                  "conrelid = 'zetl_raw.log'::regclass AND contype = 'p'"), [["0"]])
 
+    def test_keyless_delete_removes_one_of_equal_rows(self):
+        """REPLICA IDENTITY FULL without a key: a delete (or an update's before-image)
+        of one of several equal rows removes exactly one warehouse row, never all."""
+        self.sql("CREATE SCHEMA tenant_n; CREATE TABLE tenant_n.log (msg text, n int); "
+                 "ALTER TABLE tenant_n.log REPLICA IDENTITY FULL;")
+        self.setup_zetl()
+        self.sql("INSERT INTO tenant_n.log VALUES ('a', 1), ('a', 1), ('b', NULL), ('b', NULL), "
+                 "('b', NULL)")
+        self.sync()
+        # One of the two equal rows, by ctid; one of three equal rows changed; two equal
+        # rows inserted and one of them deleted again within the same batch.
+        self.sql("""
+DELETE FROM tenant_n.log WHERE ctid = (SELECT min(ctid) FROM tenant_n.log WHERE msg = 'a');
+UPDATE tenant_n.log SET n = 5 WHERE ctid = (SELECT max(ctid) FROM tenant_n.log WHERE msg = 'b');
+INSERT INTO tenant_n.log VALUES ('c', 3), ('c', 3);
+DELETE FROM tenant_n.log WHERE ctid = (SELECT min(ctid) FROM tenant_n.log WHERE msg = 'c');
+""")
+        self.sync()
+        self.assertEqual(self.sql("SELECT msg, n, count(*) FROM tenant_n.log GROUP BY 1, 2 "
+                                  "ORDER BY 1, 2"),
+                         [["a", "1", "1"], ["b", "5", "1"], ["b", None, "2"], ["c", "3", "1"]])
+        self.assert_same("log", "msg, n", ["tenant_n"], order="msg, n")
+
 
 class ModesTest(WarehouseBase):
     def test_soft_deletes_row_by_row(self):
@@ -355,6 +422,39 @@ COMMIT;
         self.assertEqual(self.wh("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
                                  "WHERE conrelid = 'zetl_hist.users'::regclass AND contype = 'p'"),
                          [["PRIMARY KEY (tenant_id, id, _zetl_valid_from)"]])
+
+    def test_history_key_changed_twice_in_one_batch(self):
+        """Two transactions changing one key in the same batch: the version current
+        before the batch closes at the FIRST of them, each new version at the next."""
+        self.sql(users_ddl("tenant_a"))
+        self.setup_zetl(deletes="history", schema="zetl_hist")
+        self.sql("INSERT INTO tenant_a.users VALUES (1, 'e', 'v0', 0), (2, 'f', 'w0', 0)")
+        self.sync()
+        # Four source transactions (psql autocommits each statement), one batch.
+        self.sql("""
+UPDATE tenant_a.users SET name = 'v1' WHERE id = 1;
+UPDATE tenant_a.users SET name = 'v2', score = 2 WHERE id = 1;
+UPDATE tenant_a.users SET name = 'w1' WHERE id = 2;
+DELETE FROM tenant_a.users WHERE id = 2;
+""")
+        self.capture()
+        self.assertEqual(len(self.batch_dirs()), 2, self.batch_dirs())
+        self.assertEqual(load_json(os.path.join(self.batch_dirs()[1], "manifest.json"))
+                         ["transactions"], 4)
+        self.apply_all()
+        from zetltest import read_archive
+        _, rows = read_archive(os.path.join(self.work, "archive"))
+        lsn = sorted({int(r["_zetl_lsn"]) for r in rows if r["_table"] == "users"})
+        self.assertEqual(len(lsn), 5)
+        l0, l1, l2, l3, l4 = map(str, lsn)
+        got = self.wh("SELECT id, name, _zetl_valid_from, _zetl_valid_to FROM zetl_hist.users "
+                      "ORDER BY id, _zetl_valid_from")
+        self.assertEqual(got, [["1", "v0", l0, l1], ["1", "v1", l1, l2], ["1", "v2", l2, None],
+                               ["2", "w0", l0, l3], ["2", "w1", l3, l4]])
+        # Current state is the source.
+        self.assertEqual(self.wh("SELECT id, name, score FROM zetl_hist.users "
+                                 "WHERE _zetl_valid_to IS NULL ORDER BY id"),
+                         self.sql("SELECT id, name, score FROM tenant_a.users ORDER BY id"))
 
 
 class EvolutionTest(WarehouseBase):
@@ -430,6 +530,19 @@ INSERT INTO tenant_a.other VALUES (3, 'o3');
         self.assertEqual(rc, 0, err)
         self.apply_all()
         self.assertEqual(self.wh("SELECT count(*) FROM zetl_raw.kv"), [["4"]])
+
+
+# The same tests with the tenant schemas spread over two slot groups (streams).
+class HardModeSlotGroups2Test(HardModeTest):
+    SLOT_GROUPS = 2
+
+
+class ModesSlotGroups2Test(ModesTest):
+    SLOT_GROUPS = 2
+
+
+class EvolutionSlotGroups2Test(EvolutionTest):
+    SLOT_GROUPS = 2
 
 
 if __name__ == "__main__":
