@@ -36,7 +36,7 @@ void zetl_capture_reset(struct zetl_capture *cap, int proto_version)
 
 bool zetl_capture_busy(const struct zetl_capture *cap)
 {
-    return cap->in_txn || zetl_spill_open_count(cap->env.spill) > 0;
+    return cap->in_txn;
 }
 
 void zetl_capture_keepalive(struct zetl_capture *cap, uint64_t wal_end)
@@ -302,6 +302,13 @@ static enum zetl_err replay_one(void *arg, const uint8_t *data, size_t len, stru
     err = zetl_pgoutput_decode(&dec, data, len, cap->txn_commit_lsn, &m, &cap->replay_arena, eb);
     if (err)
         return err;
+    /*
+     * Of a transaction already archived only the schema counts: pgoutput
+     * sent its Relation and Type messages inside the stream and will not
+     * send them again for the changes that follow.
+     */
+    if (cap->txn_skip && m.kind != ZETL_PGO_RELATION && m.kind != ZETL_PGO_TYPE)
+        return ZETL_OK;
     return zetl_dispatch(&capture_handlers, cap, &m, false, data, len, cap->txn_commit_lsn,
                          &cap->replay_arena, eb);
 }
@@ -316,15 +323,11 @@ static enum zetl_err on_stream_commit(void *arg, const struct zetl_pgo_msg *m,
     err = on_begin(cap, m->u.stream_commit.commit_lsn, m->u.stream_commit.commit_time, eb);
     if (err)
         return err;
-    if (cap->txn_skip) {
-        zetl_spill_abort(cap->env.spill, xid, xid);
-    } else {
-        cap->replaying = true;
-        err = zetl_spill_replay(cap->env.spill, xid, replay_one, cap, eb);
-        cap->replaying = false;
-        if (err)
-            return err;
-    }
+    cap->replaying = true;
+    err = zetl_spill_replay(cap->env.spill, xid, replay_one, cap, eb);
+    cap->replaying = false;
+    if (err)
+        return err;
     return on_commit(cap, m->u.stream_commit.commit_lsn, m->u.stream_commit.end_lsn, eb);
 }
 

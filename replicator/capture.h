@@ -68,7 +68,14 @@ enum zetl_err zetl_capture_message(struct zetl_capture *cap, const uint8_t *data
 /* A keepalive reported the server's WAL end: progress when no transaction is open. */
 void zetl_capture_keepalive(struct zetl_capture *cap, uint64_t wal_end);
 
-/* True while a transaction is being received (including open streamed ones). */
+/*
+ * True while a transaction is being received between its Begin and Commit.
+ * An open streamed transaction (spilled, not committed) does not count: it
+ * commits after every position the server has reported so far, and the
+ * server sends it again whole after a restart from any of them, so those
+ * positions may be confirmed (if they were not, a fast shutdown of the
+ * source would wait for zetl's flush forever).
+ */
 bool zetl_capture_busy(const struct zetl_capture *cap);
 
 #endif

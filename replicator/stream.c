@@ -246,7 +246,14 @@ static enum zetl_err stream_loop(struct zetl_stream *st, struct zetl_errbuf *eb)
 
 static void reset_connection_state(struct zetl_stream *st)
 {
-    /* Everything not sealed is sent again from the slot's confirmed position. */
+    /*
+     * Everything not sealed is sent again from the slot's confirmed position,
+     * so what the old connection reported is no longer ours to confirm: an
+     * idle position kept from it would confirm, between the resent
+     * transactions, past those not received again yet.
+     */
+    st->pos.idle_lsn = 0;
+    st->pos.progress_lsn = st->pos.last_sealed_lsn;
     zetl_batch_discard(st->bw);
     zetl_spill_clear(st->spill);
     zetl_relcache_clear(st->rc);
