@@ -12,6 +12,10 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/mem.h"
+
+/* Read and write size of zetl_fs_copy_file. */
+#define ZETL_FS_COPY_CHUNK ((size_t)1 << 20)
 
 enum zetl_err zetl_fs_mkdirs(const char *path, struct zetl_errbuf *eb)
 {
@@ -128,4 +132,142 @@ enum zetl_err zetl_fs_lock_dir(const char *dir, int *fd, struct zetl_errbuf *eb)
     }
     *fd = f;
     return ZETL_OK;
+}
+
+enum zetl_err zetl_fs_read_file(const char *path, size_t max, struct zetl_buf *out,
+                                struct zetl_errbuf *eb)
+{
+    char chunk[65536];
+    size_t total = 0;
+    enum zetl_err err = ZETL_OK;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return zetl_err_set(eb, ZETL_ERR_IO, "could not open file \"%s\": %s", path,
+                            strerror(errno));
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof(chunk));
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            err = zetl_err_set(eb, ZETL_ERR_IO, "could not read file \"%s\": %s", path,
+                               strerror(errno));
+            break;
+        }
+        if (n == 0)
+            break;
+        total += (size_t)n;
+        /* Checked as it grows: the file may be larger than its size said, or endless. */
+        if (total > max || !zetl_buf_append(out, chunk, (size_t)n)) {
+            err = zetl_err_set(eb, ZETL_ERR_IO, "file \"%s\" is larger than %zu bytes", path,
+                               total > max ? max : out->max);
+            break;
+        }
+    }
+    close(fd);
+    return err;
+}
+
+/* write(2) of all `len` bytes, across short writes and EINTR. */
+static enum zetl_err write_all(int fd, const char *path, const char *data, size_t len,
+                               struct zetl_errbuf *eb)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return zetl_err_set(eb, ZETL_ERR_IO, "could not write file \"%s\": %s", path,
+                                strerror(errno));
+        data += n;
+        len -= (size_t)n;
+    }
+    return ZETL_OK;
+}
+
+/* fsync(2) and close(2) of a file just written; fd is closed whatever happens. */
+static enum zetl_err sync_close(int fd, const char *path, struct zetl_errbuf *eb)
+{
+    if (fsync(fd) != 0) {
+        int e = errno;
+
+        close(fd);
+        return zetl_err_set(eb, ZETL_ERR_IO, "could not fsync file \"%s\": %s", path, strerror(e));
+    }
+    if (close(fd) != 0)
+        return zetl_err_set(eb, ZETL_ERR_IO, "could not close file \"%s\": %s", path,
+                            strerror(errno));
+    return ZETL_OK;
+}
+
+static int create_file(const char *path, struct zetl_errbuf *eb)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+    if (fd < 0)
+        zetl_err_set(eb, ZETL_ERR_IO, "could not create file \"%s\": %s", path, strerror(errno));
+    return fd;
+}
+
+enum zetl_err zetl_fs_write_file(const char *path, const void *data, size_t len,
+                                 struct zetl_errbuf *eb)
+{
+    enum zetl_err err;
+    int fd = create_file(path, eb);
+
+    if (fd < 0)
+        return ZETL_ERR_IO;
+    if ((err = write_all(fd, path, data, len, eb)) != ZETL_OK) {
+        close(fd);
+        return err;
+    }
+    return sync_close(fd, path, eb);
+}
+
+enum zetl_err zetl_fs_copy_file(const char *src, const char *dst, struct zetl_errbuf *eb)
+{
+    char *chunk = NULL;
+    int in = -1, out = -1;
+    enum zetl_err err;
+
+    if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0)
+        return zetl_err_set(eb, ZETL_ERR_IO, "could not open file \"%s\": %s", src,
+                            strerror(errno));
+    if ((out = create_file(dst, eb)) < 0) {
+        close(in);
+        return ZETL_ERR_IO;
+    }
+    chunk = zetl_malloc(ZETL_FS_COPY_CHUNK);
+    for (;;) {
+        ssize_t n = read(in, chunk, ZETL_FS_COPY_CHUNK);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            err = zetl_err_set(eb, ZETL_ERR_IO, "could not read file \"%s\": %s", src,
+                               strerror(errno));
+            goto fail;
+        }
+        if (n == 0)
+            break;
+        if ((err = write_all(out, dst, chunk, (size_t)n, eb)) != ZETL_OK)
+            goto fail;
+    }
+    err = sync_close(out, dst, eb);
+    out = -1;
+    if (err != ZETL_OK)
+        goto fail;
+    close(in);
+    free(chunk);
+    return ZETL_OK;
+
+fail:
+    free(chunk);
+    if (out >= 0)
+        close(out);
+    unlink(dst);
+    close(in);
+    return err;
 }

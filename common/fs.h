@@ -1,6 +1,8 @@
-/* Small file system helpers: recursive mkdir/remove, fsync of a directory. */
+/* File system helpers: mkdir -p, rm -rf, whole-file read and write, fsync of a directory. */
 #ifndef ZETL_FS_H
 #define ZETL_FS_H
+
+#include <stddef.h>
 
 #include "common/err.h"
 
@@ -20,6 +22,23 @@ enum zetl_err zetl_fs_absolute(const char *path, struct zetl_buf *out, struct ze
  * has it, ZETL_ERR_IO when the file cannot be opened.
  */
 enum zetl_err zetl_fs_lock_dir(const char *dir, int *fd, struct zetl_errbuf *eb);
+
+/*
+ * Appends the whole file at `path` to out.  ZETL_ERR_IO naming the path when
+ * it cannot be read or holds more than `max` bytes (or more than out's cap).
+ */
+enum zetl_err zetl_fs_read_file(const char *path, size_t max, struct zetl_buf *out,
+                                struct zetl_errbuf *eb);
+
+/* Creates or truncates `path`, writes `len` bytes of `data`, fsyncs and closes it. */
+enum zetl_err zetl_fs_write_file(const char *path, const void *data, size_t len,
+                                 struct zetl_errbuf *eb);
+
+/*
+ * Copies `src` to `dst` (created or truncated) and fsyncs the copy; a failed
+ * copy is removed.  ZETL_ERR_IO naming the file that failed.
+ */
+enum zetl_err zetl_fs_copy_file(const char *src, const char *dst, struct zetl_errbuf *eb);
 
 /* fsync(2) of a directory, so a rename or create inside it is durable. */
 enum zetl_err zetl_fs_fsync_dir(const char *path, struct zetl_errbuf *eb);

@@ -7,15 +7,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
-
-/* A list of owned strings (globs or names). */
-struct zetl_strlist {
-    char **items; /* owned, each owned */
-    size_t n;
-};
-
-/* Frees every item and the array; leaves an empty list. */
-void zetl_strlist_release(struct zetl_strlist *l);
+#include "common/strlist.h"
 
 enum zetl_mask_kind {
     ZETL_MASK_NONE = 0,

@@ -737,92 +737,50 @@ static void pgo_put_tuple(struct zetl_buf *out, char mark, const struct zetl_tup
     zetl_buf_putc(out, ')');
 }
 
-void zetl_pgoutput_describe(const struct zetl_pgo_msg *msg, struct zetl_buf *out)
+/* relid=16385 nsp='public' rel='t' replident=d cols=[key 'id' int4(23), ...] */
+static void pgo_describe_relation(const struct zetl_pgo_msg *msg, struct zetl_buf *out)
 {
     const char *tname;
 
-    zetl_buf_puts(out, pgo_kind_name(msg->kind));
-    if (msg->xid != 0)
-        zetl_buf_printf(out, " xid=%" PRIu32, msg->xid);
+    zetl_buf_printf(out, " relid=%" PRIu32 " nsp=", msg->u.relation.relid);
+    pgo_put_slice(out, msg->u.relation.nspname);
+    zetl_buf_puts(out, " rel=");
+    pgo_put_slice(out, msg->u.relation.relname);
+    zetl_buf_printf(out, " replident=%c cols=[", msg->u.relation.replident);
+    for (uint16_t i = 0; i < msg->u.relation.ncols; i++) {
+        const struct zetl_rel_col *c = &msg->u.relation.cols[i];
+        if (i > 0)
+            zetl_buf_puts(out, ", ");
+        if (c->flags & 1)
+            zetl_buf_puts(out, "key ");
+        if (c->flags & ~1u)
+            zetl_buf_printf(out, "flags=%u ", c->flags);
+        pgo_put_slice(out, c->name);
+        tname = zetl_pgtype_name(c->typoid);
+        zetl_buf_printf(out, " %s(%" PRIu32 ")", tname != NULL ? tname : "?", c->typoid);
+        if (c->typmod != -1)
+            zetl_buf_printf(out, " typmod=%" PRId32, c->typmod);
+    }
+    zetl_buf_putc(out, ']');
+}
 
+static void pgo_describe_truncate(const struct zetl_pgo_msg *msg, struct zetl_buf *out)
+{
+    zetl_buf_printf(out, " options=%u", msg->u.truncate.options);
+    if (msg->u.truncate.options & 1)
+        zetl_buf_puts(out, "(cascade)");
+    if (msg->u.truncate.options & 2)
+        zetl_buf_puts(out, "(restart_identity)");
+    zetl_buf_puts(out, " relids=[");
+    for (uint32_t i = 0; i < msg->u.truncate.nrelids; i++)
+        zetl_buf_printf(out, "%s%" PRIu32, i > 0 ? "," : "", msg->u.truncate.relids[i]);
+    zetl_buf_putc(out, ']');
+}
+
+/* Streamed transactions (protocol 2+). */
+static void pgo_describe_stream(const struct zetl_pgo_msg *msg, struct zetl_buf *out)
+{
     switch (msg->kind) {
-    case ZETL_PGO_BEGIN:
-        pgo_put_lsn(out, "final_lsn", msg->u.begin.final_lsn);
-        pgo_put_time(out, "commit_time", msg->u.begin.commit_time);
-        zetl_buf_printf(out, " xid=%" PRIu32, msg->u.begin.xid);
-        break;
-    case ZETL_PGO_COMMIT:
-        zetl_buf_printf(out, " flags=%u", msg->u.commit.flags);
-        pgo_put_lsn(out, "commit_lsn", msg->u.commit.commit_lsn);
-        pgo_put_lsn(out, "end_lsn", msg->u.commit.end_lsn);
-        pgo_put_time(out, "commit_time", msg->u.commit.commit_time);
-        break;
-    case ZETL_PGO_ORIGIN:
-        pgo_put_lsn(out, "origin_lsn", msg->u.origin.origin_lsn);
-        zetl_buf_puts(out, " name=");
-        pgo_put_slice(out, msg->u.origin.name);
-        break;
-    case ZETL_PGO_RELATION:
-        zetl_buf_printf(out, " relid=%" PRIu32 " nsp=", msg->u.relation.relid);
-        pgo_put_slice(out, msg->u.relation.nspname);
-        zetl_buf_puts(out, " rel=");
-        pgo_put_slice(out, msg->u.relation.relname);
-        zetl_buf_printf(out, " replident=%c cols=[", msg->u.relation.replident);
-        for (uint16_t i = 0; i < msg->u.relation.ncols; i++) {
-            const struct zetl_rel_col *c = &msg->u.relation.cols[i];
-            if (i > 0)
-                zetl_buf_puts(out, ", ");
-            if (c->flags & 1)
-                zetl_buf_puts(out, "key ");
-            if (c->flags & ~1u)
-                zetl_buf_printf(out, "flags=%u ", c->flags);
-            pgo_put_slice(out, c->name);
-            tname = zetl_pgtype_name(c->typoid);
-            zetl_buf_printf(out, " %s(%" PRIu32 ")", tname != NULL ? tname : "?", c->typoid);
-            if (c->typmod != -1)
-                zetl_buf_printf(out, " typmod=%" PRId32, c->typmod);
-        }
-        zetl_buf_putc(out, ']');
-        break;
-    case ZETL_PGO_TYPE:
-        zetl_buf_printf(out, " typoid=%" PRIu32 " nsp=", msg->u.type.typoid);
-        pgo_put_slice(out, msg->u.type.nspname);
-        zetl_buf_puts(out, " typ=");
-        pgo_put_slice(out, msg->u.type.typname);
-        break;
-    case ZETL_PGO_INSERT:
-        zetl_buf_printf(out, " relid=%" PRIu32, msg->u.insert.relid);
-        pgo_put_tuple(out, 'N', &msg->u.insert.newtup);
-        break;
-    case ZETL_PGO_UPDATE:
-        zetl_buf_printf(out, " relid=%" PRIu32, msg->u.update.relid);
-        if (msg->u.update.oldkind != 0)
-            pgo_put_tuple(out, msg->u.update.oldkind, &msg->u.update.oldtup);
-        pgo_put_tuple(out, 'N', &msg->u.update.newtup);
-        break;
-    case ZETL_PGO_DELETE:
-        zetl_buf_printf(out, " relid=%" PRIu32, msg->u.delete_.relid);
-        pgo_put_tuple(out, msg->u.delete_.oldkind, &msg->u.delete_.oldtup);
-        break;
-    case ZETL_PGO_TRUNCATE:
-        zetl_buf_printf(out, " options=%u", msg->u.truncate.options);
-        if (msg->u.truncate.options & 1)
-            zetl_buf_puts(out, "(cascade)");
-        if (msg->u.truncate.options & 2)
-            zetl_buf_puts(out, "(restart_identity)");
-        zetl_buf_puts(out, " relids=[");
-        for (uint32_t i = 0; i < msg->u.truncate.nrelids; i++)
-            zetl_buf_printf(out, "%s%" PRIu32, i > 0 ? "," : "", msg->u.truncate.relids[i]);
-        zetl_buf_putc(out, ']');
-        break;
-    case ZETL_PGO_MESSAGE:
-        zetl_buf_printf(out, " flags=%u", msg->u.message.flags);
-        pgo_put_lsn(out, "lsn", msg->u.message.lsn);
-        zetl_buf_puts(out, " prefix=");
-        pgo_put_slice(out, msg->u.message.prefix);
-        zetl_buf_puts(out, " content=");
-        pgo_put_slice(out, msg->u.message.content);
-        break;
     case ZETL_PGO_STREAM_START:
         zetl_buf_printf(out, " xid=%" PRIu32 " first_segment=%u", msg->u.stream_start.xid,
                         msg->u.stream_start.first_segment);
@@ -844,6 +802,15 @@ void zetl_pgoutput_describe(const struct zetl_pgo_msg *msg, struct zetl_buf *out
             pgo_put_time(out, "abort_time", msg->u.stream_abort.abort_time);
         }
         break;
+    default:
+        break;
+    }
+}
+
+/* Two-phase commit (protocol 3+). */
+static void pgo_describe_twophase(const struct zetl_pgo_msg *msg, struct zetl_buf *out)
+{
+    switch (msg->kind) {
     case ZETL_PGO_BEGIN_PREPARE:
         pgo_put_lsn(out, "prepare_lsn", msg->u.begin_prepare.prepare_lsn);
         pgo_put_lsn(out, "end_lsn", msg->u.begin_prepare.end_lsn);
@@ -876,6 +843,81 @@ void zetl_pgoutput_describe(const struct zetl_pgo_msg *msg, struct zetl_buf *out
         pgo_put_time(out, "rollback_time", msg->u.rollback_prepared.rollback_time);
         zetl_buf_printf(out, " xid=%" PRIu32 " gid=", msg->u.rollback_prepared.xid);
         pgo_put_slice(out, msg->u.rollback_prepared.gid);
+        break;
+    default:
+        break;
+    }
+}
+
+void zetl_pgoutput_describe(const struct zetl_pgo_msg *msg, struct zetl_buf *out)
+{
+    zetl_buf_puts(out, pgo_kind_name(msg->kind));
+    if (msg->xid != 0)
+        zetl_buf_printf(out, " xid=%" PRIu32, msg->xid);
+
+    switch (msg->kind) {
+    case ZETL_PGO_BEGIN:
+        pgo_put_lsn(out, "final_lsn", msg->u.begin.final_lsn);
+        pgo_put_time(out, "commit_time", msg->u.begin.commit_time);
+        zetl_buf_printf(out, " xid=%" PRIu32, msg->u.begin.xid);
+        break;
+    case ZETL_PGO_COMMIT:
+        zetl_buf_printf(out, " flags=%u", msg->u.commit.flags);
+        pgo_put_lsn(out, "commit_lsn", msg->u.commit.commit_lsn);
+        pgo_put_lsn(out, "end_lsn", msg->u.commit.end_lsn);
+        pgo_put_time(out, "commit_time", msg->u.commit.commit_time);
+        break;
+    case ZETL_PGO_ORIGIN:
+        pgo_put_lsn(out, "origin_lsn", msg->u.origin.origin_lsn);
+        zetl_buf_puts(out, " name=");
+        pgo_put_slice(out, msg->u.origin.name);
+        break;
+    case ZETL_PGO_RELATION:
+        pgo_describe_relation(msg, out);
+        break;
+    case ZETL_PGO_TYPE:
+        zetl_buf_printf(out, " typoid=%" PRIu32 " nsp=", msg->u.type.typoid);
+        pgo_put_slice(out, msg->u.type.nspname);
+        zetl_buf_puts(out, " typ=");
+        pgo_put_slice(out, msg->u.type.typname);
+        break;
+    case ZETL_PGO_INSERT:
+        zetl_buf_printf(out, " relid=%" PRIu32, msg->u.insert.relid);
+        pgo_put_tuple(out, 'N', &msg->u.insert.newtup);
+        break;
+    case ZETL_PGO_UPDATE:
+        zetl_buf_printf(out, " relid=%" PRIu32, msg->u.update.relid);
+        if (msg->u.update.oldkind != 0)
+            pgo_put_tuple(out, msg->u.update.oldkind, &msg->u.update.oldtup);
+        pgo_put_tuple(out, 'N', &msg->u.update.newtup);
+        break;
+    case ZETL_PGO_DELETE:
+        zetl_buf_printf(out, " relid=%" PRIu32, msg->u.delete_.relid);
+        pgo_put_tuple(out, msg->u.delete_.oldkind, &msg->u.delete_.oldtup);
+        break;
+    case ZETL_PGO_TRUNCATE:
+        pgo_describe_truncate(msg, out);
+        break;
+    case ZETL_PGO_MESSAGE:
+        zetl_buf_printf(out, " flags=%u", msg->u.message.flags);
+        pgo_put_lsn(out, "lsn", msg->u.message.lsn);
+        zetl_buf_puts(out, " prefix=");
+        pgo_put_slice(out, msg->u.message.prefix);
+        zetl_buf_puts(out, " content=");
+        pgo_put_slice(out, msg->u.message.content);
+        break;
+    case ZETL_PGO_STREAM_START:
+    case ZETL_PGO_STREAM_STOP:
+    case ZETL_PGO_STREAM_COMMIT:
+    case ZETL_PGO_STREAM_ABORT:
+        pgo_describe_stream(msg, out);
+        break;
+    case ZETL_PGO_BEGIN_PREPARE:
+    case ZETL_PGO_PREPARE:
+    case ZETL_PGO_STREAM_PREPARE:
+    case ZETL_PGO_COMMIT_PREPARED:
+    case ZETL_PGO_ROLLBACK_PREPARED:
+        pgo_describe_twophase(msg, out);
         break;
     }
 }

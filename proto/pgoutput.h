@@ -58,6 +58,15 @@ struct zetl_tuple_col {
     struct zetl_slice val; /* for 't' and 'b'; empty otherwise */
 };
 
+/*
+ * A column value as the sinks take it, after transforms: kind is 'n' (NULL),
+ * 'u' (unchanged TOAST) or 't' (text).
+ */
+struct zetl_value {
+    char kind;
+    struct zetl_slice val; /* borrowed: the receive buffer or the caller's arena */
+};
+
 struct zetl_tuple {
     uint16_t ncols;
     struct zetl_tuple_col *cols; /* arena */

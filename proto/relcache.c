@@ -210,142 +210,45 @@ const char *zetl_relcache_type_name(struct zetl_relcache *rc, uint32_t typoid)
     return slot != NULL ? slot->val : NULL;
 }
 
-/* OIDs as in PostgreSQL's pg_type.dat (stable across releases since they are pinned). */
+/*
+ * Built-in types, OIDs as in PostgreSQL's pg_type.dat (stable across releases
+ * since they are pinned).  Sorted by OID for the binary search below.
+ */
+static const struct {
+    uint32_t oid;
+    const char *name;
+} pgtypes[] = {
+    {16, "bool"},       {17, "bytea"},       {18, "char"},          {19, "name"},
+    {20, "int8"},       {21, "int2"},        {23, "int4"},          {25, "text"},
+    {26, "oid"},        {114, "json"},       {142, "xml"},          {143, "_xml"},
+    {199, "_json"},     {650, "cidr"},       {651, "_cidr"},        {700, "float4"},
+    {701, "float8"},    {774, "macaddr8"},   {775, "_macaddr8"},    {790, "money"},
+    {791, "_money"},    {829, "macaddr"},    {869, "inet"},         {1000, "_bool"},
+    {1001, "_bytea"},   {1002, "_char"},     {1003, "_name"},       {1005, "_int2"},
+    {1007, "_int4"},    {1009, "_text"},     {1014, "_bpchar"},     {1015, "_varchar"},
+    {1016, "_int8"},    {1021, "_float4"},   {1022, "_float8"},     {1028, "_oid"},
+    {1040, "_macaddr"}, {1041, "_inet"},     {1042, "bpchar"},      {1043, "varchar"},
+    {1082, "date"},     {1083, "time"},      {1114, "timestamp"},   {1115, "_timestamp"},
+    {1182, "_date"},    {1183, "_time"},     {1184, "timestamptz"}, {1185, "_timestamptz"},
+    {1186, "interval"}, {1187, "_interval"}, {1231, "_numeric"},    {1266, "timetz"},
+    {1270, "_timetz"},  {1560, "bit"},       {1561, "_bit"},        {1562, "varbit"},
+    {1563, "_varbit"},  {1700, "numeric"},   {2950, "uuid"},        {2951, "_uuid"},
+    {3220, "pg_lsn"},   {3221, "_pg_lsn"},   {3614, "tsvector"},    {3643, "_tsvector"},
+    {3802, "jsonb"},    {3807, "_jsonb"},
+};
+
 const char *zetl_pgtype_name(uint32_t typoid)
 {
-    switch (typoid) {
-    case 16:
-        return "bool";
-    case 17:
-        return "bytea";
-    case 18:
-        return "char";
-    case 19:
-        return "name";
-    case 20:
-        return "int8";
-    case 21:
-        return "int2";
-    case 23:
-        return "int4";
-    case 25:
-        return "text";
-    case 26:
-        return "oid";
-    case 114:
-        return "json";
-    case 142:
-        return "xml";
-    case 143:
-        return "_xml";
-    case 199:
-        return "_json";
-    case 650:
-        return "cidr";
-    case 651:
-        return "_cidr";
-    case 700:
-        return "float4";
-    case 701:
-        return "float8";
-    case 774:
-        return "macaddr8";
-    case 775:
-        return "_macaddr8";
-    case 790:
-        return "money";
-    case 791:
-        return "_money";
-    case 829:
-        return "macaddr";
-    case 869:
-        return "inet";
-    case 1000:
-        return "_bool";
-    case 1001:
-        return "_bytea";
-    case 1002:
-        return "_char";
-    case 1003:
-        return "_name";
-    case 1005:
-        return "_int2";
-    case 1007:
-        return "_int4";
-    case 1009:
-        return "_text";
-    case 1014:
-        return "_bpchar";
-    case 1015:
-        return "_varchar";
-    case 1016:
-        return "_int8";
-    case 1021:
-        return "_float4";
-    case 1022:
-        return "_float8";
-    case 1028:
-        return "_oid";
-    case 1040:
-        return "_macaddr";
-    case 1041:
-        return "_inet";
-    case 1042:
-        return "bpchar";
-    case 1043:
-        return "varchar";
-    case 1082:
-        return "date";
-    case 1083:
-        return "time";
-    case 1114:
-        return "timestamp";
-    case 1115:
-        return "_timestamp";
-    case 1182:
-        return "_date";
-    case 1183:
-        return "_time";
-    case 1184:
-        return "timestamptz";
-    case 1185:
-        return "_timestamptz";
-    case 1186:
-        return "interval";
-    case 1187:
-        return "_interval";
-    case 1231:
-        return "_numeric";
-    case 1266:
-        return "timetz";
-    case 1270:
-        return "_timetz";
-    case 1560:
-        return "bit";
-    case 1561:
-        return "_bit";
-    case 1562:
-        return "varbit";
-    case 1563:
-        return "_varbit";
-    case 1700:
-        return "numeric";
-    case 2950:
-        return "uuid";
-    case 2951:
-        return "_uuid";
-    case 3220:
-        return "pg_lsn";
-    case 3221:
-        return "_pg_lsn";
-    case 3614:
-        return "tsvector";
-    case 3643:
-        return "_tsvector";
-    case 3802:
-        return "jsonb";
-    case 3807:
-        return "_jsonb";
+    size_t lo = 0, hi = sizeof(pgtypes) / sizeof(pgtypes[0]);
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (pgtypes[mid].oid == typoid)
+            return pgtypes[mid].name;
+        if (pgtypes[mid].oid < typoid)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return NULL;
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/sqlquote.h"
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/lsn.h"
@@ -452,7 +453,7 @@ static enum zetl_err drop_unused(PGconn *conn, const struct zetl_config *cfg,
                    r->retained);
         }
         if (r->has_pub) {
-            char *q = zetl_quote_ident(r->name);
+            char *q = zetl_sql_quote_ident(r->name);
             char sql[256];
             snprintf(sql, sizeof(sql), "DROP PUBLICATION IF EXISTS %s", q);
             free(q);

@@ -5,43 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/sqlquote.h"
 #include "common/buf.h"
 #include "common/glob.h"
 #include "common/log.h"
 #include "common/lsn.h"
 #include "common/mem.h"
 #include "transforms/transform.h"
-
-char *zetl_quote_ident(const char *s)
-{
-    struct zetl_buf b;
-
-    zetl_buf_init(&b, 0);
-    zetl_buf_putc(&b, '"');
-    for (; *s; s++) {
-        if (*s == '"')
-            zetl_buf_putc(&b, '"');
-        zetl_buf_putc(&b, *s);
-    }
-    zetl_buf_putc(&b, '"');
-    return b.data;
-}
-
-char *zetl_quote_literal(const char *s)
-{
-    struct zetl_buf b;
-
-    /* standard_conforming_strings is on in every supported server: only quotes double. */
-    zetl_buf_init(&b, 0);
-    zetl_buf_putc(&b, '\'');
-    for (; *s; s++) {
-        if (*s == '\'')
-            zetl_buf_putc(&b, '\'');
-        zetl_buf_putc(&b, *s);
-    }
-    zetl_buf_putc(&b, '\'');
-    return b.data;
-}
 
 /* First line of a libpq error message, without the trailing newline. */
 static void first_line(const char *msg, char *out, size_t outsz)
@@ -151,7 +121,7 @@ enum zetl_err zetl_source_preflight(PGconn *conn, struct zetl_errbuf *eb)
         goto done;
     }
     if (strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
-        char *q = zetl_quote_ident(PQgetvalue(res, 0, 2));
+        char *q = zetl_sql_quote_ident(PQgetvalue(res, 0, 2));
         err = zetl_err_set(eb, ZETL_ERR_FATAL,
                            "source role \"%s\" lacks the REPLICATION privilege: run ALTER ROLE %s "
                            "REPLICATION (on Aurora/RDS: GRANT rds_replication TO %s)",
@@ -285,7 +255,7 @@ static enum zetl_err publication_target(PGconn *conn, const struct zetl_config *
     if (all_tables && plan->superuser && plan->server_version >= 150000) {
         zetl_buf_puts(sql, "TABLES IN SCHEMA ");
         for (size_t i = 0; i < g->nschemas; i++) {
-            char *q = zetl_quote_ident(g->schemas[i]);
+            char *q = zetl_sql_quote_ident(g->schemas[i]);
             zetl_buf_printf(sql, "%s%s", i ? ", " : "", q);
             free(q);
         }
@@ -308,8 +278,8 @@ static enum zetl_err publication_target(PGconn *conn, const struct zetl_config *
             const char *t = PQgetvalue(res, r, 0);
             if (!zetl_transform_table_selected(cfg, t))
                 continue;
-            char *qs = zetl_quote_ident(g->schemas[i]);
-            char *qt = zetl_quote_ident(t);
+            char *qs = zetl_sql_quote_ident(g->schemas[i]);
+            char *qt = zetl_sql_quote_ident(t);
             zetl_buf_printf(sql, "%s%s.%s", n ? ", " : "", qs, qt);
             free(qs);
             free(qt);
@@ -365,7 +335,7 @@ enum zetl_err zetl_source_setup(PGconn *conn, const struct zetl_config *cfg,
         const char *params[1] = {g->name};
         PGresult *res;
         bool exists, empty;
-        char *qname = zetl_quote_ident(g->name);
+        char *qname = zetl_sql_quote_ident(g->name);
 
         err = zetl_source_exec(conn, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1, params,
                                &res, eb);

@@ -69,9 +69,4 @@ enum zetl_err zetl_source_exec(PGconn *conn, const char *sql, int n, const char 
 /* Group index of a schema: stable across runs for the same slot_groups. */
 int zetl_source_group_of(const char *schema, int slot_groups);
 
-/* Appends the quoted identifier of s ("a""b") to out. Returns owned memory. */
-char *zetl_quote_ident(const char *s);
-/* Quoted SQL literal ('it''s'), owned. */
-char *zetl_quote_literal(const char *s);
-
 #endif

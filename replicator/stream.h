@@ -1,13 +1,15 @@
 /*
- * One stream: a slot group's replication connection, decoding, transforms and
- * batching in a reader thread, and a sink thread that makes sealed batches
- * durable (archive).  The reader never blocks on the sink: sealed batches go
- * through a bounded queue; when it is full the reader stops reading the
- * socket (backpressure) but keeps sending status updates on time.
+ * One stream: a slot group's replication connection (replicator/walreader.h),
+ * the capture of decoded changes into batches (replicator/capture.h, through
+ * the dispatch table of replicator/dispatch.h), and the sinks
+ * (sinks/sink.h), run by a sink thread behind a bounded queue
+ * (replicator/sinkq.h).  The reader never blocks on a sink: when the queue is
+ * full it stops reading the socket (backpressure) but keeps sending status
+ * updates on time.
  *
- * The slot's flush position only moves to the end LSN of the last batch the
- * sink made durable (or, when nothing at all is pending, to the server's
- * reported WAL end, so idle slots do not hold WAL).
+ * The slot's flush position only moves to the minimum, over the sinks that
+ * must be durable, of the end LSN each made durable (or, when nothing at all
+ * is pending, to the server's reported WAL end, so idle slots do not hold WAL).
  */
 #ifndef ZETL_STREAM_H
 #define ZETL_STREAM_H

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/sqlquote.h"
 #include "common/buf.h"
 #include "common/glob.h"
 #include "common/log.h"
@@ -84,7 +85,7 @@ static bool slot_inactive(PGconn *src, const char *slot)
 static bool wait_for_warehouse(PGconn *src, PGconn *wh, const char *schema,
                                const struct zetl_source_plan *plan, uint64_t target)
 {
-    char *qs = zetl_quote_ident(schema);
+    char *qs = zetl_sql_quote_ident(schema);
     struct zetl_buf sql;
     time_t deadline = time(NULL) + VERIFY_WAIT_SECONDS;
     int *idle = zetl_calloc(plan->ngroups ? plan->ngroups : 1, sizeof(*idle));
@@ -174,7 +175,7 @@ static bool source_columns(PGconn *src, const struct zetl_config *cfg, const cha
     zetl_buf_puts(&tc->row, "ROW(");
     for (int i = 0; i < PQntuples(res); i++) {
         const char *col = PQgetvalue(res, i, 0);
-        char *q = zetl_quote_ident(col);
+        char *q = zetl_sql_quote_ident(col);
         if (PQgetvalue(res, i, 1)[0] == 't') {
             zetl_buf_printf(&tc->key, "%s%s", nkey ? ", " : "ROW(", q);
             zetl_buf_printf(&tc->keyn, "%s%s", nkey ? ", " : "(", col);
@@ -282,9 +283,9 @@ static int compare_table(PGconn *src, PGconn *wh, const struct zetl_config *cfg,
     struct zetl_buf src_from, wh_from, where;
     long long sc = 0, wc = 0;
     char sh[64] = "0", whh[64] = "0";
-    char *qs = zetl_quote_ident(schema), *qt = zetl_quote_ident(table);
-    char *qws = zetl_quote_ident(cfg->warehouse.schema);
-    char *qtc = zetl_quote_ident(cfg->transforms.tenant_column);
+    char *qs = zetl_sql_quote_ident(schema), *qt = zetl_sql_quote_ident(table);
+    char *qws = zetl_sql_quote_ident(cfg->warehouse.schema);
+    char *qtc = zetl_sql_quote_ident(cfg->transforms.tenant_column);
     int rc = -1;
 
     zetl_buf_init(&src_from, 0);

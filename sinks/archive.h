@@ -13,6 +13,7 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "config/config.h"
+#include "proto/manifest.h"
 #include "sinks/batch.h"
 
 struct zetl_archive;
@@ -64,7 +65,14 @@ enum zetl_err zetl_archive_fetch(struct zetl_archive *ar, const char *stream, co
 /* Releases a fetched directory (removing it when it is a copy); frees dir. NULL is a no-op. */
 void zetl_archive_fetch_done(struct zetl_archive *ar, char *dir);
 
-/* Renders the manifest JSON of a batch into out (appended). */
+/*
+ * The manifest of a batch (created_at: now) into *out, initialized here;
+ * release it with zetl_manifest_release.  Its strings and tenant lists are
+ * borrowed from b, which must outlive it.
+ */
+void zetl_archive_manifest_of(const struct zetl_batch *b, struct zetl_manifest *out);
+
+/* Renders the manifest JSON of a batch into out (appended; out uncapped). */
 void zetl_archive_manifest(const struct zetl_batch *b, struct zetl_buf *out);
 
 /* "<first>-<last>" directory name of a batch (34 bytes with NUL). */

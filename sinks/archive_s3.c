@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/lsn.h"
 #include "common/mem.h"
+#include "proto/manifest.h"
 #include "sinks/s3.h"
 
 #include <errno.h>
@@ -25,12 +26,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define S3A_MANIFEST "manifest.json"
 #define S3A_COPY_MANIFEST "copy.manifest"
 /* "<file>.manifest": the COPY manifest of one data file (Redshift loads one shape per COPY). */
 #define S3A_FILE_MANIFEST_SUFFIX ".manifest"
-#define S3A_MANIFEST_MAX ((size_t)64 << 20) /* as the file backend: larger is not ours */
-#define S3A_MAX_BATCHES ((size_t)16 << 20)  /* cap on batches of one stream held while scanning */
+#define S3A_MAX_BATCHES ((size_t)16 << 20) /* cap on batches of one stream held while scanning */
 
 struct archive_s3 {
     struct zetl_s3 *s3; /* owned */
@@ -109,7 +108,7 @@ static bool scan_key(void *arg, const char *key, uint64_t size, bool is_prefix)
         b->first = first;
         b->last = last;
     }
-    if (strcmp(slash + 1, S3A_MANIFEST) == 0)
+    if (strcmp(slash + 1, ZETL_MANIFEST_NAME) == 0)
         b->complete = true;
     return true;
 }
@@ -140,46 +139,6 @@ static enum zetl_err scan_stream(struct archive_s3 *a, const char *stream, struc
     return err;
 }
 
-/*
- * Parses a manifest: version 1, of `stream`, with LSNs and files.  Returns
- * the parsed JSON (owned) or NULL with why filled.
- */
-static json_t *parse_manifest(const char *text, size_t len, const char *stream, uint64_t *first,
-                              uint64_t *last, uint64_t *end, char *why, size_t whylen)
-{
-    json_error_t jerr;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-    const char *s;
-
-    if (root == NULL) {
-        snprintf(why, whylen, "could not parse: line %d: %s", jerr.line, jerr.text);
-        return NULL;
-    }
-    if (!json_is_object(root) || json_integer_value(json_object_get(root, "version")) != 1) {
-        snprintf(why, whylen, "not a version 1 manifest");
-        goto bad;
-    }
-    if ((s = json_string_value(json_object_get(root, "stream"))) == NULL ||
-        strcmp(s, stream) != 0) {
-        snprintf(why, whylen, "manifest is not of stream \"%s\"", stream);
-        goto bad;
-    }
-    if ((s = json_string_value(json_object_get(root, "first_lsn"))) == NULL ||
-        !zetl_lsn_parse(s, first) ||
-        (s = json_string_value(json_object_get(root, "last_lsn"))) == NULL ||
-        !zetl_lsn_parse(s, last) ||
-        (s = json_string_value(json_object_get(root, "end_lsn"))) == NULL ||
-        !zetl_lsn_parse(s, end) || !json_is_array(json_object_get(root, "files"))) {
-        snprintf(why, whylen, "manifest lacks valid first_lsn, last_lsn, end_lsn or files");
-        goto bad;
-    }
-    return root;
-
-bad:
-    json_decref(root);
-    return NULL;
-}
-
 /* Deletes every object under the prefix of an incomplete batch. */
 static bool collect_key(void *arg, const char *key, uint64_t size, bool is_prefix)
 {
@@ -189,8 +148,7 @@ static bool collect_key(void *arg, const char *key, uint64_t size, bool is_prefi
     (void)is_prefix;
     if (l->n >= 100000)
         return false; /* a batch has one file per table: this is not ours */
-    l->items = zetl_realloc(l->items, (l->n + 1) * sizeof(char *));
-    l->items[l->n++] = zetl_strdup(key);
+    zetl_strlist_add(l, key);
     return true;
 }
 
@@ -209,8 +167,8 @@ static enum zetl_err remove_incomplete(struct archive_s3 *a, const char *stream,
     for (size_t i = 0; err == ZETL_OK && i < keys.n; i++) {
         /* Never the manifest: a batch that has one is complete. */
         size_t kl = strlen(keys.items[i]);
-        if (kl >= strlen(S3A_MANIFEST) &&
-            strcmp(keys.items[i] + kl - strlen(S3A_MANIFEST), S3A_MANIFEST) == 0)
+        if (kl >= strlen(ZETL_MANIFEST_NAME) &&
+            strcmp(keys.items[i] + kl - strlen(ZETL_MANIFEST_NAME), ZETL_MANIFEST_NAME) == 0)
             continue;
         err = zetl_s3_delete(a->s3, keys.items[i], eb);
     }
@@ -230,66 +188,81 @@ static int cmp_newest_first(const void *x, const void *y)
     return 0;
 }
 
+/*
+ * GETs the manifest.json of batch `name` into *text (reset first) and reads
+ * it into *m (initialized here; the caller releases it).  The batch name must
+ * say what the manifest says: lists and replays go by the name.
+ */
+static enum zetl_err s3a_get_manifest(struct archive_s3 *a, const char *stream, const char *name,
+                                      struct zetl_buf *text, struct zetl_manifest *m,
+                                      struct zetl_errbuf *eb)
+{
+    struct zetl_buf key;
+    uint64_t first, last;
+    bool found;
+    enum zetl_err err;
+
+    zetl_manifest_init(m);
+    zetl_buf_init(&key, 0);
+    if (!zetl_archive_parse_name(name, strlen(name), &first, &last)) {
+        err = zetl_err_set(eb, ZETL_ERR_USAGE, "invalid batch name \"%s\"", name);
+        goto fail;
+    }
+    s3a_key(a, &key, stream, name, ZETL_MANIFEST_NAME);
+    if ((err = zetl_s3_get_mem(a->s3, key.data, ZETL_MANIFEST_MAX, text, &found, eb)) != ZETL_OK)
+        goto fail;
+    if (!found) {
+        err = zetl_err_set(eb, ZETL_ERR_FATAL, "archive batch s3://%s/%s does not exist", a->bucket,
+                           key.data);
+        goto fail;
+    }
+    if ((err = zetl_manifest_read(text->data, text->len, stream, m, eb)) != ZETL_OK) {
+        zetl_err_prefix(eb, "archive batch s3://%s/%s is damaged", a->bucket, key.data);
+        goto fail;
+    }
+    if (m->first_lsn != first || m->last_lsn != last)
+        err = zetl_err_set(
+            eb, ZETL_ERR_PROTOCOL,
+            "archive batch s3://%s/%s has a manifest for " ZETL_LSN_FMT "-" ZETL_LSN_FMT, a->bucket,
+            key.data, ZETL_LSN_ARGS(m->first_lsn), ZETL_LSN_ARGS(m->last_lsn));
+fail:
+    zetl_buf_release(&key);
+    return err;
+}
+
 static enum zetl_err s3a_last_lsn(struct zetl_archive *ar, const char *stream, uint64_t *last_lsn,
                                   uint64_t *end_lsn, struct zetl_errbuf *eb)
 {
-    struct archive_s3 *a = ar->s3;
+    struct archive_s3 *a = ar->state;
     struct s3a_scan sc;
-    struct zetl_buf key, text;
+    struct zetl_buf text;
+    struct zetl_manifest m;
     enum zetl_err err;
-    size_t i;
 
     *last_lsn = *end_lsn = 0;
     if ((err = scan_stream(a, stream, &sc, eb)) != ZETL_OK)
         return err;
-    zetl_buf_init(&key, 0);
-    zetl_buf_init(&text, S3A_MANIFEST_MAX);
+    zetl_manifest_init(&m);
+    zetl_buf_init(&text, ZETL_MANIFEST_MAX);
     if (sc.n > 1)
         qsort(sc.b, sc.n, sizeof(*sc.b), cmp_newest_first);
-    for (i = 0; i < sc.n; i++) {
-        uint64_t first, last, end;
-        char why[512];
-        bool found;
-        json_t *root;
-
+    for (size_t i = 0; i < sc.n; i++) {
         if (!sc.b[i].complete) {
             /* Never completed: a put that did not finish.  The batch comes again. */
             if ((err = remove_incomplete(a, stream, sc.b[i].name, eb)) != ZETL_OK)
                 goto fail;
             continue;
         }
-        s3a_key(a, &key, stream, sc.b[i].name, S3A_MANIFEST);
-        if ((err = zetl_s3_get_mem(a->s3, key.data, S3A_MANIFEST_MAX, &text, &found, eb)) !=
-            ZETL_OK)
+        if ((err = s3a_get_manifest(a, stream, sc.b[i].name, &text, &m, eb)) != ZETL_OK)
             goto fail;
-        if (!found) {
-            err = zetl_err_set(eb, ZETL_ERR_FATAL, "archive batch s3://%s/%s disappeared",
-                               a->bucket, key.data);
-            goto fail;
-        }
-        root = parse_manifest(text.data ? text.data : "", text.len, stream, &first, &last, &end,
-                              why, sizeof(why));
-        if (root == NULL) {
-            err = zetl_err_set(eb, ZETL_ERR_PROTOCOL, "archive batch s3://%s/%s is damaged: %s",
-                               a->bucket, key.data, why);
-            goto fail;
-        }
-        json_decref(root);
-        if (first != sc.b[i].first || last != sc.b[i].last) {
-            err = zetl_err_set(eb, ZETL_ERR_PROTOCOL,
-                               "archive batch s3://%s/%s has a manifest for " ZETL_LSN_FMT
-                               "-" ZETL_LSN_FMT,
-                               a->bucket, key.data, ZETL_LSN_ARGS(first), ZETL_LSN_ARGS(last));
-            goto fail;
-        }
-        *last_lsn = last;
-        *end_lsn = end;
+        *last_lsn = m.last_lsn;
+        *end_lsn = m.end_lsn;
         break;
     }
 
 fail:
+    zetl_manifest_release(&m);
     zetl_buf_release(&text);
-    zetl_buf_release(&key);
     free(sc.b);
     return err;
 }
@@ -308,15 +281,14 @@ static enum zetl_err s3a_list(struct zetl_archive *ar, const char *stream, uint6
 
     out->items = NULL;
     out->n = 0;
-    if ((err = scan_stream(ar->s3, stream, &sc, eb)) != ZETL_OK)
+    if ((err = scan_stream(ar->state, stream, &sc, eb)) != ZETL_OK)
         return err;
     if (sc.n > 1)
         qsort(sc.b, sc.n, sizeof(*sc.b), cmp_name);
     for (size_t i = 0; i < sc.n; i++) {
         if (!sc.b[i].complete || sc.b[i].last <= after_lsn)
             continue;
-        out->items = zetl_realloc(out->items, (out->n + 1) * sizeof(char *));
-        out->items[out->n++] = zetl_strdup(sc.b[i].name);
+        zetl_strlist_add(out, sc.b[i].name);
     }
     free(sc.b);
     return ZETL_OK;
@@ -370,7 +342,7 @@ static char *copy_manifest(const struct archive_s3 *a, const struct zetl_batch *
 static enum zetl_err s3a_put(struct zetl_archive *ar, const struct zetl_batch *b,
                              const char *manifest, size_t len, struct zetl_errbuf *eb)
 {
-    struct archive_s3 *a = ar->s3;
+    struct archive_s3 *a = ar->state;
     /* Per data file: the file and its own COPY manifest; then copy.manifest of all. */
     size_t nx = 2 * b->nfiles + 1;
     struct zetl_s3_xfer *x = zetl_calloc(nx, sizeof(*x));
@@ -386,7 +358,7 @@ static enum zetl_err s3a_put(struct zetl_archive *ar, const struct zetl_batch *b
     zetl_archive_batch_name(b, name);
 
     /* A replay after a crash: the batch is in already. */
-    s3a_key(a, &k, b->stream, name, S3A_MANIFEST);
+    s3a_key(a, &k, b->stream, name, ZETL_MANIFEST_NAME);
     if ((err = zetl_s3_head(a->s3, k.data, &found, NULL, eb)) != ZETL_OK)
         goto fail;
     if (found) {
@@ -423,7 +395,7 @@ static enum zetl_err s3a_put(struct zetl_archive *ar, const struct zetl_batch *b
     if ((err = zetl_s3_put(a->s3, x, nx, eb)) != ZETL_OK)
         goto fail;
 
-    s3a_key(a, &k, b->stream, name, S3A_MANIFEST);
+    s3a_key(a, &k, b->stream, name, ZETL_MANIFEST_NAME);
     memset(x, 0, sizeof(*x));
     x[0].key = k.data;
     x[0].data = manifest;
@@ -445,32 +417,6 @@ fail:
     return err;
 }
 
-/* A file name from a manifest that is safe to create in our directory. */
-static bool file_name_ok(const char *s)
-{
-    return s[0] != '\0' && strchr(s, '/') == NULL && strcmp(s, ".") != 0 && strcmp(s, "..") != 0 &&
-           strcmp(s, S3A_MANIFEST) != 0 && strlen(s) < 1024;
-}
-
-static enum zetl_err write_file(const char *path, const char *data, size_t len,
-                                struct zetl_errbuf *eb)
-{
-    FILE *f = fopen(path, "wb");
-
-    if (f == NULL)
-        return zetl_err_set(eb, ZETL_ERR_IO, "could not create file \"%s\": %s", path,
-                            strerror(errno));
-    if (fwrite(data, 1, len, f) != len || fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        int e = errno;
-        fclose(f);
-        return zetl_err_set(eb, ZETL_ERR_IO, "could not write file \"%s\": %s", path, strerror(e));
-    }
-    if (fclose(f) != 0)
-        return zetl_err_set(eb, ZETL_ERR_IO, "could not write file \"%s\": %s", path,
-                            strerror(errno));
-    return ZETL_OK;
-}
-
 /* Removes a fetched copy: <fetch_root>/<stream>-XXXXXX/<name>, parent included. */
 static void s3a_fetch_done(struct zetl_archive *ar, const char *dir)
 {
@@ -489,40 +435,21 @@ static void s3a_fetch_done(struct zetl_archive *ar, const char *dir)
 static enum zetl_err s3a_fetch(struct zetl_archive *ar, const char *stream, const char *name,
                                char **dir, struct zetl_errbuf *eb)
 {
-    struct archive_s3 *a = ar->s3;
+    struct archive_s3 *a = ar->state;
     struct zetl_buf d, k, text;
+    struct zetl_manifest m;
     struct zetl_s3_xfer *x = NULL;
     char **keys = NULL, **paths = NULL;
-    json_t *root = NULL, *files;
-    size_t nfiles = 0;
-    uint64_t first, last, end;
-    char why[512];
-    bool found, made = false;
+    bool made = false;
     enum zetl_err err;
 
     *dir = NULL;
     zetl_buf_init(&d, 0);
     zetl_buf_init(&k, 0);
-    zetl_buf_init(&text, S3A_MANIFEST_MAX);
-    if (!zetl_archive_parse_name(name, strlen(name), &first, &last)) {
-        err = zetl_err_set(eb, ZETL_ERR_USAGE, "invalid batch name \"%s\"", name);
+    zetl_buf_init(&text, ZETL_MANIFEST_MAX);
+    /* Every file name in it is checked safe to create here (proto/manifest.h). */
+    if ((err = s3a_get_manifest(a, stream, name, &text, &m, eb)) != ZETL_OK)
         goto fail;
-    }
-    s3a_key(a, &k, stream, name, S3A_MANIFEST);
-    if ((err = zetl_s3_get_mem(a->s3, k.data, S3A_MANIFEST_MAX, &text, &found, eb)) != ZETL_OK)
-        goto fail;
-    if (!found) {
-        err = zetl_err_set(eb, ZETL_ERR_FATAL, "archive batch s3://%s/%s does not exist", a->bucket,
-                           k.data);
-        goto fail;
-    }
-    root = parse_manifest(text.data ? text.data : "", text.len, stream, &first, &last, &end, why,
-                          sizeof(why));
-    if (root == NULL) {
-        err = zetl_err_set(eb, ZETL_ERR_PROTOCOL, "archive batch s3://%s/%s is damaged: %s",
-                           a->bucket, k.data, why);
-        goto fail;
-    }
 
     if ((err = zetl_fs_mkdirs(a->fetch_root, eb)) != ZETL_OK)
         goto fail;
@@ -541,40 +468,27 @@ static enum zetl_err s3a_fetch(struct zetl_archive *ar, const char *stream, cons
         goto fail;
     }
     zetl_buf_reset(&k);
-    zetl_buf_printf(&k, "%s/%s", d.data, S3A_MANIFEST);
-    if ((err = write_file(k.data, text.data, text.len, eb)) != ZETL_OK)
+    zetl_buf_printf(&k, "%s/%s", d.data, ZETL_MANIFEST_NAME);
+    if ((err = zetl_fs_write_file(k.data, text.data, text.len, eb)) != ZETL_OK)
         goto fail;
 
-    files = json_object_get(root, "files");
-    nfiles = json_array_size(files);
-    x = zetl_calloc(nfiles + 1, sizeof(*x));
-    keys = zetl_calloc(nfiles + 1, sizeof(char *));
-    paths = zetl_calloc(nfiles + 1, sizeof(char *));
-    for (size_t i = 0; i < nfiles; i++) {
-        json_t *f = json_array_get(files, i);
-        const char *file = json_string_value(json_object_get(f, "file"));
-        const char *sha = json_string_value(json_object_get(f, "sha256"));
-        json_t *bytes = json_object_get(f, "bytes");
+    x = zetl_calloc(m.nfiles + 1, sizeof(*x));
+    keys = zetl_calloc(m.nfiles + 1, sizeof(char *));
+    paths = zetl_calloc(m.nfiles + 1, sizeof(char *));
+    for (size_t i = 0; i < m.nfiles; i++) {
+        const struct zetl_manifest_file *f = &m.files[i];
 
-        if (file == NULL || !file_name_ok(file) || sha == NULL || strlen(sha) != 64 ||
-            !json_is_integer(bytes) || json_integer_value(bytes) < 0) {
-            err = zetl_err_set(eb, ZETL_ERR_PROTOCOL,
-                               "archive batch %s/%s: manifest entry %zu lacks a valid file, "
-                               "bytes or sha256",
-                               stream, name, i);
-            goto fail;
-        }
-        s3a_key(a, &k, stream, name, file);
+        s3a_key(a, &k, stream, name, f->file);
         keys[i] = zetl_strndup(k.data, k.len);
         zetl_buf_reset(&k);
-        zetl_buf_printf(&k, "%s/%s", d.data, file);
+        zetl_buf_printf(&k, "%s/%s", d.data, f->file);
         paths[i] = zetl_strndup(k.data, k.len);
         x[i].key = keys[i];
         x[i].path = paths[i];
-        x[i].sha256 = sha;
-        x[i].size = (int64_t)json_integer_value(bytes);
+        x[i].sha256 = f->sha256;
+        x[i].size = (int64_t)f->bytes;
     }
-    if ((err = zetl_s3_get(a->s3, x, nfiles, eb)) != ZETL_OK)
+    if ((err = zetl_s3_get(a->s3, x, m.nfiles, eb)) != ZETL_OK)
         goto fail;
     *dir = zetl_strndup(d.data, d.len);
 
@@ -586,14 +500,14 @@ fail:
             *slash = '\0'; /* the unique parent */
         zetl_fs_rmtree(d.data, &ignore);
     }
-    for (size_t i = 0; keys != NULL && i < nfiles; i++) {
+    for (size_t i = 0; keys != NULL && i < m.nfiles; i++) {
         free(keys[i]);
         free(paths[i]);
     }
     free(keys);
     free(paths);
     free(x);
-    json_decref(root);
+    zetl_manifest_release(&m);
     zetl_buf_release(&text);
     zetl_buf_release(&k);
     zetl_buf_release(&d);
@@ -602,7 +516,7 @@ fail:
 
 static void s3a_release(struct zetl_archive *ar)
 {
-    struct archive_s3 *a = ar->s3;
+    struct archive_s3 *a = ar->state;
 
     if (a == NULL)
         return;
@@ -611,21 +525,17 @@ static void s3a_release(struct zetl_archive *ar)
     free(a->prefix);
     free(a->bucket);
     free(a);
-    ar->s3 = NULL;
+    ar->state = NULL;
 }
 
-static const struct archive_backend s3_backend = {
-    .scheme = "s3",
-    .last_lsn = s3a_last_lsn,
-    .put = s3a_put,
-    .list = s3a_list,
-    .fetch = s3a_fetch,
-    .fetch_done = s3a_fetch_done,
-    .release = s3a_release,
-};
-
-enum zetl_err zetl_archive_s3_open(struct zetl_archive *ar, const struct zetl_config *cfg,
-                                   struct zetl_errbuf *eb)
+/*
+ * Sets up the backend for ar->url and checks the bucket: a missing bucket,
+ * denied access, a wrong region or an unreachable endpoint fails here with
+ * one line (ZETL_ERR_FATAL, or ZETL_ERR_RETRY for the unreachable endpoint).
+ * Uses cfg->archive.s3 and cfg->buffer.dir (where fetched batches are put).
+ */
+static enum zetl_err s3a_open(struct zetl_archive *ar, const char *rest,
+                              const struct zetl_config *cfg, struct zetl_errbuf *eb)
 {
     struct archive_s3 *a = zetl_calloc(1, sizeof(*a));
     struct zetl_s3_opts o = {0};
@@ -633,8 +543,8 @@ enum zetl_err zetl_archive_s3_open(struct zetl_archive *ar, const struct zetl_co
     const char *bdir = cfg->buffer.dir;
     enum zetl_err err;
 
-    ar->be = &s3_backend;
-    ar->s3 = a;
+    (void)rest; /* the URL is parsed whole, scheme included */
+    ar->state = a;
     zetl_buf_init(&p, 0);
     if ((err = zetl_s3_parse_url(ar->url, &a->bucket, &a->prefix, eb)) != ZETL_OK)
         goto fail;
@@ -670,3 +580,14 @@ fail:
     zetl_buf_release(&p);
     return err;
 }
+
+const struct archive_backend zetl_archive_s3_backend = {
+    .scheme = "s3",
+    .open = s3a_open,
+    .last_lsn = s3a_last_lsn,
+    .put = s3a_put,
+    .list = s3a_list,
+    .fetch = s3a_fetch,
+    .fetch_done = s3a_fetch_done,
+    .release = s3a_release,
+};

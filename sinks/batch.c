@@ -10,8 +10,8 @@
 #include "common/buf.h"
 #include "common/fs.h"
 #include "common/mem.h"
-#include "common/sha256.h"
-#include "proto/relcache.h"
+#include "common/time.h"
+#include "sinks/batch_file.h"
 #include "sinks/csv.h"
 
 #include <dirent.h>
@@ -21,114 +21,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <zstd.h>
 
-/* Level 1: capture must keep up with the walsender; level 3 costs twice the CPU for ~8% smaller
- * files. */
-#define ZETL_BATCH_ZSTD_LEVEL 1
-/* 1 MiB window: each open file's compressor stays around 1-2 MB. */
-#define ZETL_BATCH_ZSTD_WINDOW_LOG 20
 /* A row under construction goes to the compressor once it is this big. */
 #define ZETL_BATCH_ROW_FLUSH ((size_t)1 << 20)
 /* Cap of the row buffer: the flush threshold plus one quoted 1 GB value. */
 #define ZETL_BATCH_ROW_MAX ((size_t)3 << 30)
-/* Compressors kept across batches for reuse. */
-#define ZETL_BATCH_POOL_MAX 16
-
-/* PostgreSQL type OIDs whose typmod we render (pg_type.dat). */
-#define OID_BPCHAR 1042
-#define OID_VARCHAR 1043
-#define OID_TIME 1083
-#define OID_TIMESTAMP 1114
-#define OID_TIMESTAMPTZ 1184
-#define OID_INTERVAL 1186
-#define OID_TIMETZ 1266
-#define OID_BIT 1560
-#define OID_VARBIT 1562
-#define OID_NUMERIC 1700
-#define VARHDRSZ 4
-#define INTERVAL_FULL_PRECISION 0xFFFF
-
-/* A compressor and its fixed-size output buffer. */
-struct zcomp {
-    ZSTD_CCtx *cctx;
-    unsigned char *obuf;
-    size_t ocap;
-};
-
-/* One open file of the batch: one logical table in one column shape. */
-struct bfile {
-    struct bfile *hnext; /* hash chain */
-    uint64_t hash;       /* of table + shape */
-    char *table;         /* owned */
-    char *file;          /* owned: name within the batch directory */
-    char *path;          /* owned: full path, for messages */
-    size_t ncols;
-    struct zetl_batch_col *cols; /* owned */
-    int fd;
-    struct zcomp zc;
-    size_t opos; /* bytes waiting in zc.obuf */
-    struct zetl_sha256 sha;
-    uint64_t rows;
-    uint64_t bytes; /* compressed bytes written */
-    /* Tenants with rows here: a list in first-seen order plus an open-addressing set. */
-    char **tenants; /* owned strings */
-    size_t ntenants, tenants_alloc;
-    size_t *tset; /* indexes + 1 into tenants; 0 = empty slot */
-    size_t tset_cap;
-    size_t last_tenant; /* index of the tenant of the previous row */
-};
-
-struct zetl_batch_writer {
-    char *stream;                   /* owned */
-    char *tenant_column;            /* owned */
-    char *stream_dir;               /* owned: <spool_dir>/<stream> */
-    struct zetl_relcache *relcache; /* borrowed, may be NULL */
-
-    uint64_t seq;
-    char *dir;   /* owned: open-<seq> path once created, else NULL */
-    bool broken; /* an I/O failure left the batch unusable until discard */
-
-    struct bfile **files; /* owned, in creation order */
-    size_t nfiles, files_alloc;
-    struct bfile **buckets;
-    size_t nbuckets;
-    struct bfile *last; /* file of the previous row */
-
-    uint64_t first_lsn, last_lsn, end_lsn;
-    int64_t first_commit_time, last_commit_time;
-    uint64_t ntxns, nrows, raw_bytes;
-    int64_t opened_ms;
-
-    bool in_txn;
-    uint64_t txn_lsn;
-    int64_t txn_time;
-    uint64_t txn_rows; /* also the _zetl_seq of the next row */
-    char lsn_text[24];
-    size_t lsn_len;
-    char ts_text[ZETL_BATCH_TIME_LEN];
-    size_t ts_len;
-
-    struct zetl_buf row;     /* reused for every row */
-    struct zetl_buf scratch; /* reused for the _zetl_unchanged array */
-
-    struct zcomp pool[ZETL_BATCH_POOL_MAX];
-    size_t npool;
-};
 
 /* ---- small helpers ---------------------------------------------------- */
-
-int64_t zetl_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 size_t zetl_batch_format_time(int64_t pg_usec, bool iso, char out[ZETL_BATCH_TIME_LEN])
 {
@@ -153,74 +55,6 @@ size_t zetl_batch_format_time(int64_t pg_usec, bool iso, char out[ZETL_BATCH_TIM
                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, iso ? 'T' : ' ', tm.tm_hour,
                  tm.tm_min, tm.tm_sec, (int)usec, iso ? "Z" : "+00");
     return n < 0 ? 0 : (size_t)n;
-}
-
-char *zetl_batch_type_text(struct zetl_relcache *relcache, uint32_t typoid, int32_t typmod)
-{
-    const char *base = zetl_pgtype_name(typoid);
-    struct zetl_buf buf;
-    char *s;
-
-    if (base == NULL && relcache != NULL)
-        base = zetl_relcache_type_name(relcache, typoid);
-    zetl_buf_init(&buf, 0);
-    if (base == NULL)
-        zetl_buf_printf(&buf, "oid:%u", typoid);
-    else
-        zetl_buf_puts(&buf, base);
-
-    /* Typmod conventions of PostgreSQL's format_type() per type. */
-    switch (typoid) {
-    case OID_NUMERIC:
-        if (typmod >= VARHDRSZ) {
-            int32_t m = typmod - VARHDRSZ;
-            int precision = (m >> 16) & 0xffff;
-            int scale = ((m & 0x7ff) ^ 1024) - 1024; /* PostgreSQL 15 allows a negative scale */
-            zetl_buf_printf(&buf, "(%d,%d)", precision, scale);
-        }
-        break;
-    case OID_BPCHAR:
-    case OID_VARCHAR:
-        if (typmod >= VARHDRSZ)
-            zetl_buf_printf(&buf, "(%d)", (int)(typmod - VARHDRSZ));
-        break;
-    case OID_BIT:
-    case OID_VARBIT:
-    case OID_TIME:
-    case OID_TIMETZ:
-    case OID_TIMESTAMP:
-    case OID_TIMESTAMPTZ:
-        if (typmod >= 0)
-            zetl_buf_printf(&buf, "(%d)", (int)typmod);
-        break;
-    case OID_INTERVAL:
-        if (typmod >= 0 && (typmod & 0xffff) != INTERVAL_FULL_PRECISION)
-            zetl_buf_printf(&buf, "(%d)", (int)(typmod & 0xffff));
-        break;
-    default:
-        break;
-    }
-    s = zetl_strndup(buf.data, buf.len);
-    zetl_buf_release(&buf);
-    return s;
-}
-
-/* Writes the whole buffer, retrying short writes and EINTR. */
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-
-    while (n > 0) {
-        ssize_t r = write(fd, c, n);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        c += r;
-        n -= (size_t)r;
-    }
-    return 0;
 }
 
 static int fsync_path(const char *path)
@@ -264,19 +98,6 @@ static bool stream_name_valid(const char *s)
     return s[0] != '\0' && strchr(s, '/') == NULL && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
-static uint64_t fnv_bytes(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *c = p;
-
-    for (size_t i = 0; i < n; i++) {
-        h ^= c[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return h;
-}
-
-#define FNV_SEED UINT64_C(0xcbf29ce484222325)
-
 /* Appends the decimal digits of v. */
 static char *put_u64(char *p, uint64_t v)
 {
@@ -292,350 +113,13 @@ static char *put_u64(char *p, uint64_t v)
     return p;
 }
 
-/* ---- compressors ------------------------------------------------------- */
-
-static void zcomp_get(struct zetl_batch_writer *w, struct zcomp *zc)
-{
-    if (w->npool > 0) {
-        *zc = w->pool[--w->npool];
-        ZSTD_CCtx_reset(zc->cctx, ZSTD_reset_session_only);
-        return;
-    }
-    zc->cctx = ZSTD_createCCtx();
-    if (zc->cctx == NULL) {
-        fprintf(stderr, "FATAL:  could not create zstd context\n");
-        abort();
-    }
-    ZSTD_CCtx_setParameter(zc->cctx, ZSTD_c_compressionLevel, ZETL_BATCH_ZSTD_LEVEL);
-    ZSTD_CCtx_setParameter(zc->cctx, ZSTD_c_windowLog, ZETL_BATCH_ZSTD_WINDOW_LOG);
-    ZSTD_CCtx_setParameter(zc->cctx, ZSTD_c_checksumFlag, 1);
-    zc->ocap = ZSTD_CStreamOutSize();
-    zc->obuf = zetl_malloc(zc->ocap);
-}
-
-static void zcomp_put(struct zetl_batch_writer *w, struct zcomp *zc)
-{
-    if (zc->cctx == NULL)
-        return;
-    if (w->npool < ZETL_BATCH_POOL_MAX) {
-        w->pool[w->npool++] = *zc;
-    } else {
-        ZSTD_freeCCtx(zc->cctx);
-        free(zc->obuf);
-    }
-    zc->cctx = NULL;
-    zc->obuf = NULL;
-}
-
-/* ---- files --------------------------------------------------------------- */
-
-static void bfile_free(struct zetl_batch_writer *w, struct bfile *f)
-{
-    if (f == NULL)
-        return;
-    if (f->fd >= 0)
-        close(f->fd);
-    zcomp_put(w, &f->zc);
-    zetl_sha256_release(&f->sha);
-    free(f->table);
-    free(f->file);
-    free(f->path);
-    for (size_t i = 0; i < f->ncols; i++) {
-        free(f->cols[i].name);
-        free(f->cols[i].type);
-    }
-    free(f->cols);
-    for (size_t i = 0; i < f->ntenants; i++)
-        free(f->tenants[i]);
-    free(f->tenants);
-    free(f->tset);
-    free(f);
-}
-
-static enum zetl_err bfile_flush(struct bfile *f, struct zetl_errbuf *eb)
-{
-    if (f->opos == 0)
-        return ZETL_OK;
-    if (write_all(f->fd, f->zc.obuf, f->opos) != 0)
-        return zetl_err_set(eb, ZETL_ERR_IO, "could not write file \"%s\": %s", f->path,
-                            strerror(errno));
-    zetl_sha256_update(&f->sha, f->zc.obuf, f->opos);
-    f->bytes += f->opos;
-    f->opos = 0;
-    return ZETL_OK;
-}
-
-/* Pushes n bytes through the compressor; ZSTD_e_end also finishes the frame. */
-static enum zetl_err bfile_feed(struct bfile *f, const void *p, size_t n, ZSTD_EndDirective mode,
-                                struct zetl_errbuf *eb)
-{
-    ZSTD_inBuffer in = {p, n, 0};
-    enum zetl_err err;
-
-    for (;;) {
-        ZSTD_outBuffer out = {f->zc.obuf, f->zc.ocap, f->opos};
-        size_t r = ZSTD_compressStream2(f->zc.cctx, &out, &in, mode);
-
-        f->opos = out.pos;
-        if (ZSTD_isError(r))
-            return zetl_err_set(eb, ZETL_ERR_FATAL, "could not compress file \"%s\": %s", f->path,
-                                ZSTD_getErrorName(r));
-        if (f->opos == f->zc.ocap && (err = bfile_flush(f, eb)) != ZETL_OK)
-            return err;
-        if (mode == ZSTD_e_end ? r == 0 : in.pos == in.size)
-            return ZETL_OK;
-    }
-}
-
-static size_t tenant_slot(const struct bfile *f, const char *tenant, uint64_t h)
-{
-    size_t mask = f->tset_cap - 1;
-    size_t i = (size_t)h & mask;
-
-    while (f->tset[i] != 0 && strcmp(f->tenants[f->tset[i] - 1], tenant) != 0)
-        i = (i + 1) & mask;
-    return i;
-}
-
-/* Records that `tenant` has rows in f. */
-static void bfile_note_tenant(struct bfile *f, const char *tenant)
-{
-    size_t len, i;
-    uint64_t h;
-
-    if (f->ntenants > 0 && strcmp(f->tenants[f->last_tenant], tenant) == 0)
-        return;
-    len = strlen(tenant);
-    h = fnv_bytes(FNV_SEED, tenant, len);
-    if (f->tset_cap == 0) {
-        f->tset_cap = 16;
-        f->tset = zetl_calloc(f->tset_cap, sizeof(*f->tset));
-    }
-    i = tenant_slot(f, tenant, h);
-    if (f->tset[i] != 0) {
-        f->last_tenant = f->tset[i] - 1;
-        return;
-    }
-    if (f->ntenants == f->tenants_alloc) {
-        f->tenants_alloc = f->tenants_alloc ? f->tenants_alloc * 2 : 8;
-        f->tenants = zetl_realloc(f->tenants, f->tenants_alloc * sizeof(*f->tenants));
-    }
-    f->tenants[f->ntenants] = zetl_strndup(tenant, len);
-    f->last_tenant = f->ntenants++;
-    f->tset[i] = f->ntenants;
-    if (f->ntenants * 2 > f->tset_cap) {
-        /* Keep the set at most half full. */
-        size_t *old = f->tset, oldcap = f->tset_cap;
-        f->tset_cap *= 2;
-        f->tset = zetl_calloc(f->tset_cap, sizeof(*f->tset));
-        for (size_t k = 0; k < oldcap; k++) {
-            if (old[k] == 0)
-                continue;
-            const char *t = f->tenants[old[k] - 1];
-            f->tset[tenant_slot(f, t, fnv_bytes(FNV_SEED, t, strlen(t)))] = old[k];
-        }
-        free(old);
-    }
-}
-
-/* True when rows of (plan, rel) belong in f: same table, same kept columns. */
-static bool bfile_matches(const struct bfile *f, const struct zetl_table_plan *plan,
-                          const struct zetl_relation *rel)
-{
-    if (f->ncols != plan->nout || strcmp(f->table, plan->table) != 0)
-        return false;
-    for (size_t k = 0; k < f->ncols; k++) {
-        uint16_t src = plan->out_index[k];
-        const struct zetl_relcol *rc;
-
-        if (src >= rel->ncols)
-            return false;
-        rc = &rel->cols[src];
-        if (rc->typoid != f->cols[k].typoid || rc->typmod != f->cols[k].typmod ||
-            rc->key != f->cols[k].key || strcmp(rc->name, f->cols[k].name) != 0)
-            return false;
-    }
-    return true;
-}
-
-static enum zetl_err shape_hash(const struct zetl_table_plan *plan, const struct zetl_relation *rel,
-                                uint64_t *out, struct zetl_errbuf *eb)
-{
-    uint64_t h = fnv_bytes(FNV_SEED, plan->table, strlen(plan->table) + 1);
-
-    for (size_t k = 0; k < plan->nout; k++) {
-        uint16_t src = plan->out_index[k];
-        const struct zetl_relcol *rc;
-
-        if (src >= rel->ncols)
-            return zetl_err_set(eb, ZETL_ERR_FATAL,
-                                "table plan of \"%s\" names column %u but the relation has %u",
-                                plan->table, (unsigned)src, (unsigned)rel->ncols);
-        rc = &rel->cols[src];
-        h = fnv_bytes(h, rc->name, strlen(rc->name) + 1);
-        h = fnv_bytes(h, &rc->typoid, sizeof(rc->typoid));
-        h = fnv_bytes(h, &rc->typmod, sizeof(rc->typmod));
-        h = fnv_bytes(h, &rc->key, sizeof(rc->key));
-    }
-    *out = h;
-    return ZETL_OK;
-}
-
-/*
- * File names: the table name with every byte outside [A-Za-z0-9_.-]
- * percent-encoded, a leading '.' too (no hidden files, no "." or ".."), so
- * any table name is a valid file name on any file system.
- */
-static void safe_name(struct zetl_buf *out, const char *table)
-{
-    static const char hex[] = "0123456789ABCDEF";
-
-    if (table[0] == '\0')
-        zetl_buf_putc(out, '%'); /* impossible in PostgreSQL; still a unique name */
-    for (const unsigned char *p = (const unsigned char *)table; *p; p++) {
-        bool keep = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
-                    (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' ||
-                    (*p == '.' && p != (const unsigned char *)table);
-        if (keep) {
-            zetl_buf_putc(out, (char)*p);
-        } else {
-            char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
-            zetl_buf_append(out, e, 3);
-        }
-    }
-}
-
-static bool file_name_taken(const struct zetl_batch_writer *w, const char *name)
-{
-    /* Case-insensitive: "Users" and "users" must not collide on macOS or Windows. */
-    for (size_t i = 0; i < w->nfiles; i++)
-        if (strcasecmp(w->files[i]->file, name) == 0)
-            return true;
-    return false;
-}
-
-static void buckets_insert(struct zetl_batch_writer *w, struct bfile *f)
-{
-    if (w->nfiles > w->nbuckets) {
-        size_t n = w->nbuckets ? w->nbuckets * 2 : 64;
-        struct bfile **b = zetl_calloc(n, sizeof(*b));
-        for (size_t i = 0; i < w->nfiles; i++) {
-            struct bfile *g = w->files[i];
-            if (g == f)
-                continue;
-            g->hnext = b[g->hash & (n - 1)];
-            b[g->hash & (n - 1)] = g;
-        }
-        free(w->buckets);
-        w->buckets = b;
-        w->nbuckets = n;
-    }
-    f->hnext = w->buckets[f->hash & (w->nbuckets - 1)];
-    w->buckets[f->hash & (w->nbuckets - 1)] = f;
-}
-
-static enum zetl_err bfile_create(struct zetl_batch_writer *w, const struct zetl_table_plan *plan,
-                                  const struct zetl_relation *rel, uint64_t hash,
-                                  struct bfile **out, struct zetl_errbuf *eb)
-{
-    struct bfile *f = zetl_calloc(1, sizeof(*f));
-    struct zetl_buf name;
-    size_t base_len, shapes = 0;
-    enum zetl_err err;
-
-    f->fd = -1;
-    f->hash = hash;
-    f->table = zetl_strdup(plan->table);
-    zetl_buf_init(&name, 0);
-
-    /* The n-th shape of a table in this batch is "<safe>.<n>.csv.zst" (n >= 2). */
-    for (size_t i = 0; i < w->nfiles; i++)
-        if (strcmp(w->files[i]->table, plan->table) == 0)
-            shapes++;
-    safe_name(&name, plan->table);
-    base_len = name.len;
-    for (size_t n = shapes + 1;; n++) {
-        name.len = base_len;
-        if (n == 1)
-            zetl_buf_puts(&name, ".csv.zst");
-        else
-            zetl_buf_printf(&name, ".%zu.csv.zst", n);
-        if (!file_name_taken(w, name.data))
-            break;
-    }
-    f->file = zetl_strndup(name.data, name.len);
-    zetl_buf_reset(&name);
-    zetl_buf_printf(&name, "%s/%s", w->dir, f->file);
-    f->path = zetl_strndup(name.data, name.len);
-    zetl_buf_release(&name);
-
-    f->ncols = plan->nout;
-    f->cols = zetl_calloc(f->ncols ? f->ncols : 1, sizeof(*f->cols));
-    for (size_t k = 0; k < f->ncols; k++) {
-        const struct zetl_relcol *rc = &rel->cols[plan->out_index[k]];
-        f->cols[k].name = zetl_strdup(rc->name);
-        f->cols[k].type = zetl_batch_type_text(w->relcache, rc->typoid, rc->typmod);
-        f->cols[k].typoid = rc->typoid;
-        f->cols[k].typmod = rc->typmod;
-        f->cols[k].key = rc->key;
-    }
-
-    f->fd = open(f->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (f->fd < 0) {
-        err = zetl_err_set(eb, ZETL_ERR_IO, "could not create file \"%s\": %s", f->path,
-                           strerror(errno));
-        goto fail;
-    }
-    zcomp_get(w, &f->zc);
-    zetl_sha256_init(&f->sha);
-
-    if (w->nfiles == w->files_alloc) {
-        w->files_alloc = w->files_alloc ? w->files_alloc * 2 : 8;
-        w->files = zetl_realloc(w->files, w->files_alloc * sizeof(*w->files));
-    }
-    w->files[w->nfiles++] = f;
-    buckets_insert(w, f);
-    *out = f;
-    return ZETL_OK;
-
-fail:
-    bfile_free(w, f);
-    return err;
-}
-
-/* Finds or creates the file for the row's (table, shape). */
-static enum zetl_err route(struct zetl_batch_writer *w, const struct zetl_table_plan *plan,
-                           const struct zetl_relation *rel, struct bfile **out,
-                           struct zetl_errbuf *eb)
-{
-    uint64_t h = 0;
-    enum zetl_err err;
-
-    if (w->last != NULL && bfile_matches(w->last, plan, rel)) {
-        *out = w->last;
-        return ZETL_OK;
-    }
-    if ((err = shape_hash(plan, rel, &h, eb)) != ZETL_OK)
-        return err;
-    if (w->nbuckets > 0)
-        for (struct bfile *f = w->buckets[h & (w->nbuckets - 1)]; f; f = f->hnext)
-            if (f->hash == h && bfile_matches(f, plan, rel)) {
-                *out = w->last = f;
-                return ZETL_OK;
-            }
-    if ((err = bfile_create(w, plan, rel, h, out, eb)) != ZETL_OK)
-        return err;
-    w->last = *out;
-    return ZETL_OK;
-}
-
 /* ---- batch state ------------------------------------------------------- */
 
 /* Drops the files of the open batch (closing them) and starts a new one. */
 static void batch_reset(struct zetl_batch_writer *w)
 {
     for (size_t i = 0; i < w->nfiles; i++)
-        bfile_free(w, w->files[i]);
+        zetl_batch_file_free(w, w->files[i]);
     w->nfiles = 0;
     if (w->nbuckets)
         memset(w->buckets, 0, w->nbuckets * sizeof(*w->buckets));
@@ -833,7 +317,7 @@ static void unchanged_field(struct zetl_batch_writer *w, const struct zetl_value
 enum zetl_err zetl_batch_add(struct zetl_batch_writer *w, const struct zetl_row *row,
                              struct zetl_errbuf *eb)
 {
-    const struct zetl_table_plan *plan = row->plan;
+    const struct zetl_batch_target *plan = &row->target;
     struct zetl_buf *buf = &w->row;
     struct bfile *f = NULL;
     enum zetl_err err;
@@ -857,7 +341,7 @@ enum zetl_err zetl_batch_add(struct zetl_batch_writer *w, const struct zetl_row 
     default:
         return zetl_err_set(eb, ZETL_ERR_FATAL, "unknown change kind %d", (int)row->op);
     }
-    if ((err = route(w, plan, row->rel, &f, eb)) != ZETL_OK)
+    if ((err = zetl_batch_file_route(w, plan, row->rel, &f, eb)) != ZETL_OK)
         goto fail;
 
     /* Meta columns: _zetl_op,_zetl_lsn,_zetl_seq,_zetl_commit_ts,_zetl_unchanged,tenant */
@@ -907,17 +391,18 @@ enum zetl_err zetl_batch_add(struct zetl_batch_writer *w, const struct zetl_row 
         }
         /* A huge row goes to the compressor in pieces rather than growing the buffer. */
         if (buf->len >= ZETL_BATCH_ROW_FLUSH) {
-            if ((err = bfile_feed(f, buf->data, buf->len, ZSTD_e_continue, eb)) != ZETL_OK)
+            if ((err = zetl_batch_file_feed(f, buf->data, buf->len, ZSTD_e_continue, eb)) !=
+                ZETL_OK)
                 goto fail;
             w->raw_bytes += buf->len;
             zetl_buf_reset(buf);
         }
     }
     zetl_buf_putc(buf, '\n');
-    if ((err = bfile_feed(f, buf->data, buf->len, ZSTD_e_continue, eb)) != ZETL_OK)
+    if ((err = zetl_batch_file_feed(f, buf->data, buf->len, ZSTD_e_continue, eb)) != ZETL_OK)
         goto fail;
     w->raw_bytes += buf->len;
-    bfile_note_tenant(f, plan->tenant);
+    zetl_batch_file_note_tenant(f, plan->tenant);
     f->rows++;
     w->txn_rows++;
     return ZETL_OK;
@@ -959,6 +444,13 @@ bool zetl_batch_should_seal(const struct zetl_batch_writer *w, uint64_t max_rows
            (uint64_t)(now_ms - w->opened_ms) >= max_age_ms;
 }
 
+int64_t zetl_batch_seal_deadline(const struct zetl_batch_writer *w, uint64_t max_age_ms)
+{
+    if (w->in_txn || w->broken || w->ntxns == 0 || max_age_ms == 0)
+        return -1;
+    return w->opened_ms + (int64_t)max_age_ms;
+}
+
 uint64_t zetl_batch_pending_rows(const struct zetl_batch_writer *w)
 {
     return w->nrows;
@@ -967,26 +459,6 @@ uint64_t zetl_batch_pending_rows(const struct zetl_batch_writer *w)
 bool zetl_batch_in_txn(const struct zetl_batch_writer *w)
 {
     return w->in_txn;
-}
-
-/* Finishes one file: zstd frame end, write, fsync, close. */
-static enum zetl_err bfile_finish(struct bfile *f, struct zetl_errbuf *eb)
-{
-    enum zetl_err err;
-
-    if ((err = bfile_feed(f, NULL, 0, ZSTD_e_end, eb)) != ZETL_OK ||
-        (err = bfile_flush(f, eb)) != ZETL_OK)
-        return err;
-    if (fsync(f->fd) != 0)
-        return zetl_err_set(eb, ZETL_ERR_IO, "could not fsync file \"%s\": %s", f->path,
-                            strerror(errno));
-    if (close(f->fd) != 0) {
-        f->fd = -1;
-        return zetl_err_set(eb, ZETL_ERR_IO, "could not close file \"%s\": %s", f->path,
-                            strerror(errno));
-    }
-    f->fd = -1;
-    return ZETL_OK;
 }
 
 enum zetl_err zetl_batch_seal(struct zetl_batch_writer *w, struct zetl_batch **out,
@@ -1007,7 +479,7 @@ enum zetl_err zetl_batch_seal(struct zetl_batch_writer *w, struct zetl_batch **o
         return ZETL_OK;
 
     for (size_t i = 0; i < w->nfiles; i++)
-        if ((err = bfile_finish(w->files[i], eb)) != ZETL_OK)
+        if ((err = zetl_batch_file_finish(w->files[i], eb)) != ZETL_OK)
             goto fail;
     if (fsync_path(w->dir) != 0) {
         err = zetl_err_set(eb, ZETL_ERR_IO, "could not fsync directory \"%s\": %s", w->dir,

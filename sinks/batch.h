@@ -32,7 +32,8 @@
 #include <stdint.h>
 
 #include "common/err.h"
-#include "transforms/transform.h"
+#include "proto/pgoutput.h"
+#include "proto/relcache.h"
 
 #define ZETL_BATCH_META_COLS 6
 
@@ -85,12 +86,23 @@ struct zetl_batch {
 
 void zetl_batch_free(struct zetl_batch *b);
 
+/*
+ * Where a change goes: its tenant, the (unioned) table and the source
+ * columns kept, as the transforms decided them for its relation.
+ */
+struct zetl_batch_target {
+    const char *tenant;        /* borrowed */
+    const char *table;         /* borrowed */
+    uint16_t nout;             /* columns kept */
+    const uint16_t *out_index; /* borrowed, nout entries: source column index of each */
+};
+
 /* One change after transforms, ready to be written. */
 struct zetl_row {
     enum zetl_op op;
-    const struct zetl_table_plan *plan; /* borrowed: tenant, table, kept columns */
-    const struct zetl_relation *rel;    /* borrowed: column names and types */
-    const struct zetl_value *values;    /* borrowed: plan->nout values; NULL for truncate */
+    struct zetl_batch_target target;
+    const struct zetl_relation *rel; /* borrowed: column names and types */
+    const struct zetl_value *values; /* borrowed: target.nout values; NULL for truncate */
 };
 
 struct zetl_batch_writer;
@@ -129,6 +141,12 @@ enum zetl_err zetl_batch_end_txn(struct zetl_batch_writer *w, uint64_t end_lsn,
  */
 bool zetl_batch_should_seal(const struct zetl_batch_writer *w, uint64_t max_rows,
                             uint64_t max_bytes, uint64_t max_age_ms, int64_t now_ms);
+/*
+ * When (zetl_now_ms clock) the open batch reaches max_age_ms, so a loop can
+ * wait exactly that long; -1 when it holds no whole transaction to seal or
+ * max_age_ms is 0.
+ */
+int64_t zetl_batch_seal_deadline(const struct zetl_batch_writer *w, uint64_t max_age_ms);
 /* Rows in whole transactions not yet sealed. */
 uint64_t zetl_batch_pending_rows(const struct zetl_batch_writer *w);
 bool zetl_batch_in_txn(const struct zetl_batch_writer *w);
@@ -142,9 +160,6 @@ enum zetl_err zetl_batch_seal(struct zetl_batch_writer *w, struct zetl_batch **o
                               struct zetl_errbuf *eb);
 /* Throws away the open batch and any open transaction (after a disconnect). */
 void zetl_batch_discard(struct zetl_batch_writer *w);
-
-/* Milliseconds on a monotonic clock. */
-int64_t zetl_now_ms(void);
 
 /* Room for a formatted time and its NUL. */
 #define ZETL_BATCH_TIME_LEN 48

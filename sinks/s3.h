@@ -1,21 +1,34 @@
 /*
  * A small S3 client on libcurl: requests signed with AWS Signature V4 by
  * curl (CURLOPT_AWS_SIGV4) plus the x-amz-content-sha256 payload hash;
- * retries with exponential backoff and jitter on 5xx, 429, timeouts, resets
- * and partial bodies; several transfers in flight on one curl multi handle
- * (bounded); multipart upload above the part size; ListObjectsV2 with
- * pagination; virtual-hosted or path-style addressing.
+ * several transfers in flight on one curl multi handle (bounded); multipart
+ * upload above the part size; ListObjectsV2 with pagination;
+ * virtual-hosted or path-style addressing.
  *
- * Errors: ZETL_ERR_RETRY when the attempts ran out on a transient failure
- * (the caller may try again later), ZETL_ERR_FATAL for any other answer of
- * the server (4xx, with S3's error code and message), ZETL_ERR_PROTOCOL for a
- * response we cannot read, ZETL_ERR_IO for local files.  Messages read like
- * "s3 PUT s3://bucket/key: 403 AccessDenied: Access Denied".  Credentials
- * never appear in a message or a log line.
+ * Retries: one attempt per call.  A transient failure (5xx, 429, timeouts,
+ * resets, partial bodies) returns ZETL_ERR_RETRY at once and the caller,
+ * which knows how long it may wait and when to stop, owns the retry loop
+ * (the daemon's sink thread retries with backoff until the archive is back).
+ * The one exception is the parts of a multipart upload: a part is retried
+ * here with backoff and jitter (zetl_s3_opts.part_attempts), because
+ * retrying the call would abort the upload and send every part again.
+ * Within one call of several objects every object gets its attempt even
+ * after another failed transiently; a final error stops the call.
+ *
+ * Errors: ZETL_ERR_RETRY for a transient failure (the caller may try again
+ * later), ZETL_ERR_FATAL for any other answer of the server (4xx, with S3's
+ * error code and message), ZETL_ERR_PROTOCOL for a response we cannot read,
+ * ZETL_ERR_IO for local files.  Messages read like "s3 PUT
+ * s3://bucket/key: 403 AccessDenied: Access Denied".  Credentials never
+ * appear in a message or a log line.
  *
  * A client may be used from several threads at once: each call borrows a
  * curl multi handle from a pool, so connections are kept alive per thread of
  * use and reused across calls.
+ *
+ * Files: s3.c (the client and its operations), s3_http.c (requests on curl,
+ * the scheduler), s3_sign.c (URLs and what gets signed), s3_xml.c (S3's XML
+ * answers), s3_creds.c (credentials).
  */
 #ifndef ZETL_S3_H
 #define ZETL_S3_H
@@ -26,10 +39,10 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "config/config.h"
+#include "sinks/s3_creds.h"
 
-#define ZETL_S3_MAX_INFLIGHT 4 /* transfers in flight per call */
-#define ZETL_S3_MAX_ATTEMPTS 6 /* per request, before ZETL_ERR_RETRY */
+#define ZETL_S3_MAX_INFLIGHT 4  /* transfers in flight per call */
+#define ZETL_S3_PART_ATTEMPTS 6 /* per part of a multipart upload, before ZETL_ERR_RETRY */
 #define ZETL_S3_BACKOFF_BASE_MS 100
 #define ZETL_S3_BACKOFF_MAX_MS 5000
 #define ZETL_S3_TIMEOUT_MS 30000           /* no byte moving for this long: the attempt failed */
@@ -44,34 +57,10 @@ struct zetl_s3_opts {
     const char *endpoint; /* borrowed; NULL: AWS ("https://s3.<region>.amazonaws.com") */
     bool path_style;      /* endpoint/bucket/key rather than bucket.host/key */
     uint64_t part_size;   /* objects above this go multipart; 0: 8 MiB; at least 5 MiB */
-    int max_attempts;     /* 0: ZETL_S3_MAX_ATTEMPTS */
+    int part_attempts;    /* 0: ZETL_S3_PART_ATTEMPTS */
     long timeout_ms;      /* 0: env ZETL_S3_TIMEOUT_MS, else ZETL_S3_TIMEOUT_MS */
     int list_page; /* max-keys of a ListObjectsV2 page; 0: env ZETL_S3_LIST_PAGE, else 1000 */
 };
-
-/* AWS credentials; every member owned.  Never log them. */
-struct zetl_s3_creds {
-    char *access_key;
-    char *secret_key;
-    char *token; /* NULL without a session token */
-};
-
-/*
- * Loads credentials: AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+
- * AWS_SESSION_TOKEN), else the shared credentials file
- * (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials), profile AWS_PROFILE
- * or "default".  ZETL_ERR_FATAL when none are found.
- */
-enum zetl_err zetl_s3_creds_load(struct zetl_s3_creds *cr, struct zetl_errbuf *eb);
-/*
- * Reads profile `profile` of a shared credentials file's text (INI: [name]
- * sections, key = value lines, '#' and ';' comments).  ZETL_ERR_FATAL when
- * the profile or its keys are missing; `name` is for messages.
- */
-enum zetl_err zetl_s3_creds_parse(const char *name, const char *text, size_t len,
-                                  const char *profile, struct zetl_s3_creds *cr,
-                                  struct zetl_errbuf *eb);
-void zetl_s3_creds_release(struct zetl_s3_creds *cr);
 
 struct zetl_s3;
 
@@ -91,8 +80,7 @@ const char *zetl_s3_bucket(const struct zetl_s3 *s3);
 /*
  * Startup check: one ListObjectsV2 of at most one key under `prefix`, so a
  * missing bucket, denied access, a wrong region or an unreachable endpoint
- * is one clear message before anything else happens.  Fewer attempts than
- * ordinary requests.
+ * is one clear message before anything else happens.
  */
 enum zetl_err zetl_s3_check(struct zetl_s3 *s3, const char *prefix, struct zetl_errbuf *eb);
 
@@ -148,81 +136,6 @@ enum zetl_err zetl_s3_list(struct zetl_s3 *s3, const char *prefix, const char *s
 /* ---- pure helpers (exposed for tests) ----------------------------------- */
 
 /*
- * Percent-encodes bytes outside A-Z a-z 0-9 - . _ ~ as %XX (upper-case),
- * keeping '/' when keep_slash: SigV4's UriEncode.  Appends to out.
- */
-void zetl_s3_uri_encode(const char *s, size_t n, bool keep_slash, struct zetl_buf *out);
-
-/*
- * Canonical query string of `npairs` key/value pairs (kv[2i], kv[2i+1]; a
- * NULL value is an empty one): each encoded, sorted by encoded key, joined
- * as k=v&k=v.  curl 7.88 signs the query as sent, so we send it canonical.
- * Appends to out.
- */
-void zetl_s3_query(const char *const *kv, size_t npairs, struct zetl_buf *out);
-
-/*
- * URL of `key` (may be "" for the bucket) with an optional canonical
- * `query`: virtual-hosted https://bucket.s3.<region>.amazonaws.com/key, or
- * path-style <endpoint>/bucket/key.  Appends to out.
- */
-void zetl_s3_url(const struct zetl_s3_opts *o, const char *bucket, const char *key,
-                 const char *query, struct zetl_buf *out);
-
-/* "aws:amz:<region>:s3", curl's CURLOPT_AWS_SIGV4 parameter.  Appends to out. */
-void zetl_s3_sigv4_param(const char *region, struct zetl_buf *out);
-
-/*
- * Headers we add to a request besides curl's own (all of them signed):
- * x-amz-content-sha256, x-amz-security-token when `token`, Content-Type
- * when `content_type`.  Appends owned strings to out.
- */
-void zetl_s3_headers(const char *payload_sha256, const char *token, const char *content_type,
-                     struct zetl_strlist *out);
-
-/*
- * Decodes XML character data: the five predefined entities and numeric
- * character references (as UTF-8).  False on a malformed or unknown entity
- * or a reference to an invalid code point.  Appends to out.
- */
-bool zetl_s3_xml_decode(const char *s, size_t n, struct zetl_buf *out);
-
-/*
- * Text of the first element <tag>...</tag> in xml[0..len) (decoded, into
- * out after a reset).  False when absent or malformed.
- */
-bool zetl_s3_xml_text(const char *xml, size_t len, const char *tag, struct zetl_buf *out);
-
-/* One page of a ListObjectsV2 answer. */
-struct zetl_s3_list_page {
-    char **keys;     /* owned, each owned */
-    uint64_t *sizes; /* owned: size of keys[i] */
-    size_t nkeys;
-    struct zetl_strlist prefixes; /* common prefixes */
-    bool truncated;
-    char *next_token; /* owned or NULL: NextContinuationToken */
-};
-
-/*
- * Parses a ListBucketResult.  ZETL_ERR_PROTOCOL when it is not one, an
- * element is malformed, or it is truncated without a continuation token.
- */
-enum zetl_err zetl_s3_parse_list(const char *xml, size_t len, struct zetl_s3_list_page *page,
-                                 struct zetl_errbuf *eb);
-void zetl_s3_list_page_release(struct zetl_s3_list_page *page);
-
-/* What an S3 <Error> body says; empty strings when absent. */
-struct zetl_s3_error {
-    char code[64];
-    char message[256];
-    char region[64];    /* AuthorizationHeaderMalformed: the bucket's region */
-    char endpoint[256]; /* PermanentRedirect: where the bucket is */
-};
-
-/* Parses an <Error> body; false when the body is not one. */
-bool zetl_s3_parse_error(const char *xml, size_t len, struct zetl_s3_error *out);
-
-/*
  * Class of a finished attempt: ZETL_OK for 2xx, ZETL_ERR_RETRY for
  * transient failures (connection refused or reset, timeouts, partial
  * bodies: curl_code; 5xx, 408, 429, or S3 codes RequestTimeout, SlowDown,
@@ -232,7 +145,7 @@ bool zetl_s3_parse_error(const char *xml, size_t len, struct zetl_s3_error *out)
 enum zetl_err zetl_s3_classify(int curl_code, long status, const char *s3_code);
 
 /*
- * Delay before retry number `attempt` (1-based): exponential from
+ * Delay before retry number `attempt` (1-based) of a part: exponential from
  * ZETL_S3_BACKOFF_BASE_MS, capped at ZETL_S3_BACKOFF_MAX_MS, the upper half
  * drawn from `rnd` ("equal jitter").
  */
@@ -243,12 +156,6 @@ long zetl_s3_backoff_ms(int attempt, uint32_t rnd);
  * upload needs at most ZETL_S3_MAX_PARTS parts (whole MiB), at least 5 MiB.
  */
 uint64_t zetl_s3_part_size(uint64_t size, uint64_t want);
-
-/*
- * CompleteMultipartUpload body for parts 1..n with their ETags (as the
- * server sent them, quotes included).  Appends to out.
- */
-void zetl_s3_complete_xml(char *const *etags, size_t n, struct zetl_buf *out);
 
 /*
  * Splits "s3://bucket[/prefix]" into bucket and prefix (owned; the prefix

@@ -20,12 +20,6 @@
 #include "proto/pgoutput.h"
 #include "proto/relcache.h"
 
-/* A column value after transforms: kind is 'n' (NULL), 'u' (unchanged TOAST) or 't' (text). */
-struct zetl_value {
-    char kind;
-    struct zetl_slice val; /* borrowed: the receive buffer or the caller's arena */
-};
-
 /*
  * Cleaning steps for one source column, in rule order.  Only rules with a
  * cleaning step (trim, null_strings, lower, mask) are listed; a dropped column

@@ -1,14 +1,11 @@
 /*
- * The PostgreSQL dialect of the warehouse sink: type mapping and every SQL
- * statement the apply runs, as pure text generators (no connection), so the
- * unit tests can pin them and a Redshift dialect can sit beside this one.
- *
- * Sections: "shared" generators use only SQL that Redshift also speaks
- * (CREATE TABLE, ALTER TABLE, DELETE ... USING, INSERT ... SELECT, UPDATE ...
- * FROM, window functions) and are exported through wh.h, parametrized by a
- * struct zetl_wh_dialect where the two differ, for wh_redshift.c; "postgres
- * only" ones use arrays, DISTINCT ON, LATERAL, temp tables ON COMMIT DROP
- * and COPY FROM STDIN.
+ * The PostgreSQL dialect of the warehouse sink: its table of functions
+ * (zetl_wh_pg_dialect, at the end), the type mapping, and every statement of
+ * an apply that is PostgreSQL's own, as pure text generators (no
+ * connection) the unit tests pin: arrays, DISTINCT ON, LATERAL, temporary
+ * tables ON COMMIT DROP, and COPY FROM STDIN, through which the stage
+ * streams each archive file (wh_copy.c).  What Redshift speaks too is in
+ * wh_sql.c.
  *
  * The staging table of one (table, batch) holds the meta columns, the tenant
  * column and the union of the table's columns over the batch's files:
@@ -24,120 +21,18 @@
  *
  * Identifiers are always quoted; the only literals are numbers we computed.
  */
-#include "sinks/warehouse/wh.h"
+#include "sinks/warehouse/wh_dialect.h"
 
+#include "common/sqlquote.h"
 #include "common/buf.h"
 #include "common/mem.h"
+#include "sinks/batch.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- shared: identifiers, types ---------------------------------------- */
-
-void zetl_wh_sql_ident(struct zetl_buf *b, const char *s)
-{
-    zetl_buf_putc(b, '"');
-    for (; *s; s++) {
-        if (*s == '"')
-            zetl_buf_putc(b, '"');
-        zetl_buf_putc(b, *s);
-    }
-    zetl_buf_putc(b, '"');
-}
-
-/* alias."name" */
-void zetl_wh_sql_qual(struct zetl_buf *b, const char *alias, const char *s)
-{
-    zetl_buf_printf(b, "%s.", alias);
-    zetl_wh_sql_ident(b, s);
-}
-
-char *zetl_wh_quote_ident(const char *s)
-{
-    struct zetl_buf b;
-    char *out;
-
-    zetl_buf_init(&b, 0);
-    zetl_wh_sql_ident(&b, s);
-    out = zetl_strndup(b.data, b.len);
-    zetl_buf_release(&b);
-    return out;
-}
-
-char *zetl_wh_sql_take(struct zetl_buf *b)
-{
-    char *out = zetl_strndup(b->data ? b->data : "", b->len);
-
-    zetl_buf_release(b);
-    return out;
-}
-
-/* "schema"."table" */
-void zetl_wh_sql_table(struct zetl_buf *b, const struct zetl_wh_table *t)
-{
-    zetl_wh_sql_ident(b, t->schema);
-    zetl_buf_putc(b, '.');
-    zetl_wh_sql_ident(b, t->table);
-}
-
-/* pg_temp."<stage><suffix>" */
-static void qstage(struct zetl_buf *b, const struct zetl_wh_table *t, const char *suffix)
-{
-    struct zetl_buf n;
-
-    zetl_buf_init(&n, 0);
-    zetl_buf_puts(&n, t->stage);
-    zetl_buf_puts(&n, suffix);
-    zetl_buf_puts(b, "pg_temp.");
-    zetl_wh_sql_ident(b, n.data);
-    zetl_buf_release(&n);
-}
-
-static bool is_ident_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
-}
-
-/*
- * A built-in type as the manifest writes it: [a-z0-9_]+ with an optional
- * "(n)" or "(p,s)" modifier.  Anything else (custom "schema.name", "oid:N",
- * unexpected text) lands as text, and never reaches DDL as written.
- */
-const char *zetl_wh_canon_type(const char *mt)
-{
-    const char *p = mt;
-
-    if (mt == NULL || *mt == '\0' || strlen(mt) > 60)
-        return "text";
-    while (is_ident_char(*p))
-        p++;
-    if (p == mt)
-        return "text";
-    if (*p == '\0')
-        return mt;
-    if (*p != '(' || mt[0] == '_')
-        return "text";
-    p++;
-    if (*p == '-')
-        p++;
-    if (!(*p >= '0' && *p <= '9'))
-        return "text";
-    while (*p >= '0' && *p <= '9')
-        p++;
-    if (*p == ',') {
-        p++;
-        if (*p == '-')
-            p++;
-        if (!(*p >= '0' && *p <= '9'))
-            return "text";
-        while (*p >= '0' && *p <= '9')
-            p++;
-    }
-    if (p[0] != ')' || p[1] != '\0')
-        return "text";
-    return mt;
-}
+/* ---- types ---------------------------------------------------------------- */
 
 char *zetl_wh_pg_type(const char *manifest_type)
 {
@@ -243,178 +138,7 @@ enum zetl_wh_type_change zetl_wh_pg_type_change(const char *from, const char *to
     return ZETL_WH_TYPE_INCOMPATIBLE;
 }
 
-/* ---- shared: DDL and offsets ------------------------------------------- */
-
-size_t zetl_wh_sql_nkeys(const struct zetl_wh_table *t)
-{
-    size_t n = 0;
-
-    for (size_t i = 0; i < t->ncols; i++)
-        n += t->cols[i].key;
-    return n;
-}
-
-const struct zetl_wh_dialect zetl_wh_pg_dialect = {
-    .name = "postgres",
-    .text_type = "text",
-    .tenant_type = "text",
-    .col_type = zetl_wh_pg_type,
-    .table_options = NULL,
-    /*
-     * Streams apply concurrently: creating or altering a table (or the
-     * bookkeeping schema) is serialized per table until the transaction ends.
-     */
-    .ddl_lock_sql = "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))",
-};
-
-/*
- * "._zetl_table_state (...)": one row per stream and table.  A table's
- * last_lsn is an LSN of that stream: LSNs of different slots do not compare.
- */
-static void state_table_columns(struct zetl_buf *b, const struct zetl_wh_dialect *d)
-{
-    zetl_buf_printf(b,
-                    "._zetl_table_state (stream %s NOT NULL, table_name %s NOT NULL, "
-                    "state %s NOT NULL, reason %s, stopped_at_lsn bigint, "
-                    "updated_at timestamptz, last_lsn bigint, PRIMARY KEY (stream, table_name))",
-                    d->text_type, d->text_type, d->text_type, d->text_type);
-}
-
-char *zetl_wh_sql_bootstrap(const struct zetl_wh_dialect *d, const char *schema)
-{
-    struct zetl_buf b;
-
-    zetl_buf_init(&b, 0);
-    zetl_buf_puts(&b, "CREATE SCHEMA IF NOT EXISTS ");
-    zetl_wh_sql_ident(&b, schema);
-    zetl_buf_puts(&b, ";\nCREATE TABLE IF NOT EXISTS ");
-    zetl_wh_sql_ident(&b, schema);
-    zetl_buf_printf(&b,
-                    "._zetl_offsets (stream %s PRIMARY KEY, last_lsn bigint NOT NULL, "
-                    "end_lsn bigint, batch %s, applied_at timestamptz);\n"
-                    "CREATE TABLE IF NOT EXISTS ",
-                    d->text_type, d->text_type);
-    zetl_wh_sql_ident(&b, schema);
-    state_table_columns(&b, d);
-    return zetl_wh_sql_take(&b);
-}
-
-char *zetl_wh_sql_state_upgrade(const struct zetl_wh_dialect *d, const char *schema)
-{
-    struct zetl_buf b;
-
-    /*
-     * Through a temporary copy: a renamed table would keep its primary key
-     * index's name, which the new table's key needs.  The old per-table
-     * last_lsn is kept only where one stream wrote it: with several streams
-     * it mixed their LSNs and proves nothing.
-     */
-    zetl_buf_init(&b, 0);
-    zetl_buf_puts(&b, "CREATE TEMPORARY TABLE _zetl_state_v1 AS SELECT * FROM ");
-    zetl_wh_sql_ident(&b, schema);
-    zetl_buf_puts(&b, "._zetl_table_state;\nDROP TABLE ");
-    zetl_wh_sql_ident(&b, schema);
-    zetl_buf_puts(&b, "._zetl_table_state;\nCREATE TABLE ");
-    zetl_wh_sql_ident(&b, schema);
-    state_table_columns(&b, d);
-    zetl_buf_puts(&b, ";\nINSERT INTO ");
-    zetl_wh_sql_ident(&b, schema);
-    zetl_buf_puts(&b, "._zetl_table_state (stream, table_name, state, reason, stopped_at_lsn, "
-                      "updated_at, last_lsn) SELECT CASE WHEN o.n = 1 THEN o.s ELSE '' END, "
-                      "v.table_name, v.state, v.reason, v.stopped_at_lsn, v.updated_at, "
-                      "CASE WHEN o.n = 1 THEN v.last_lsn END FROM _zetl_state_v1 AS v CROSS "
-                      "JOIN (SELECT count(*) AS n, max(stream) AS s FROM ");
-    zetl_wh_sql_ident(&b, schema);
-    zetl_buf_puts(&b, "._zetl_offsets) AS o;\nDROP TABLE _zetl_state_v1");
-    return zetl_wh_sql_take(&b);
-}
-
-char *zetl_wh_sql_create_table(const struct zetl_wh_dialect *d, const struct zetl_wh_table *t)
-{
-    struct zetl_buf b;
-    bool keyed = zetl_wh_sql_nkeys(t) > 0;
-
-    zetl_buf_init(&b, 0);
-    zetl_buf_puts(&b, "CREATE TABLE ");
-    zetl_wh_sql_table(&b, t);
-    zetl_buf_puts(&b, " (");
-    zetl_wh_sql_ident(&b, t->tenant_column);
-    zetl_buf_printf(&b, " %s NOT NULL", d->tenant_type);
-    for (size_t i = 0; i < t->ncols; i++) {
-        char *ty = d->col_type(t->cols[i].type);
-
-        zetl_buf_puts(&b, ", ");
-        zetl_wh_sql_ident(&b, t->cols[i].name);
-        zetl_buf_printf(&b, " %s", ty);
-        free(ty);
-    }
-    zetl_buf_puts(&b, ", _zetl_lsn bigint, _zetl_synced_at timestamptz");
-    if (t->deletes == ZETL_DELETES_SOFT)
-        zetl_buf_puts(&b, ", _zetl_deleted boolean NOT NULL DEFAULT false");
-    else if (t->deletes == ZETL_DELETES_HISTORY)
-        zetl_buf_puts(&b, ", _zetl_valid_from bigint NOT NULL, _zetl_valid_to bigint");
-    if (keyed) {
-        zetl_buf_puts(&b, ", PRIMARY KEY (");
-        zetl_wh_sql_ident(&b, t->tenant_column);
-        for (size_t i = 0; i < t->ncols; i++)
-            if (t->cols[i].key) {
-                zetl_buf_puts(&b, ", ");
-                zetl_wh_sql_ident(&b, t->cols[i].name);
-            }
-        if (t->deletes == ZETL_DELETES_HISTORY)
-            zetl_buf_puts(&b, ", _zetl_valid_from");
-        zetl_buf_putc(&b, ')');
-    }
-    zetl_buf_putc(&b, ')');
-    if (d->table_options)
-        d->table_options(&b, t);
-    return zetl_wh_sql_take(&b);
-}
-
-/* ALTER TABLE "s"."t" <verb> "c" <type> */
-static char *alter_column(const struct zetl_wh_dialect *d, const struct zetl_wh_table *t,
-                          const struct zetl_wh_col *c, const char *verb, const char *type_kw)
-{
-    struct zetl_buf b;
-    char *ty = d->col_type(c->type);
-
-    zetl_buf_init(&b, 0);
-    zetl_buf_puts(&b, "ALTER TABLE ");
-    zetl_wh_sql_table(&b, t);
-    zetl_buf_printf(&b, " %s ", verb);
-    zetl_wh_sql_ident(&b, c->name);
-    zetl_buf_printf(&b, " %s%s", type_kw, ty);
-    free(ty);
-    return zetl_wh_sql_take(&b);
-}
-
-char *zetl_wh_sql_add_column(const struct zetl_wh_dialect *d, const struct zetl_wh_table *t,
-                             const struct zetl_wh_col *c)
-{
-    return alter_column(d, t, c, "ADD COLUMN", "");
-}
-
-char *zetl_wh_sql_alter_type(const struct zetl_wh_dialect *d, const struct zetl_wh_table *t,
-                             const struct zetl_wh_col *c)
-{
-    return alter_column(d, t, c, "ALTER COLUMN", "TYPE ");
-}
-
-void zetl_wh_sql_state_get(struct zetl_buf *b, const char *schema, const char *stream_param)
-{
-    /*
-     * A table stopped by any stream is stopped for all (the warehouse table
-     * cannot take the rows); its last_lsn is the stream's own only.
-     */
-    zetl_buf_printf(b,
-                    "SELECT table_name, CASE WHEN max(CASE WHEN state = 'stopped' THEN 1 ELSE 0 "
-                    "END) = 1 THEN 'stopped' ELSE 'active' END, coalesce(max(CASE WHEN stream "
-                    "= %s THEN last_lsn END), 0), max(CASE WHEN state = 'stopped' THEN reason "
-                    "END) FROM ",
-                    stream_param);
-    zetl_wh_sql_ident(b, schema);
-    zetl_buf_puts(b, "._zetl_table_state GROUP BY table_name");
-}
+/* ---- DDL -------------------------------------------------------------------- */
 
 char *zetl_wh_pg_bootstrap_sql(const char *schema)
 {
@@ -436,93 +160,20 @@ char *zetl_wh_pg_alter_type_sql(const struct zetl_wh_table *t, const struct zetl
     return zetl_wh_sql_alter_type(&zetl_wh_pg_dialect, t, c);
 }
 
-/* ---- shared: merge building blocks ------------------------------------- */
+/* ---- staging ---------------------------------------------------------------- */
 
-/* a.tenant = b.tenant AND a.k1 = b.k1 ... (keys are NOT NULL) */
-void zetl_wh_sql_key_match(struct zetl_buf *b, const struct zetl_wh_table *t, const char *a,
-                           const char *c)
+/* pg_temp."<stage><suffix>" */
+static void qstage(struct zetl_buf *b, const struct zetl_wh_table *t, const char *suffix)
 {
-    zetl_wh_sql_qual(b, a, t->tenant_column);
-    zetl_buf_puts(b, " = ");
-    zetl_wh_sql_qual(b, c, t->tenant_column);
-    for (size_t i = 0; i < t->ncols; i++)
-        if (t->cols[i].key) {
-            zetl_buf_puts(b, " AND ");
-            zetl_wh_sql_qual(b, a, t->cols[i].name);
-            zetl_buf_puts(b, " = ");
-            zetl_wh_sql_qual(b, c, t->cols[i].name);
-        }
-}
+    struct zetl_buf n;
 
-/* tenant, k1, k2 (unqualified) */
-void zetl_wh_sql_key_list(struct zetl_buf *b, const struct zetl_wh_table *t)
-{
-    zetl_wh_sql_ident(b, t->tenant_column);
-    for (size_t i = 0; i < t->ncols; i++)
-        if (t->cols[i].key) {
-            zetl_buf_puts(b, ", ");
-            zetl_wh_sql_ident(b, t->cols[i].name);
-        }
+    zetl_buf_init(&n, 0);
+    zetl_buf_puts(&n, t->stage);
+    zetl_buf_puts(&n, suffix);
+    zetl_buf_puts(b, "pg_temp.");
+    zetl_sql_append_ident(b, n.data);
+    zetl_buf_release(&n);
 }
-
-/*
- * k1, k2, tenant (unqualified): the key in the order a sort or a partition by
- * key should compare it.  Any order groups the same rows; the tenant column
- * is text with few distinct values, so comparing it first costs a string
- * comparison per pair that almost never decides (a sort of the stage by
- * (tenant, id, ...) took 4-6 times as long as by (id, tenant, ...)).
- */
-void zetl_wh_sql_key_list_sort(struct zetl_buf *b, const struct zetl_wh_table *t)
-{
-    for (size_t i = 0; i < t->ncols; i++)
-        if (t->cols[i].key) {
-            zetl_wh_sql_ident(b, t->cols[i].name);
-            zetl_buf_puts(b, ", ");
-        }
-    zetl_wh_sql_ident(b, t->tenant_column);
-}
-
-/* tenant, c1, c2, ... with an optional alias prefix */
-void zetl_wh_sql_col_list(struct zetl_buf *b, const struct zetl_wh_table *t, const char *alias)
-{
-    if (alias)
-        zetl_wh_sql_qual(b, alias, t->tenant_column);
-    else
-        zetl_wh_sql_ident(b, t->tenant_column);
-    for (size_t i = 0; i < t->ncols; i++) {
-        zetl_buf_puts(b, ", ");
-        if (alias)
-            zetl_wh_sql_qual(b, alias, t->cols[i].name);
-        else
-            zetl_wh_sql_ident(b, t->cols[i].name);
-    }
-}
-
-/* The warehouse rows that are current, for soft and history modes ("" or " AND ..."). */
-void zetl_wh_sql_live(struct zetl_buf *b, const struct zetl_wh_table *t, const char *alias)
-{
-    if (t->deletes == ZETL_DELETES_SOFT)
-        zetl_buf_printf(b, " AND NOT %s._zetl_deleted", alias);
-    else if (t->deletes == ZETL_DELETES_HISTORY)
-        zetl_buf_printf(b, " AND %s._zetl_valid_to IS NULL", alias);
-}
-
-/* INSERT INTO "s"."t" (tenant, cols, _zetl_lsn, _zetl_synced_at[, mode columns]) */
-void zetl_wh_sql_insert_head(struct zetl_buf *b, const struct zetl_wh_table *t)
-{
-    zetl_buf_puts(b, "INSERT INTO ");
-    zetl_wh_sql_table(b, t);
-    zetl_buf_puts(b, " (");
-    zetl_wh_sql_col_list(b, t, NULL);
-    zetl_buf_puts(b, ", _zetl_lsn, _zetl_synced_at");
-    if (t->deletes == ZETL_DELETES_SOFT)
-        zetl_buf_puts(b, ", _zetl_deleted");
-    else if (t->deletes == ZETL_DELETES_HISTORY)
-        zetl_buf_puts(b, ", _zetl_valid_from, _zetl_valid_to");
-    zetl_buf_puts(b, ")");
-}
-
-/* ---- postgres only: staging -------------------------------------------- */
 
 char *zetl_wh_pg_stage_sql(const struct zetl_wh_table *t)
 {
@@ -535,16 +186,9 @@ char *zetl_wh_pg_stage_sql(const struct zetl_wh_table *t)
                       "_zetl_file int NOT NULL DEFAULT 0, _zetl_op char(1), _zetl_lsn bigint, "
                       "_zetl_seq bigint, _zetl_commit_ts timestamptz, _zetl_unchanged int[], "
                       "_zetl_unch int[], _zetl_kb bigint, _zetl_prev bigint, ");
-    zetl_wh_sql_ident(&b, t->tenant_column);
+    zetl_sql_append_ident(&b, t->tenant_column);
     zetl_buf_puts(&b, " text");
-    for (size_t i = 0; i < t->ncols; i++) {
-        char *ty = zetl_wh_pg_type(t->cols[i].type);
-
-        zetl_buf_puts(&b, ", ");
-        zetl_wh_sql_ident(&b, t->cols[i].name);
-        zetl_buf_printf(&b, " %s", ty);
-        free(ty);
-    }
+    zetl_wh_sql_col_defs(&b, t, zetl_wh_pg_type);
     zetl_buf_puts(&b, ") ON COMMIT DROP");
     return zetl_wh_sql_take(&b);
 }
@@ -568,53 +212,8 @@ char *zetl_wh_pg_copy_sql(const struct zetl_wh_table *t, const struct zetl_wh_sh
     zetl_buf_init(&b, 0);
     zetl_buf_puts(&b, "COPY ");
     qstage(&b, t, "");
-    zetl_buf_puts(&b, " (_zetl_op, _zetl_lsn, _zetl_seq, _zetl_commit_ts, _zetl_unchanged, ");
-    zetl_wh_sql_ident(&b, t->tenant_column);
-    for (size_t k = 0; k < shape->ncols; k++) {
-        zetl_buf_puts(&b, ", ");
-        zetl_wh_sql_ident(&b, t->cols[shape->map[k]].name);
-    }
-    zetl_buf_puts(&b, ") FROM STDIN WITH (FORMAT csv)");
-    return zetl_wh_sql_take(&b);
-}
-
-/* "IN (f, ...)" of the files that lack some union column; false when none does. */
-bool zetl_wh_sql_files_absent(struct zetl_buf *b, const struct zetl_wh_table *t,
-                              const struct zetl_wh_shape *shapes, size_t nshapes)
-{
-    bool any = false;
-
-    for (size_t f = 0; f < nshapes; f++)
-        if (shapes[f].ncols < t->ncols) {
-            zetl_buf_printf(b, "%s%zu", any ? ", " : " OR _zetl_file IN (", f);
-            any = true;
-        }
-    if (any)
-        zetl_buf_putc(b, ')');
-    return any;
-}
-
-/* Counts of truncates, deletes, updates needing a fill, and all rows; `stage` is SQL text. */
-char *zetl_wh_sql_stage_stats(const char *stage, const struct zetl_wh_table *t,
-                              const struct zetl_wh_shape *shapes, size_t nshapes)
-{
-    struct zetl_buf b;
-
-    zetl_buf_init(&b, 0);
-    zetl_buf_puts(&b, "SELECT count(CASE WHEN _zetl_op = 'T' THEN 1 END), "
-                      "count(CASE WHEN _zetl_op IN ('B', 'D') THEN 1 END), "
-                      "count(CASE WHEN _zetl_op = 'U' AND (_zetl_unchanged IS NOT NULL");
-    zetl_wh_sql_files_absent(&b, t, shapes, nshapes);
-    zetl_buf_printf(&b, ") THEN 1 END), count(*) FROM %s", stage);
-    return zetl_wh_sql_take(&b);
-}
-
-char *zetl_wh_sql_skip_applied(const char *stage)
-{
-    struct zetl_buf b;
-
-    zetl_buf_init(&b, 0);
-    zetl_buf_printf(&b, "DELETE FROM %s WHERE _zetl_lsn <= CAST($1 AS BIGINT)", stage);
+    zetl_wh_sql_copy_columns(&b, t, shape);
+    zetl_buf_puts(&b, " FROM STDIN WITH (FORMAT csv)");
     return zetl_wh_sql_take(&b);
 }
 
@@ -659,7 +258,7 @@ char *zetl_wh_pg_truncate_sql(const struct zetl_wh_table *t)
         zetl_buf_puts(&b, " AS w WHERE ");
         zetl_wh_sql_qual(&b, "w", t->tenant_column);
         zetl_buf_puts(&b, " IN (SELECT ");
-        zetl_wh_sql_ident(&b, t->tenant_column);
+        zetl_sql_append_ident(&b, t->tenant_column);
         zetl_buf_puts(&b, " FROM ");
         qstage(&b, t, "");
         zetl_buf_puts(&b, " WHERE _zetl_op = 'T')");
@@ -672,7 +271,7 @@ char *zetl_wh_pg_truncate_sql(const struct zetl_wh_table *t)
         else
             zetl_buf_puts(&b, " AS w SET _zetl_valid_to = tr.lsn, _zetl_synced_at = now()");
         zetl_buf_puts(&b, " FROM (SELECT ");
-        zetl_wh_sql_ident(&b, t->tenant_column);
+        zetl_sql_append_ident(&b, t->tenant_column);
         zetl_buf_puts(&b, " AS tn, min(_zetl_lsn) AS lsn FROM ");
         qstage(&b, t, "");
         zetl_buf_puts(&b, " WHERE _zetl_op = 'T' GROUP BY 1) AS tr WHERE ");
@@ -684,20 +283,20 @@ char *zetl_wh_pg_truncate_sql(const struct zetl_wh_table *t)
     zetl_buf_puts(&b, ";\nDELETE FROM ");
     qstage(&b, t, "");
     zetl_buf_puts(&b, " AS x USING (SELECT DISTINCT ON (");
-    zetl_wh_sql_ident(&b, t->tenant_column);
+    zetl_sql_append_ident(&b, t->tenant_column);
     zetl_buf_puts(&b, ") ");
-    zetl_wh_sql_ident(&b, t->tenant_column);
+    zetl_sql_append_ident(&b, t->tenant_column);
     zetl_buf_puts(&b, " AS tn, _zetl_lsn AS lsn, _zetl_seq AS seq FROM ");
     qstage(&b, t, "");
     zetl_buf_puts(&b, " WHERE _zetl_op = 'T' ORDER BY ");
-    zetl_wh_sql_ident(&b, t->tenant_column);
+    zetl_sql_append_ident(&b, t->tenant_column);
     zetl_buf_puts(&b, ", _zetl_lsn DESC, _zetl_seq DESC) AS tr WHERE ");
     zetl_wh_sql_qual(&b, "x", t->tenant_column);
     zetl_buf_puts(&b, " = tr.tn AND (x._zetl_lsn, x._zetl_seq) <= (tr.lsn, tr.seq)");
     return zetl_wh_sql_take(&b);
 }
 
-/* ---- postgres only: unchanged values ----------------------------------- */
+/* ---- unchanged values ----------------------------------------------------------- */
 
 /* SET "c" = CASE WHEN i = ANY(r._zetl_unch)<cond> THEN <src>."c" ELSE r."c" END, ... */
 static void fill_set(struct zetl_buf *b, const struct zetl_wh_table *t, const char *src,
@@ -710,7 +309,7 @@ static void fill_set(struct zetl_buf *b, const struct zetl_wh_table *t, const ch
             continue;
         zetl_buf_puts(b, first ? " SET " : ", ");
         first = false;
-        zetl_wh_sql_ident(b, t->cols[i].name);
+        zetl_sql_append_ident(b, t->cols[i].name);
         zetl_buf_printf(b, " = CASE WHEN %zu = ANY(r._zetl_unch)", i);
         if (extra_cond)
             zetl_buf_printf(b, " AND NOT (%zu = ANY(%s))", i, extra_cond);
@@ -736,37 +335,33 @@ static void lookup_key(struct zetl_buf *b, const char *name)
     zetl_buf_puts(b, " END");
 }
 
-char *zetl_wh_pg_fill_prepare_sql(const struct zetl_wh_table *t, const struct zetl_wh_shape *shapes,
-                                  size_t nshapes)
+/*
+ * 1. Unchanged columns as union indices: the file's _zetl_unchanged
+ *    translated through its column map, plus the columns its shape lacks.
+ *    Key columns are never filled.
+ */
+static void fill_unchanged_sets(struct zetl_buf *b, const struct zetl_wh_table *t,
+                                const struct zetl_wh_shape *shapes, size_t nshapes)
 {
-    struct zetl_buf b;
-    size_t kn = 0;
-
-    zetl_buf_init(&b, 0);
-    /*
-     * 1. Unchanged columns as union indices: the file's _zetl_unchanged
-     *    translated through its column map, plus the columns its shape lacks.
-     *    Key columns are never filled.
-     */
-    zetl_buf_puts(&b, "UPDATE ");
-    qstage(&b, t, "");
-    zetl_buf_puts(&b, " SET _zetl_unch = NULLIF(CASE _zetl_file");
+    zetl_buf_puts(b, "UPDATE ");
+    qstage(b, t, "");
+    zetl_buf_puts(b, " SET _zetl_unch = NULLIF(CASE _zetl_file");
     for (size_t f = 0; f < nshapes; f++) {
         bool any = false;
 
-        zetl_buf_printf(&b, " WHEN %zu THEN ARRAY(SELECT m FROM (SELECT (ARRAY[", f);
+        zetl_buf_printf(b, " WHEN %zu THEN ARRAY(SELECT m FROM (SELECT (ARRAY[", f);
         for (size_t k = 0; k < shapes[f].ncols; k++) {
             size_t u = shapes[f].map[k];
 
             if (k)
-                zetl_buf_puts(&b, ", ");
+                zetl_buf_puts(b, ", ");
             if (t->cols[u].key)
-                zetl_buf_puts(&b, "NULL");
+                zetl_buf_puts(b, "NULL");
             else
-                zetl_buf_printf(&b, "%zu", u);
+                zetl_buf_printf(b, "%zu", u);
         }
-        zetl_buf_puts(&b, "]::int[])[i + 1] AS m FROM unnest(_zetl_unchanged) AS i) AS q "
-                          "WHERE m IS NOT NULL) || ARRAY[");
+        zetl_buf_puts(b, "]::int[])[i + 1] AS m FROM unnest(_zetl_unchanged) AS i) AS q "
+                         "WHERE m IS NOT NULL) || ARRAY[");
         for (size_t u = 0; u < t->ncols; u++) {
             bool present = false;
 
@@ -774,102 +369,121 @@ char *zetl_wh_pg_fill_prepare_sql(const struct zetl_wh_table *t, const struct ze
                 present = shapes[f].map[k] == u;
             if (present || t->cols[u].key)
                 continue;
-            zetl_buf_printf(&b, "%s%zu", any ? ", " : "", u);
+            zetl_buf_printf(b, "%s%zu", any ? ", " : "", u);
             any = true;
         }
-        zetl_buf_puts(&b, "]::int[]");
+        zetl_buf_puts(b, "]::int[]");
     }
-    zetl_buf_puts(&b, " END, '{}') WHERE _zetl_op = 'U' AND (_zetl_unchanged IS NOT NULL");
-    zetl_wh_sql_files_absent(&b, t, shapes, nshapes);
-    zetl_buf_puts(&b, ")");
+    zetl_buf_puts(b, " END, '{}') WHERE _zetl_op = 'U' AND (_zetl_unchanged IS NOT NULL");
+    zetl_wh_sql_files_absent(b, t, shapes, nshapes);
+    zetl_buf_puts(b, ")");
+}
 
-    /* 2. The B row right before an update (same transaction, seq - 1): its old key. */
-    zetl_buf_puts(&b, ";\nUPDATE ");
-    qstage(&b, t, "");
-    zetl_buf_puts(&b, " AS r SET _zetl_kb = b._zetl_id FROM ");
-    qstage(&b, t, "");
-    zetl_buf_puts(&b, " AS b WHERE r._zetl_unch IS NOT NULL AND b._zetl_op = 'B' AND "
-                      "b._zetl_lsn = r._zetl_lsn AND b._zetl_seq = r._zetl_seq - 1 AND ");
-    zetl_wh_sql_qual(&b, "b", t->tenant_column);
-    zetl_buf_puts(&b, " = ");
-    zetl_wh_sql_qual(&b, "r", t->tenant_column);
+/* 2. The B row right before an update (same transaction, seq - 1): its old key. */
+static void fill_key_before(struct zetl_buf *b, const struct zetl_wh_table *t)
+{
+    zetl_buf_puts(b, ";\nUPDATE ");
+    qstage(b, t, "");
+    zetl_buf_puts(b, " AS r SET _zetl_kb = b._zetl_id FROM ");
+    qstage(b, t, "");
+    zetl_buf_puts(b, " AS b WHERE r._zetl_unch IS NOT NULL AND b._zetl_op = 'B' AND "
+                     "b._zetl_lsn = r._zetl_lsn AND b._zetl_seq = r._zetl_seq - 1 AND ");
+    zetl_wh_sql_qual(b, "b", t->tenant_column);
+    zetl_buf_puts(b, " = ");
+    zetl_wh_sql_qual(b, "r", t->tenant_column);
+}
 
+/* 3. The latest earlier image (I or U) of the key the update came from. */
+static void fill_predecessor(struct zetl_buf *b, const struct zetl_wh_table *t)
+{
+    size_t kn = 0;
+
+    zetl_buf_puts(b, ";\nUPDATE ");
+    qstage(b, t, "");
+    zetl_buf_puts(b, " AS r SET _zetl_prev = x.pid FROM (SELECT r2._zetl_id AS rid, "
+                     "(SELECT p._zetl_id FROM ");
+    qstage(b, t, "");
+    zetl_buf_puts(b, " AS p WHERE p._zetl_op IN ('I', 'U') AND ");
+    zetl_wh_sql_qual(b, "p", t->tenant_column);
+    zetl_buf_puts(b, " = lk.t");
     for (size_t i = 0; i < t->ncols; i++)
-        kn += t->cols[i].key;
-    if (kn == 0) {
+        if (t->cols[i].key) {
+            zetl_buf_puts(b, " AND ");
+            zetl_wh_sql_qual(b, "p", t->cols[i].name);
+            zetl_buf_printf(b, " = lk.k%zu", kn++);
+        }
+    zetl_buf_puts(b, " AND (p._zetl_lsn, p._zetl_seq) < (r2._zetl_lsn, r2._zetl_seq) "
+                     "ORDER BY p._zetl_lsn DESC, p._zetl_seq DESC LIMIT 1) AS pid FROM ");
+    qstage(b, t, "");
+    zetl_buf_puts(b, " AS r2 LEFT JOIN ");
+    qstage(b, t, "");
+    zetl_buf_puts(b, " AS b ON b._zetl_id = r2._zetl_kb CROSS JOIN LATERAL (SELECT ");
+    lookup_key(b, t->tenant_column);
+    zetl_buf_puts(b, " AS t");
+    kn = 0;
+    for (size_t i = 0; i < t->ncols; i++)
+        if (t->cols[i].key) {
+            zetl_buf_puts(b, ", ");
+            lookup_key(b, t->cols[i].name);
+            zetl_buf_printf(b, " AS k%zu", kn++);
+        }
+    zetl_buf_puts(b, ") AS lk WHERE r2._zetl_unch IS NOT NULL) AS x "
+                     "WHERE r._zetl_id = x.rid AND x.pid IS NOT NULL");
+}
+
+/* 4. Updates without an earlier image in the batch: the current warehouse row. */
+static void fill_from_warehouse(struct zetl_buf *b, const struct zetl_wh_table *t)
+{
+    zetl_buf_puts(b, ";\nUPDATE ");
+    qstage(b, t, "");
+    zetl_buf_puts(b, " AS r");
+    fill_set(b, t, "x", true, NULL);
+    zetl_buf_puts(b, "_zetl_unch = NULL FROM (SELECT r2._zetl_id AS rid");
+    for (size_t i = 0; i < t->ncols; i++)
+        if (!t->cols[i].key) {
+            zetl_buf_puts(b, ", ");
+            zetl_wh_sql_qual(b, "w", t->cols[i].name);
+            zetl_buf_printf(b, " AS v%zu", i);
+        }
+    zetl_buf_puts(b, " FROM ");
+    qstage(b, t, "");
+    zetl_buf_puts(b, " AS r2 LEFT JOIN ");
+    qstage(b, t, "");
+    zetl_buf_puts(b, " AS b ON b._zetl_id = r2._zetl_kb JOIN ");
+    zetl_wh_sql_table(b, t);
+    zetl_buf_puts(b, " AS w ON ");
+    zetl_wh_sql_qual(b, "w", t->tenant_column);
+    zetl_buf_puts(b, " = ");
+    lookup_key(b, t->tenant_column);
+    for (size_t i = 0; i < t->ncols; i++)
+        if (t->cols[i].key) {
+            zetl_buf_puts(b, " AND ");
+            zetl_wh_sql_qual(b, "w", t->cols[i].name);
+            zetl_buf_puts(b, " = ");
+            lookup_key(b, t->cols[i].name);
+        }
+    zetl_wh_sql_live(b, t, "w");
+    zetl_buf_puts(b, " WHERE r2._zetl_unch IS NOT NULL AND r2._zetl_prev IS NULL) AS x "
+                     "WHERE r._zetl_id = x.rid");
+}
+
+char *zetl_wh_pg_fill_prepare_sql(const struct zetl_wh_table *t, const struct zetl_wh_shape *shapes,
+                                  size_t nshapes)
+{
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
+    fill_unchanged_sets(&b, t, shapes, nshapes);
+    fill_key_before(&b, t);
+    if (zetl_wh_sql_nkeys(t) == 0) {
         /* Without a key only the before-image of the same change can supply values. */
         zetl_buf_puts(&b, ";\nUPDATE ");
         qstage(&b, t, "");
         zetl_buf_puts(&b, " SET _zetl_prev = _zetl_kb WHERE _zetl_unch IS NOT NULL");
         return zetl_wh_sql_take(&b);
     }
-
-    /* 3. The latest earlier image (I or U) of the key the update came from. */
-    zetl_buf_puts(&b, ";\nUPDATE ");
-    qstage(&b, t, "");
-    zetl_buf_puts(&b, " AS r SET _zetl_prev = x.pid FROM (SELECT r2._zetl_id AS rid, "
-                      "(SELECT p._zetl_id FROM ");
-    qstage(&b, t, "");
-    zetl_buf_puts(&b, " AS p WHERE p._zetl_op IN ('I', 'U') AND ");
-    zetl_wh_sql_qual(&b, "p", t->tenant_column);
-    zetl_buf_puts(&b, " = lk.t");
-    kn = 0;
-    for (size_t i = 0; i < t->ncols; i++)
-        if (t->cols[i].key) {
-            zetl_buf_puts(&b, " AND ");
-            zetl_wh_sql_qual(&b, "p", t->cols[i].name);
-            zetl_buf_printf(&b, " = lk.k%zu", kn++);
-        }
-    zetl_buf_puts(&b, " AND (p._zetl_lsn, p._zetl_seq) < (r2._zetl_lsn, r2._zetl_seq) "
-                      "ORDER BY p._zetl_lsn DESC, p._zetl_seq DESC LIMIT 1) AS pid FROM ");
-    qstage(&b, t, "");
-    zetl_buf_puts(&b, " AS r2 LEFT JOIN ");
-    qstage(&b, t, "");
-    zetl_buf_puts(&b, " AS b ON b._zetl_id = r2._zetl_kb CROSS JOIN LATERAL (SELECT ");
-    lookup_key(&b, t->tenant_column);
-    zetl_buf_puts(&b, " AS t");
-    kn = 0;
-    for (size_t i = 0; i < t->ncols; i++)
-        if (t->cols[i].key) {
-            zetl_buf_puts(&b, ", ");
-            lookup_key(&b, t->cols[i].name);
-            zetl_buf_printf(&b, " AS k%zu", kn++);
-        }
-    zetl_buf_puts(&b, ") AS lk WHERE r2._zetl_unch IS NOT NULL) AS x "
-                      "WHERE r._zetl_id = x.rid AND x.pid IS NOT NULL");
-
-    /* 4. Updates without an earlier image in the batch: the current warehouse row. */
-    zetl_buf_puts(&b, ";\nUPDATE ");
-    qstage(&b, t, "");
-    zetl_buf_puts(&b, " AS r");
-    fill_set(&b, t, "x", true, NULL);
-    zetl_buf_puts(&b, "_zetl_unch = NULL FROM (SELECT r2._zetl_id AS rid");
-    for (size_t i = 0; i < t->ncols; i++)
-        if (!t->cols[i].key) {
-            zetl_buf_puts(&b, ", ");
-            zetl_wh_sql_qual(&b, "w", t->cols[i].name);
-            zetl_buf_printf(&b, " AS v%zu", i);
-        }
-    zetl_buf_puts(&b, " FROM ");
-    qstage(&b, t, "");
-    zetl_buf_puts(&b, " AS r2 LEFT JOIN ");
-    qstage(&b, t, "");
-    zetl_buf_puts(&b, " AS b ON b._zetl_id = r2._zetl_kb JOIN ");
-    zetl_wh_sql_table(&b, t);
-    zetl_buf_puts(&b, " AS w ON ");
-    zetl_wh_sql_qual(&b, "w", t->tenant_column);
-    zetl_buf_puts(&b, " = ");
-    lookup_key(&b, t->tenant_column);
-    for (size_t i = 0; i < t->ncols; i++)
-        if (t->cols[i].key) {
-            zetl_buf_puts(&b, " AND ");
-            zetl_wh_sql_qual(&b, "w", t->cols[i].name);
-            zetl_buf_puts(&b, " = ");
-            lookup_key(&b, t->cols[i].name);
-        }
-    zetl_wh_sql_live(&b, t, "w");
-    zetl_buf_puts(&b, " WHERE r2._zetl_unch IS NOT NULL AND r2._zetl_prev IS NULL) AS x "
-                      "WHERE r._zetl_id = x.rid");
+    fill_predecessor(&b, t);
+    fill_from_warehouse(&b, t);
     return zetl_wh_sql_take(&b);
 }
 
@@ -914,7 +528,18 @@ char *zetl_wh_pg_stage_index_sql(const struct zetl_wh_table *t)
     return zetl_wh_sql_take(&b);
 }
 
-/* ---- postgres only: merge ---------------------------------------------- */
+/* A small sample is plenty for the merge's join choices. */
+char *zetl_wh_pg_stage_analyze_sql(const struct zetl_wh_table *t)
+{
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, "SET LOCAL default_statistics_target = 10; ANALYZE ");
+    qstage(&b, t, "");
+    return zetl_wh_sql_take(&b);
+}
+
+/* ---- merge ---------------------------------------------------------------------- */
 
 /*
  * SELECT DISTINCT ON (keys[, _zetl_lsn]) tenant, cols, _zetl_op, _zetl_lsn
@@ -1142,21 +767,7 @@ char *zetl_wh_pg_merge_sql(const struct zetl_wh_table *t, const struct zetl_wh_s
     return zetl_wh_sql_take(&b);
 }
 
-/*
- * As the planner estimates: rows per page as of the last VACUUM or ANALYZE
- * times the pages the table has now, so the estimate follows a table that
- * grew since (as it does batch after batch).
- */
-char *zetl_wh_pg_table_rows_sql(void)
-{
-    return zetl_strdup("SELECT CASE WHEN c.relpages > 0 THEN c.reltuples::float8 / c.relpages * "
-                       "(pg_catalog.pg_relation_size(c.oid) / "
-                       "pg_catalog.current_setting('block_size')::int8) ELSE c.reltuples END "
-                       "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = "
-                       "c.relnamespace WHERE n.nspname = $1 AND c.relname = $2");
-}
-
-/* ---- shared: offsets and table state ------------------------------------ */
+/* ---- bookkeeping ------------------------------------------------------------------ */
 
 char *zetl_wh_pg_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which)
 {
@@ -1166,24 +777,24 @@ char *zetl_wh_pg_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which
     switch (which) {
     case ZETL_WH_SQL_OFFSET_GET:
         zetl_buf_puts(&b, "SELECT last_lsn, end_lsn FROM ");
-        zetl_wh_sql_ident(&b, schema);
+        zetl_sql_append_ident(&b, schema);
         zetl_buf_puts(&b, "._zetl_offsets WHERE stream = $1");
         break;
     case ZETL_WH_SQL_OFFSET_LOCK:
         /* The row exists before it is locked, so two appliers serialize on it. */
         zetl_buf_puts(&b, "INSERT INTO ");
-        zetl_wh_sql_ident(&b, schema);
+        zetl_sql_append_ident(&b, schema);
         zetl_buf_puts(&b, "._zetl_offsets (stream, last_lsn) VALUES ($1, 0) "
                           "ON CONFLICT (stream) DO NOTHING");
         break;
     case ZETL_WH_SQL_OFFSET_LOCKED_GET:
         zetl_buf_puts(&b, "SELECT last_lsn FROM ");
-        zetl_wh_sql_ident(&b, schema);
+        zetl_sql_append_ident(&b, schema);
         zetl_buf_puts(&b, "._zetl_offsets WHERE stream = $1 FOR UPDATE");
         break;
     case ZETL_WH_SQL_OFFSET_SET:
         zetl_buf_puts(&b, "INSERT INTO ");
-        zetl_wh_sql_ident(&b, schema);
+        zetl_sql_append_ident(&b, schema);
         zetl_buf_puts(&b, "._zetl_offsets AS o (stream, last_lsn, end_lsn, batch, applied_at) "
                           "VALUES ($1, $2::bigint, $3::bigint, $4, now()) ON CONFLICT (stream) "
                           "DO UPDATE SET last_lsn = EXCLUDED.last_lsn, end_lsn = "
@@ -1192,7 +803,7 @@ char *zetl_wh_pg_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which
         break;
     case ZETL_WH_SQL_OFFSET_PROGRESS:
         zetl_buf_puts(&b, "INSERT INTO ");
-        zetl_wh_sql_ident(&b, schema);
+        zetl_sql_append_ident(&b, schema);
         zetl_buf_puts(&b, "._zetl_offsets AS o (stream, last_lsn, end_lsn) VALUES ($1, 0, "
                           "$2::bigint) ON CONFLICT (stream) DO UPDATE SET end_lsn = "
                           "EXCLUDED.end_lsn WHERE o.end_lsn IS NULL OR o.end_lsn < "
@@ -1203,7 +814,7 @@ char *zetl_wh_pg_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which
         break;
     case ZETL_WH_SQL_STATE_APPLIED:
         zetl_buf_puts(&b, "INSERT INTO ");
-        zetl_wh_sql_ident(&b, schema);
+        zetl_sql_append_ident(&b, schema);
         zetl_buf_puts(&b, "._zetl_table_state AS s (stream, table_name, state, last_lsn, "
                           "updated_at) VALUES ($3, $1, 'active', $2::bigint, now()) ON CONFLICT "
                           "(stream, table_name) DO UPDATE SET last_lsn = GREATEST(s.last_lsn, "
@@ -1211,7 +822,7 @@ char *zetl_wh_pg_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which
         break;
     case ZETL_WH_SQL_STATE_STOP:
         zetl_buf_puts(&b, "INSERT INTO ");
-        zetl_wh_sql_ident(&b, schema);
+        zetl_sql_append_ident(&b, schema);
         zetl_buf_puts(&b, "._zetl_table_state AS s (stream, table_name, state, reason, "
                           "stopped_at_lsn, updated_at) VALUES ($4, $1, 'stopped', $2, $3::bigint, "
                           "now()) ON CONFLICT (stream, table_name) DO UPDATE SET state = "
@@ -1233,3 +844,95 @@ char *zetl_wh_pg_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which
     }
     return zetl_wh_sql_take(&b);
 }
+
+/* What each bookkeeping statement takes, by enum zetl_wh_offsets_stmt. */
+static const int offsets_nparams[] = {
+    [ZETL_WH_SQL_OFFSET_GET] = 1,        [ZETL_WH_SQL_OFFSET_LOCK] = 1,
+    [ZETL_WH_SQL_OFFSET_LOCKED_GET] = 1, [ZETL_WH_SQL_OFFSET_SET] = 4,
+    [ZETL_WH_SQL_OFFSET_PROGRESS] = 2,   [ZETL_WH_SQL_STATE_GET] = 1,
+    [ZETL_WH_SQL_STATE_APPLIED] = 3,     [ZETL_WH_SQL_STATE_STOP] = 4,
+    [ZETL_WH_SQL_COLUMNS] = 2,
+};
+
+/* Every bookkeeping statement is one statement: ON CONFLICT makes the upserts. */
+static char *offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which, size_t part,
+                         int *nparams)
+{
+    *nparams = offsets_nparams[which];
+    return part == 0 ? zetl_wh_pg_offsets_sql(schema, which) : NULL;
+}
+
+/* The apply's sort and hash steps get room; the offset row is locked later (FOR UPDATE). */
+static char *begin_sql(const char *schema)
+{
+    (void)schema;
+    return zetl_strdup("BEGIN; SET LOCAL work_mem = '64MB'");
+}
+
+/* COLUMNS reports atttypid and atttypmod: named the way the manifest names types. */
+static char *catalog_type(const PGresult *res, int row)
+{
+    return zetl_batch_type_text(NULL, (uint32_t)strtoul(PQgetvalue(res, row, 1), NULL, 10),
+                                (int32_t)strtol(PQgetvalue(res, row, 2), NULL, 10));
+}
+
+/*
+ * The staging table, then one COPY FROM STDIN per file with the file's own
+ * column list, each file streamed from the batch directory.
+ */
+static enum zetl_err stage(struct zetl_wh *wh, void *state, const struct zetl_wh_table *t,
+                           const struct zetl_wh_stage_src *src, struct zetl_errbuf *eb)
+{
+    enum zetl_err err;
+
+    (void)state;
+    if ((err = zetl_wh_exec_owned(wh, zetl_wh_pg_stage_sql(t), NULL, eb)) != ZETL_OK)
+        return err;
+    for (size_t i = 0; i < src->nfiles && err == ZETL_OK; i++) {
+        /* A lone file's rows are file 0 by the column's default. */
+        if (src->nfiles > 1 &&
+            (err = zetl_wh_exec_owned(wh, zetl_wh_pg_file_default_sql(t, i), NULL, eb)) != ZETL_OK)
+            break;
+        err = zetl_wh_copy_file(wh, zetl_wh_pg_copy_sql(t, &src->shapes[i]), src->dir,
+                                &src->files[i], eb);
+    }
+    return err;
+}
+
+const struct zetl_wh_dialect zetl_wh_pg_dialect = {
+    .name = "postgres",
+    .kind = ZETL_WH_POSTGRES,
+    /* Staging tables are temporary: room for them before the first one exists. */
+    .session_sql = "SET temp_buffers = '64MB'",
+    .begin_sql = begin_sql,
+    .offsets_sql = offsets_sql,
+    .catalog_type = catalog_type,
+    .text_type = "text",
+    .tenant_type = "text",
+    .col_type = zetl_wh_pg_type,
+    /*
+     * Streams apply concurrently: creating or altering a table (or the
+     * bookkeeping schema) is serialized per table until the transaction ends.
+     */
+    .ddl_lock_sql = "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))",
+    .type_change = zetl_wh_pg_type_change,
+    .stage = stage,
+    .skip_applied_sql = zetl_wh_pg_skip_applied_sql,
+    .stage_stats_sql = zetl_wh_pg_stage_stats_sql,
+    .stage_index_sql = zetl_wh_pg_stage_index_sql,
+    .stage_analyze_sql = zetl_wh_pg_stage_analyze_sql,
+    /*
+     * As the planner estimates: rows per page as of the last VACUUM or
+     * ANALYZE times the pages the table has now, so the estimate follows a
+     * table that grew since (as it does batch after batch).
+     */
+    .table_rows_sql = "SELECT CASE WHEN c.relpages > 0 THEN c.reltuples::float8 / c.relpages * "
+                      "(pg_catalog.pg_relation_size(c.oid) / "
+                      "pg_catalog.current_setting('block_size')::int8) ELSE c.reltuples END "
+                      "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = "
+                      "c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+    .truncate_sql = zetl_wh_pg_truncate_sql,
+    .fill_prepare_sql = zetl_wh_pg_fill_prepare_sql,
+    .fill_round_sql = zetl_wh_pg_fill_round_sql,
+    .merge_sql = zetl_wh_pg_merge_sql,
+};

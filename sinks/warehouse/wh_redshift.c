@@ -1,852 +1,212 @@
 /*
- * The Redshift dialect of the warehouse sink: type mapping and the SQL of an
- * apply, as pure text generators (no connection), beside wh_pg.c.  The DDL
- * skeleton and the small building blocks come from wh_pg.c; what is here is
- * what Redshift spells differently (docs/warehouse.md, "Redshift"):
+ * The Redshift dialect of the warehouse sink: its table of functions
+ * (zetl_wh_rs_dialect, at the end), what it does on a connection, and its
+ * bookkeeping statements; the SQL of a table's apply is in
+ * wh_redshift_sql.c (docs/warehouse.md, "Redshift").
  *
- *   - values come from S3 by COPY ... MANIFEST, one COPY per archive file;
- *   - no arrays: an update's unchanged-column set is the string ",2,5," and
- *     membership is a LIKE '%,2,%' test; the file's _zetl_unchanged "{2,5}"
- *     is tested as ',' || trim('{}' FROM u) || ',';
- *   - no DISTINCT ON: the last image per key is ROW_NUMBER() = 1;
- *   - no ON CONFLICT: UPDATE, then INSERT when no row exists, under a LOCK;
- *   - no alias for the target of DELETE (nor of UPDATE here): target columns
- *     are qualified by the table's own quoted name, and every alias starts
- *     with _zetl_ so no user table (those names are refused) can clash;
- *   - GETDATE() instead of now(), which runs on the leader node only;
- *   - temporary tables are not ON COMMIT DROP: the apply drops them.
+ *   - Redshift COPYs the batches from the S3 archive itself: the
+ *     configuration must name an Amazon S3 archive and an IAM role, and each
+ *     file is loaded through its own COPY manifest;
+ *   - a failed COPY's detail is in STL_LOAD_ERRORS (SYS_LOAD_ERROR_DETAIL on
+ *     Serverless), read once the transaction is rolled back;
+ *   - no row locks, no ON CONFLICT: every apply and every idle progress
+ *     note holds a LOCK on _zetl_offsets, and an upsert is an UPDATE, then
+ *     an INSERT when no row exists;
+ *   - quoted names keep their case only when the session says so.
  *
- * Every statement except the staging DDL, the COPY and LOCK also runs on
- * PostgreSQL unchanged (given a getdate() function), which is how
- * tests/integration/test_redshift_sql.py executes them.  Identifiers are
- * always quoted; the only literals are numbers we computed, the S3 URL, the
- * IAM role and the region, which are escaped.
+ * Identifiers are always quoted; parameters are cast to their type in the
+ * text (no parameter types are sent).
  */
-#include "sinks/warehouse/wh.h"
+#include "sinks/warehouse/wh_dialect.h"
 
+#include "common/sqlquote.h"
 #include "common/mem.h"
+#include "sinks/s3.h"
 
-#include <ctype.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Redshift's widest VARCHAR, in bytes. */
-#define RS_VARCHAR_MAX 65535
-/* Widest VARBYTE. */
-#define RS_VARBYTE_MAX 1024000
-/* Widest NUMERIC precision. */
-#define RS_NUMERIC_MAX 38
-
-/* ---- types ------------------------------------------------------------------ */
-
-/* "NAME(a)" or, with nargs 2, "NAME(a,b)"; owned. */
-static char *sized(const char *name, long a, long b, int nargs)
-{
-    char tmp[64];
-
-    if (nargs == 2)
-        snprintf(tmp, sizeof(tmp), "%s(%ld,%ld)", name, a, b);
-    else
-        snprintf(tmp, sizeof(tmp), "%s(%ld)", name, a);
-    return zetl_strdup(tmp);
-}
-
-/* "name(a,b)" -> base and up to two numbers; returns the count, -1 when malformed. */
-static int split_type(const char *t, char base[64], long args[2])
-{
-    size_t n = strcspn(t, "(");
-    int got = 0;
-
-    args[0] = args[1] = 0;
-    if (n >= 64)
-        return -1;
-    memcpy(base, t, n);
-    base[n] = '\0';
-    if (t[n] == '(') {
-        char close = 0;
-
-        got = sscanf(t + n, "(%ld,%ld%c", &args[0], &args[1], &close);
-        if (got == 3 && close == ')')
-            return 2;
-        got = sscanf(t + n, "(%ld%c", &args[0], &close);
-        return got == 2 && close == ')' ? 1 : -1;
-    }
-    return 0;
-}
-
-static bool is_bytea(const char *type)
-{
-    return strcmp(type, "bytea") == 0;
-}
-
-static bool is_array(const char *type)
-{
-    return type[0] == '_';
-}
-
-/* Bytes a varchar(n) of PostgreSQL characters may take (UTF-8: up to 4 per character). */
-static long varchar_bytes(long chars)
-{
-    return chars > 0 && chars <= RS_VARCHAR_MAX / 4 ? chars * 4 : RS_VARCHAR_MAX;
-}
-
-char *zetl_wh_rs_type(const char *manifest_type)
-{
-    const char *c;
-    char base[64];
-    long a[2];
-    int n;
-
-    /* Already a Redshift type (the warehouse's own, read from its catalog). */
-    if (manifest_type != NULL && manifest_type[0] >= 'A' && manifest_type[0] <= 'Z')
-        return zetl_strdup(manifest_type);
-    c = zetl_wh_canon_type(manifest_type);
-    if (is_array(c))
-        return zetl_strdup("SUPER");
-    n = split_type(c, base, a);
-    if (n < 0)
-        return sized("VARCHAR", RS_VARCHAR_MAX, 0, 1);
-    if (strcmp(base, "int2") == 0)
-        return zetl_strdup("SMALLINT");
-    if (strcmp(base, "int4") == 0)
-        return zetl_strdup("INTEGER");
-    if (strcmp(base, "int8") == 0)
-        return zetl_strdup("BIGINT");
-    if (strcmp(base, "float4") == 0)
-        return zetl_strdup("REAL");
-    if (strcmp(base, "float8") == 0)
-        return zetl_strdup("DOUBLE PRECISION");
-    if (strcmp(base, "bool") == 0)
-        return zetl_strdup("BOOLEAN");
-    if (strcmp(base, "date") == 0)
-        return zetl_strdup("DATE");
-    if (strcmp(base, "timestamp") == 0)
-        return zetl_strdup("TIMESTAMP");
-    if (strcmp(base, "timestamptz") == 0)
-        return zetl_strdup("TIMESTAMPTZ");
-    if (strcmp(base, "time") == 0)
-        return zetl_strdup("TIME");
-    if (strcmp(base, "timetz") == 0)
-        return zetl_strdup("TIMETZ");
-    if (strcmp(base, "json") == 0 || strcmp(base, "jsonb") == 0)
-        return zetl_strdup("SUPER");
-    if (strcmp(base, "bytea") == 0)
-        return sized("VARBYTE", RS_VARBYTE_MAX, 0, 1);
-    if (strcmp(base, "uuid") == 0)
-        return zetl_strdup("CHAR(36)");
-    /* PostgreSQL's text form: Redshift's INTERVAL is no column type. */
-    if (strcmp(base, "interval") == 0)
-        return zetl_strdup("VARCHAR(128)");
-    /* Redshift counts bytes, and CHAR holds single-byte characters only. */
-    if ((strcmp(base, "varchar") == 0 || strcmp(base, "bpchar") == 0) && n == 1)
-        return sized("VARCHAR", varchar_bytes(a[0]), 0, 1);
-    /* numeric(p) is numeric(p,0); the scale must lie in 0..p. */
-    if (strcmp(base, "numeric") == 0 && n >= 1 && a[0] >= 1 && a[0] <= RS_NUMERIC_MAX &&
-        a[1] >= 0 && a[1] <= a[0])
-        return sized("NUMERIC", a[0], a[1], 2);
-    /*
-     * Everything else keeps PostgreSQL's exact text: text, unconstrained
-     * varchar, numeric beyond NUMERIC(38) or unconstrained (NaN, Infinity,
-     * any precision), enums and custom types, bit, inet, xml, ...
-     */
-    return sized("VARCHAR", RS_VARCHAR_MAX, 0, 1);
-}
-
-char *zetl_wh_rs_catalog_type(const char *ft)
-{
-    static const struct {
-        const char *pg;
-        const char *rs;
-    } plain[] = {
-        {"smallint", "SMALLINT"},
-        {"integer", "INTEGER"},
-        {"bigint", "BIGINT"},
-        {"real", "REAL"},
-        {"double precision", "DOUBLE PRECISION"},
-        {"boolean", "BOOLEAN"},
-        {"date", "DATE"},
-        {"timestamp without time zone", "TIMESTAMP"},
-        {"timestamp with time zone", "TIMESTAMPTZ"},
-        {"time without time zone", "TIME"},
-        {"time with time zone", "TIMETZ"},
-        {"super", "SUPER"},
-    };
-    static const struct {
-        const char *pg;
-        const char *rs;
-    } sized[] = {
-        {"character varying", "VARCHAR"}, {"character", "CHAR"},         {"numeric", "NUMERIC"},
-        {"varbyte", "VARBYTE"},           {"binary varying", "VARBYTE"},
-    };
-    struct zetl_buf b;
-
-    for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
-        if (strcmp(ft, plain[i].pg) == 0)
-            return zetl_strdup(plain[i].rs);
-    zetl_buf_init(&b, 0);
-    for (size_t i = 0; i < sizeof(sized) / sizeof(sized[0]); i++) {
-        size_t n = strlen(sized[i].pg);
-
-        if (strncmp(ft, sized[i].pg, n) == 0 && ft[n] == '(') {
-            zetl_buf_printf(&b, "%s%s", sized[i].rs, ft + n);
-            return zetl_wh_sql_take(&b);
-        }
-    }
-    /* Unknown: upper-cased, so it never reads as a manifest type. */
-    for (const char *p = ft; *p; p++)
-        zetl_buf_putc(&b, (char)toupper((unsigned char)*p));
-    if (b.len == 0 || !(b.data[0] >= 'A' && b.data[0] <= 'Z'))
-        zetl_buf_puts(&b, "?");
-    return zetl_wh_sql_take(&b);
-}
-
-/*
- * Redshift changes a column's type in place only for a longer VARCHAR;
- * anything else that does not fit stops the table (docs/warehouse.md).
- */
-enum zetl_wh_type_change zetl_wh_rs_type_change(const char *from, const char *to)
-{
-    char bf[64], bt[64];
-    long af[2], at[2];
-    int nf = split_type(from, bf, af), nt = split_type(to, bt, at);
-
-    if (strcmp(from, to) == 0)
-        return ZETL_WH_TYPE_SAME;
-    if (nf < 0 || nt < 0)
-        return ZETL_WH_TYPE_INCOMPATIBLE;
-    if (strcmp(bf, "VARBYTE") == 0 && strcmp(bt, "VARBYTE") == 0)
-        return ZETL_WH_TYPE_SAME;
-    if (strcmp(bf, "VARCHAR") == 0 && strcmp(bt, "VARCHAR") == 0)
-        return at[0] > af[0] ? ZETL_WH_TYPE_WIDER : ZETL_WH_TYPE_NARROWER;
-    /* Every value's text form fits the widest VARCHAR, as with text in PostgreSQL. */
-    if (strcmp(bf, "VARCHAR") == 0 && af[0] == RS_VARCHAR_MAX)
-        return ZETL_WH_TYPE_NARROWER;
-    if ((strcmp(bf, "INTEGER") == 0 && strcmp(bt, "SMALLINT") == 0) ||
-        (strcmp(bf, "BIGINT") == 0 && (strcmp(bt, "SMALLINT") == 0 || strcmp(bt, "INTEGER") == 0)))
-        return ZETL_WH_TYPE_NARROWER;
-    if (strcmp(bf, "NUMERIC") == 0 && strcmp(bt, "NUMERIC") == 0 && nf == 2 && nt == 2 &&
-        at[1] <= af[1] && at[0] - at[1] <= af[0] - af[1])
-        return ZETL_WH_TYPE_NARROWER;
-    return ZETL_WH_TYPE_INCOMPATIBLE;
-}
-
-/* ---- references ---------------------------------------------------------------- */
-
-/* "<stage><suffix>": temporary tables are found first without a schema. */
-static void stage(struct zetl_buf *b, const struct zetl_wh_table *t, const char *suffix)
-{
-    struct zetl_buf n;
-
-    zetl_buf_init(&n, 0);
-    zetl_buf_printf(&n, "%s%s", t->stage, suffix);
-    zetl_wh_sql_ident(b, n.data);
-    zetl_buf_release(&n);
-}
-
-/* Owned text of a reference, to qualify columns with ("schema"."table", "stage"). */
-static char *target_ref(const struct zetl_wh_table *t)
-{
-    struct zetl_buf b;
-
-    zetl_buf_init(&b, 0);
-    zetl_wh_sql_table(&b, t);
-    return zetl_wh_sql_take(&b);
-}
-
-static char *stage_ref(const struct zetl_wh_table *t, const char *suffix)
-{
-    struct zetl_buf b;
-
-    zetl_buf_init(&b, 0);
-    stage(&b, t, suffix);
-    return zetl_wh_sql_take(&b);
-}
-
-/* The staging type of a column: bytea and arrays arrive as PostgreSQL's text. */
-static char *stage_type(const char *type)
-{
-    if (is_bytea(type) || is_array(type))
-        return sized("VARCHAR", RS_VARCHAR_MAX, 0, 1);
-    return zetl_wh_rs_type(type);
-}
-
-/* A staged value as the warehouse column takes it. */
-static void to_warehouse(struct zetl_buf *b, const struct zetl_wh_col *c, const char *alias)
-{
-    if (is_bytea(c->type)) {
-        /* "\x0a0b" -> the bytes */
-        zetl_buf_puts(b, "FROM_HEX(SUBSTRING(");
-        zetl_wh_sql_qual(b, alias, c->name);
-        zetl_buf_puts(b, ", 3))");
-    } else {
-        /* An array's text lands in SUPER as a string. */
-        zetl_wh_sql_qual(b, alias, c->name);
-    }
-}
-
-/* A warehouse value as the staging column holds it (the reverse of to_warehouse). */
-static void to_stage(struct zetl_buf *b, const struct zetl_wh_col *c, const char *alias)
-{
-    if (is_bytea(c->type)) {
-        zetl_buf_puts(b, "CHR(92) || 'x' || TO_HEX(");
-        zetl_wh_sql_qual(b, alias, c->name);
-        zetl_buf_putc(b, ')');
-    } else if (is_array(c->type)) {
-        zetl_buf_puts(b, "CAST(");
-        zetl_wh_sql_qual(b, alias, c->name);
-        zetl_buf_printf(b, " AS VARCHAR(%d))", RS_VARCHAR_MAX);
-    } else {
-        zetl_wh_sql_qual(b, alias, c->name);
-    }
-}
-
-/* tenant, c1, ... of a staged row, converted for the warehouse. */
-static void values(struct zetl_buf *b, const struct zetl_wh_table *t, const char *alias)
-{
-    zetl_wh_sql_qual(b, alias, t->tenant_column);
-    for (size_t i = 0; i < t->ncols; i++) {
-        zetl_buf_puts(b, ", ");
-        to_warehouse(b, &t->cols[i], alias);
-    }
-}
-
-static const struct zetl_wh_col *first_key(const struct zetl_wh_table *t)
-{
-    for (size_t i = 0; i < t->ncols; i++)
-        if (t->cols[i].key)
-            return &t->cols[i];
-    return NULL;
-}
-
-/* Rows spread by the first key column, so the merge's joins on the key stay on one slice. */
-static void dist_key(struct zetl_buf *b, const struct zetl_wh_table *t)
-{
-    const struct zetl_wh_col *k = first_key(t);
-
-    if (k) {
-        zetl_buf_puts(b, " DISTKEY(");
-        zetl_wh_sql_ident(b, k->name);
-        zetl_buf_putc(b, ')');
-    } else {
-        zetl_buf_puts(b, " DISTSTYLE EVEN");
-    }
-}
-
-static void table_options(struct zetl_buf *b, const struct zetl_wh_table *t)
-{
-    dist_key(b, t);
-    zetl_buf_puts(b, " COMPOUND SORTKEY(");
-    zetl_wh_sql_key_list(b, t);
-    zetl_buf_putc(b, ')');
-}
-
-const struct zetl_wh_dialect zetl_wh_rs_dialect = {
-    .name = "redshift",
-    .text_type = "VARCHAR(65535)",
-    /* PostgreSQL schema names have at most 63 bytes. */
-    .tenant_type = "VARCHAR(128)",
-    .col_type = zetl_wh_rs_type,
-    .table_options = table_options,
-    /* Every apply already holds the LOCK of zetl_wh_rs_begin_sql: appliers never overlap. */
-    .ddl_lock_sql = NULL,
+/* What the dialect keeps per warehouse connection. */
+struct rs_state {
+    const struct zetl_config *cfg; /* borrowed */
+    char *bucket, *prefix;         /* owned: the archive's S3 location */
+    bool copy_failed;              /* a COPY of the current apply failed: look up why */
 };
 
-/* A string literal; the caller has refused backslashes and control characters. */
-static void literal(struct zetl_buf *b, const char *s)
+/* ---- configuration ------------------------------------------------------------ */
+
+/* Text that goes into a Redshift string literal: no backslash, no control character. */
+static bool literal_safe(const char *s)
 {
-    zetl_buf_putc(b, '\'');
-    for (; *s; s++) {
-        if (*s == '\'')
-            zetl_buf_putc(b, '\'');
-        zetl_buf_putc(b, *s);
-    }
-    zetl_buf_putc(b, '\'');
+    for (; *s; s++)
+        if (*s == '\\' || (unsigned char)*s < 0x20 || *s == 0x7f)
+            return false;
+    return true;
 }
 
-/* ---- staging ------------------------------------------------------------------ */
-
-char *zetl_wh_rs_stage_sql(const struct zetl_wh_table *t)
+static void release_state(void *state)
 {
-    struct zetl_buf b;
+    struct rs_state *rs = state;
 
-    zetl_buf_init(&b, 0);
-    zetl_buf_puts(&b, "CREATE TEMP TABLE ");
-    stage(&b, t, "");
-    zetl_buf_printf(&b,
-                    " (_zetl_id BIGINT IDENTITY(1, 1), _zetl_file INTEGER DEFAULT 0, "
-                    "_zetl_op CHAR(1), _zetl_lsn BIGINT, _zetl_seq BIGINT, _zetl_commit_ts "
-                    "TIMESTAMPTZ, _zetl_unchanged VARCHAR(%d), _zetl_unch VARCHAR(%d), _zetl_kb "
-                    "BIGINT, _zetl_prev BIGINT, ",
-                    RS_VARCHAR_MAX, RS_VARCHAR_MAX);
-    zetl_wh_sql_ident(&b, t->tenant_column);
-    zetl_buf_printf(&b, " %s", zetl_wh_rs_dialect.tenant_type);
-    for (size_t i = 0; i < t->ncols; i++) {
-        char *ty = stage_type(t->cols[i].type);
+    if (rs == NULL)
+        return;
+    free(rs->prefix);
+    free(rs->bucket);
+    free(rs);
+}
 
-        zetl_buf_puts(&b, ", ");
-        zetl_wh_sql_ident(&b, t->cols[i].name);
-        zetl_buf_printf(&b, " %s", ty);
-        free(ty);
+/* Redshift COPYs the batches from the archive: it must be on Amazon S3. */
+static enum zetl_err open_state(const struct zetl_config *cfg, void **state, struct zetl_errbuf *eb)
+{
+    const char *url = cfg->archive.url;
+    const char *role = cfg->warehouse.iam_role;
+    struct rs_state *rs;
+    enum zetl_err err;
+
+    if (url == NULL || strncmp(url, "s3://", 5) != 0)
+        return zetl_err_set(eb, ZETL_ERR_USAGE,
+                            "warehouse.kind redshift needs archive.url: s3://BUCKET/PREFIX "
+                            "(Redshift loads the batches from S3)");
+    if (cfg->archive.s3.endpoint != NULL)
+        return zetl_err_set(eb, ZETL_ERR_USAGE,
+                            "warehouse.kind redshift cannot read an archive at "
+                            "archive.s3.endpoint \"%s\": Redshift COPY reads Amazon S3 only",
+                            cfg->archive.s3.endpoint);
+    if (role == NULL || role[0] == '\0')
+        return zetl_err_set(eb, ZETL_ERR_USAGE,
+                            "warehouse.kind redshift needs warehouse.iam_role: the ARN of a role "
+                            "the cluster or workgroup may assume to read the archive");
+    if (!literal_safe(role) || !literal_safe(url) ||
+        (cfg->archive.s3.region && !literal_safe(cfg->archive.s3.region)))
+        return zetl_err_set(eb, ZETL_ERR_USAGE,
+                            "warehouse.iam_role, archive.url and archive.s3.region must not "
+                            "contain backslashes or control characters");
+    rs = zetl_calloc(1, sizeof(*rs));
+    rs->cfg = cfg;
+    if ((err = zetl_s3_parse_url(url, &rs->bucket, &rs->prefix, eb)) != ZETL_OK) {
+        release_state(rs);
+        return err;
     }
-    zetl_buf_putc(&b, ')');
-    dist_key(&b, t);
-    return zetl_wh_sql_take(&b);
+    *state = rs;
+    return ZETL_OK;
+}
+
+/* ---- staging and load errors ----------------------------------------------------- */
+
+/* s3://bucket/prefix/<stream>/<first>-<last>/<file><suffix>: where the archive put it. */
+static void file_url(const struct rs_state *rs, const struct zetl_wh_stage_src *src,
+                     const char *file, const char *suffix, struct zetl_buf *b)
+{
+    zetl_buf_printf(b, "s3://%s/", rs->bucket);
+    if (rs->prefix[0] != '\0')
+        zetl_buf_printf(b, "%s/", rs->prefix);
+    /* The batch's name from its LSNs: `dir` may be a fetched copy with another name. */
+    zetl_buf_printf(b, "%s/%016" PRIX64 "-%016" PRIX64 "/%s%s", src->stream, src->first_lsn,
+                    src->last_lsn, file, suffix);
 }
 
 /*
- * NULL AS '': per the COPY documentation an empty field is "two delimiters
- * in succession with no characters between", which `""` is not, so an
- * unquoted empty field loads as NULL and `""` as the empty string; the text
- * NULL is not special (the default null string \N is replaced).  No
- * EMPTYASNULL, BLANKSASNULL, TRUNCATECOLUMNS or ACCEPTINVCHARS: a value that
- * does not fit fails the COPY instead of changing.
+ * Creates the staging table and COPYs each of the table's files into it
+ * from S3, through the file's own COPY manifest "<file>.manifest" (the batch's
+ * copy.manifest lists every table's files, and the files differ in columns).
  */
-char *zetl_wh_rs_copy_sql(const struct zetl_wh_table *t, const struct zetl_wh_shape *shape,
-                          const char *manifest_url, const char *iam_role, const char *region)
+static enum zetl_err stage(struct zetl_wh *wh, void *state, const struct zetl_wh_table *t,
+                           const struct zetl_wh_stage_src *src, struct zetl_errbuf *eb)
 {
-    struct zetl_buf b;
+    struct rs_state *rs = state;
+    const struct zetl_config *cfg = rs->cfg;
+    struct zetl_buf url;
+    enum zetl_err err;
 
-    zetl_buf_init(&b, 0);
-    zetl_buf_puts(&b, "COPY ");
-    stage(&b, t, "");
-    zetl_buf_puts(&b, " (_zetl_op, _zetl_lsn, _zetl_seq, _zetl_commit_ts, _zetl_unchanged, ");
-    zetl_wh_sql_ident(&b, t->tenant_column);
-    for (size_t k = 0; k < shape->ncols; k++) {
-        zetl_buf_puts(&b, ", ");
-        zetl_wh_sql_ident(&b, t->cols[shape->map[k]].name);
+    if ((err = zetl_wh_exec_owned(wh, zetl_wh_rs_stage_sql(t), NULL, eb)) != ZETL_OK)
+        return err;
+    zetl_buf_init(&url, 0);
+    /* Last file first: a COPY's rows are file 0 until marked (zetl_wh_rs_file_mark_sql). */
+    for (size_t i = src->nfiles; i-- > 0;) {
+        const char *file = src->files[i].name;
+
+        zetl_buf_reset(&url);
+        file_url(rs, src, file, ".manifest", &url);
+        if (!literal_safe(url.data)) {
+            err = zetl_err_set(eb, ZETL_ERR_FATAL,
+                               "file \"%s\": stream \"%s\" makes no usable S3 URL", file,
+                               src->stream);
+            break;
+        }
+        err =
+            zetl_wh_exec_owned(wh,
+                               zetl_wh_rs_copy_sql(t, &src->shapes[i], url.data,
+                                                   cfg->warehouse.iam_role, cfg->archive.s3.region),
+                               NULL, eb);
+        if (err != ZETL_OK) {
+            /* The detail is read once the transaction is rolled back (explain_failure). */
+            rs->copy_failed = err == ZETL_ERR_FATAL;
+            zetl_err_prefix(eb, "COPY of file \"%s\" (%s)", file, url.data);
+            break;
+        }
+        if (i > 0 &&
+            (err = zetl_wh_exec_owned(wh, zetl_wh_rs_file_mark_sql(t, i), NULL, eb)) != ZETL_OK)
+            break;
     }
-    zetl_buf_puts(&b, ") FROM ");
-    literal(&b, manifest_url);
-    zetl_buf_puts(&b, " IAM_ROLE ");
-    literal(&b, iam_role);
-    if (region != NULL && region[0] != '\0') {
-        zetl_buf_puts(&b, " REGION ");
-        literal(&b, region);
-    }
-    zetl_buf_puts(&b, " FORMAT AS CSV ZSTD MANIFEST NULL AS '' TIMEFORMAT 'auto' "
-                      "COMPUPDATE OFF STATUPDATE OFF");
-    return zetl_wh_sql_take(&b);
+    zetl_buf_release(&url);
+    return err;
 }
 
 /*
- * Rows get file 0 by default; files are copied last to first, each COPY
- * but file 0's followed by this, so it touches only the rows just loaded.
+ * Appends the load error Redshift recorded for the COPY that failed (file,
+ * line, column, reason) to eb; row values are left out.  STL_LOAD_ERRORS on
+ * provisioned clusters, SYS_LOAD_ERROR_DETAIL on Serverless.
  */
-char *zetl_wh_rs_file_mark_sql(const struct zetl_wh_table *t, size_t file_no)
+static void explain_failure(struct zetl_wh *wh, void *state, struct zetl_errbuf *eb)
 {
-    struct zetl_buf b;
+    struct rs_state *rs = state;
 
-    zetl_buf_init(&b, 0);
-    zetl_buf_puts(&b, "UPDATE ");
-    stage(&b, t, "");
-    zetl_buf_printf(&b, " SET _zetl_file = %zu WHERE _zetl_file = 0", file_no);
-    return zetl_wh_sql_take(&b);
-}
+    if (!rs->copy_failed)
+        return;
+    rs->copy_failed = false;
+    for (int serverless = 0; serverless < 2; serverless++) {
+        struct zetl_errbuf ignored;
+        PGresult *res = NULL;
+        size_t n = strlen(eb->msg);
 
-char *zetl_wh_rs_stage_stats_sql(const struct zetl_wh_table *t, const struct zetl_wh_shape *shapes,
-                                 size_t nshapes)
-{
-    char *s = stage_ref(t, "");
-    char *sql = zetl_wh_sql_stage_stats(s, t, shapes, nshapes);
-
-    free(s);
-    return sql;
-}
-
-char *zetl_wh_rs_skip_applied_sql(const struct zetl_wh_table *t)
-{
-    char *s = stage_ref(t, "");
-    char *sql = zetl_wh_sql_skip_applied(s);
-
-    free(s);
-    return sql;
-}
-
-/* ---- truncate -------------------------------------------------------------------- */
-
-char *zetl_wh_rs_truncate_sql(const struct zetl_wh_table *t)
-{
-    char *w = target_ref(t), *s = stage_ref(t, ""), *tr = stage_ref(t, "_tr");
-    struct zetl_buf b;
-
-    zetl_buf_init(&b, 0);
-    /* The warehouse rows of each truncated tenant, and only those (invariant 3). */
-    if (t->deletes == ZETL_DELETES_HARD) {
-        zetl_buf_printf(&b, "DELETE FROM %s WHERE ", w);
-        zetl_wh_sql_qual(&b, w, t->tenant_column);
-        zetl_buf_puts(&b, " IN (SELECT ");
-        zetl_wh_sql_ident(&b, t->tenant_column);
-        zetl_buf_printf(&b, " FROM %s WHERE _zetl_op = 'T')", s);
-    } else {
-        zetl_buf_printf(&b, "UPDATE %s SET ", w);
-        zetl_buf_puts(&b, t->deletes == ZETL_DELETES_SOFT
-                              ? "_zetl_deleted = true, _zetl_lsn = _zetl_tr.lsn"
-                              : "_zetl_valid_to = _zetl_tr.lsn");
-        zetl_buf_puts(&b, ", _zetl_synced_at = GETDATE() FROM (SELECT ");
-        zetl_wh_sql_ident(&b, t->tenant_column);
-        zetl_buf_printf(&b,
-                        " AS tn, min(_zetl_lsn) AS lsn FROM %s WHERE _zetl_op = 'T' GROUP BY 1) "
-                        "AS _zetl_tr WHERE ",
-                        s);
-        zetl_wh_sql_qual(&b, w, t->tenant_column);
-        zetl_buf_puts(&b, " = _zetl_tr.tn");
-        zetl_wh_sql_live(&b, t, w);
-    }
-    /* Staged changes of the tenant up to its last truncate are void. */
-    zetl_buf_printf(&b, ";\nCREATE TEMP TABLE %s AS SELECT tn, lsn, seq FROM (SELECT ", tr);
-    zetl_wh_sql_ident(&b, t->tenant_column);
-    zetl_buf_puts(&b,
-                  " AS tn, _zetl_lsn AS lsn, _zetl_seq AS seq, ROW_NUMBER() OVER (PARTITION BY ");
-    zetl_wh_sql_ident(&b, t->tenant_column);
-    zetl_buf_printf(&b,
-                    " ORDER BY _zetl_lsn DESC, _zetl_seq DESC) AS rn FROM %s WHERE _zetl_op = 'T') "
-                    "AS _zetl_q WHERE rn = 1",
-                    s);
-    zetl_buf_printf(&b, ";\nDELETE FROM %s USING %s WHERE ", s, tr);
-    zetl_wh_sql_qual(&b, s, t->tenant_column);
-    zetl_buf_printf(&b,
-                    " = %s.tn AND (%s._zetl_lsn < %s.lsn OR (%s._zetl_lsn = %s.lsn AND "
-                    "%s._zetl_seq <= %s.seq))",
-                    tr, s, tr, s, tr, s, tr);
-    free(tr);
-    free(s);
-    free(w);
-    return zetl_wh_sql_take(&b);
-}
-
-/* ---- unchanged values ------------------------------------------------------------- */
-
-/* ",i," is in the set string `set` (SQL text). */
-static void in_set(struct zetl_buf *b, const char *set, size_t i)
-{
-    zetl_buf_printf(b, "%s LIKE '%%,%zu,%%'", set, i);
-}
-
-/* SET "c" = CASE WHEN <i in _zetl_unch>[ AND i not in <not_in_set>] THEN src.vi ELSE "c" END, ...,
- */
-static void fill_set(struct zetl_buf *b, const struct zetl_wh_table *t, const char *src_alias,
-                     const char *not_in_set)
-{
-    bool first = true;
-
-    for (size_t i = 0; i < t->ncols; i++) {
-        if (t->cols[i].key)
+        if (zetl_wh_exec(wh, zetl_wh_rs_load_error_sql(serverless), 0, NULL, &res, &ignored) !=
+            ZETL_OK)
             continue;
-        zetl_buf_puts(b, first ? " SET " : ", ");
-        first = false;
-        zetl_wh_sql_ident(b, t->cols[i].name);
-        zetl_buf_puts(b, " = CASE WHEN ");
-        in_set(b, "_zetl_unch", i);
-        if (not_in_set)
-            zetl_buf_printf(b, " AND coalesce(%s, '') NOT LIKE '%%,%zu,%%'", not_in_set, i);
-        zetl_buf_printf(b, " THEN %s.v%zu ELSE ", src_alias, i);
-        zetl_wh_sql_ident(b, t->cols[i].name);
-        zetl_buf_puts(b, " END");
-    }
-    zetl_buf_puts(b, first ? " SET " : ", ");
-}
+        if (PQntuples(res) == 1 && PQnfields(res) == 4) {
+            char reason[256];
+            char *cut;
 
-/* The key an update came from: the B row's when it changed the key. */
-static void from_key(struct zetl_buf *b, const char *name)
-{
-    zetl_buf_puts(b, "CASE WHEN _zetl_b._zetl_id IS NULL THEN ");
-    zetl_wh_sql_qual(b, "_zetl_r", name);
-    zetl_buf_puts(b, " ELSE ");
-    zetl_wh_sql_qual(b, "_zetl_b", name);
-    zetl_buf_puts(b, " END");
-}
-
-/* _zetl_r (the update), _zetl_b (its B row, if any) joined to `other`."tenant"/keys. */
-static void from_key_match(struct zetl_buf *b, const struct zetl_wh_table *t, const char *other)
-{
-    zetl_wh_sql_qual(b, other, t->tenant_column);
-    zetl_buf_puts(b, " = ");
-    from_key(b, t->tenant_column);
-    for (size_t i = 0; i < t->ncols; i++)
-        if (t->cols[i].key) {
-            zetl_buf_puts(b, " AND ");
-            zetl_wh_sql_qual(b, other, t->cols[i].name);
-            zetl_buf_puts(b, " = ");
-            from_key(b, t->cols[i].name);
+            zetl_wh_first_line(PQgetvalue(res, 0, 3), reason, sizeof(reason));
+            /* SYS_LOAD_ERROR_DETAIL quotes the value: keep row data out of the log. */
+            if ((cut = strstr(reason, "Value '")) != NULL)
+                *cut = '\0';
+            snprintf(eb->msg + n, sizeof(eb->msg) - n,
+                     "; load error in %s, line %s, column \"%s\": %s", PQgetvalue(res, 0, 0),
+                     PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), reason);
         }
-}
-
-char *zetl_wh_rs_fill_prepare_sql(const struct zetl_wh_table *t, const struct zetl_wh_shape *shapes,
-                                  size_t nshapes)
-{
-    char *s = stage_ref(t, "");
-    struct zetl_buf b;
-
-    zetl_buf_init(&b, 0);
-    /*
-     * 1. Unchanged columns as the union-index set ",u,v,": the file's
-     *    _zetl_unchanged translated through its column map, plus the columns
-     *    its shape lacks.  Key columns are never filled.
-     */
-    zetl_buf_printf(&b, "UPDATE %s SET _zetl_unch = CASE _zetl_file", s);
-    for (size_t f = 0; f < nshapes; f++) {
-        zetl_buf_printf(&b, " WHEN %zu THEN NULLIF(','", f);
-        for (size_t k = 0; k < shapes[f].ncols; k++) {
-            size_t u = shapes[f].map[k];
-
-            if (t->cols[u].key)
-                continue;
-            zetl_buf_puts(&b, " || CASE WHEN ");
-            in_set(&b, "',' || trim('{}' FROM _zetl_unchanged) || ','", k);
-            zetl_buf_printf(&b, " THEN '%zu,' ELSE '' END", u);
-        }
-        for (size_t u = 0; u < t->ncols; u++) {
-            bool present = false;
-
-            for (size_t k = 0; k < shapes[f].ncols && !present; k++)
-                present = shapes[f].map[k] == u;
-            if (!present && !t->cols[u].key)
-                zetl_buf_printf(&b, " || '%zu,'", u);
-        }
-        zetl_buf_puts(&b, ", ',')");
+        PQclear(res);
+        return;
     }
-    zetl_buf_puts(&b, " END WHERE _zetl_op = 'U' AND (_zetl_unchanged IS NOT NULL");
-    zetl_wh_sql_files_absent(&b, t, shapes, nshapes);
-    zetl_buf_puts(&b, ")");
-
-    /* 2. The B row right before an update (same transaction, seq - 1): its old key. */
-    zetl_buf_printf(&b, ";\nUPDATE %s SET _zetl_kb = _zetl_x.id FROM (SELECT _zetl_id AS id, ", s);
-    zetl_wh_sql_ident(&b, t->tenant_column);
-    zetl_buf_printf(&b,
-                    " AS tn, _zetl_lsn AS lsn, _zetl_seq AS seq FROM %s WHERE _zetl_op = 'B') "
-                    "AS _zetl_x WHERE %s._zetl_unch IS NOT NULL AND _zetl_x.lsn = %s._zetl_lsn AND "
-                    "_zetl_x.seq = %s._zetl_seq - 1 AND _zetl_x.tn = ",
-                    s, s, s, s);
-    zetl_wh_sql_qual(&b, s, t->tenant_column);
-
-    if (zetl_wh_sql_nkeys(t) == 0) {
-        /* Without a key only the before-image of the same change can supply values. */
-        zetl_buf_printf(&b, ";\nUPDATE %s SET _zetl_prev = _zetl_kb WHERE _zetl_unch IS NOT NULL",
-                        s);
-        free(s);
-        return zetl_wh_sql_take(&b);
-    }
-
-    /*
-     * 3. The latest earlier image (I or U) of the key the update came from,
-     *    by ROW_NUMBER over the pairs (no LATERAL ... LIMIT 1 in Redshift).
-     */
-    zetl_buf_printf(&b,
-                    ";\nUPDATE %s SET _zetl_prev = _zetl_x.pid FROM (SELECT rid, pid FROM (SELECT "
-                    "_zetl_r._zetl_id AS rid, _zetl_p._zetl_id AS pid, ROW_NUMBER() OVER "
-                    "(PARTITION BY _zetl_r._zetl_id ORDER BY _zetl_p._zetl_lsn DESC, "
-                    "_zetl_p._zetl_seq DESC) AS rn FROM %s AS _zetl_r LEFT JOIN %s AS _zetl_b ON "
-                    "_zetl_b._zetl_id = _zetl_r._zetl_kb JOIN %s AS _zetl_p ON _zetl_p._zetl_op IN "
-                    "('I', 'U') AND ",
-                    s, s, s, s);
-    from_key_match(&b, t, "_zetl_p");
-    zetl_buf_printf(&b,
-                    " AND (_zetl_p._zetl_lsn < _zetl_r._zetl_lsn OR (_zetl_p._zetl_lsn = "
-                    "_zetl_r._zetl_lsn AND _zetl_p._zetl_seq < _zetl_r._zetl_seq)) WHERE "
-                    "_zetl_r._zetl_unch IS NOT NULL) AS _zetl_q WHERE rn = 1) AS _zetl_x WHERE "
-                    "%s._zetl_id = _zetl_x.rid",
-                    s);
-
-    /* 4. Updates without an earlier image in the batch: the current warehouse row. */
-    zetl_buf_printf(&b, ";\nUPDATE %s", s);
-    fill_set(&b, t, "_zetl_x", NULL);
-    zetl_buf_puts(&b, "_zetl_unch = NULL FROM (SELECT _zetl_r._zetl_id AS rid");
-    for (size_t i = 0; i < t->ncols; i++)
-        if (!t->cols[i].key) {
-            zetl_buf_puts(&b, ", ");
-            to_stage(&b, &t->cols[i], "_zetl_w");
-            zetl_buf_printf(&b, " AS v%zu", i);
-        }
-    zetl_buf_printf(&b,
-                    " FROM %s AS _zetl_r LEFT JOIN %s AS _zetl_b ON _zetl_b._zetl_id = "
-                    "_zetl_r._zetl_kb JOIN ",
-                    s, s);
-    zetl_wh_sql_table(&b, t);
-    zetl_buf_puts(&b, " AS _zetl_w ON ");
-    from_key_match(&b, t, "_zetl_w");
-    zetl_wh_sql_live(&b, t, "_zetl_w");
-    zetl_buf_printf(&b,
-                    " WHERE _zetl_r._zetl_unch IS NOT NULL AND _zetl_r._zetl_prev IS NULL) AS "
-                    "_zetl_x WHERE %s._zetl_id = _zetl_x.rid",
-                    s);
-    free(s);
-    return zetl_wh_sql_take(&b);
 }
 
-/*
- * Takes what the predecessor has, then points past it (pointer jumping): a
- * chain of n updates resolves in about log2(n) rounds.
- */
-char *zetl_wh_rs_fill_round_sql(const struct zetl_wh_table *t)
-{
-    char *s = stage_ref(t, "");
-    struct zetl_buf b;
+/* ---- types --------------------------------------------------------------------- */
 
-    zetl_buf_init(&b, 0);
-    zetl_buf_printf(&b, "UPDATE %s", s);
-    fill_set(&b, t, "_zetl_x", "_zetl_x.unch");
-    /* The columns still missing: missing here and at the predecessor too. */
-    zetl_buf_puts(&b, "_zetl_unch = NULLIF(','");
-    for (size_t i = 0; i < t->ncols; i++)
-        if (!t->cols[i].key) {
-            zetl_buf_puts(&b, " || CASE WHEN ");
-            in_set(&b, "_zetl_unch", i);
-            zetl_buf_puts(&b, " AND ");
-            in_set(&b, "_zetl_x.unch", i);
-            zetl_buf_printf(&b, " THEN '%zu,' ELSE '' END", i);
-        }
-    zetl_buf_puts(&b, ", ','), _zetl_prev = _zetl_x.prev FROM (SELECT _zetl_id AS pid, _zetl_unch "
-                      "AS unch, _zetl_prev AS prev");
-    for (size_t i = 0; i < t->ncols; i++)
-        if (!t->cols[i].key) {
-            zetl_buf_puts(&b, ", ");
-            zetl_wh_sql_ident(&b, t->cols[i].name);
-            zetl_buf_printf(&b, " AS v%zu", i);
-        }
-    zetl_buf_printf(&b,
-                    " FROM %s) AS _zetl_x WHERE _zetl_x.pid = %s._zetl_prev AND %s._zetl_unch IS "
-                    "NOT NULL",
-                    s, s, s);
-    free(s);
-    return zetl_wh_sql_take(&b);
+/* COLUMNS reports format_type() text. */
+static char *catalog_type(const PGresult *res, int row)
+{
+    return zetl_wh_rs_catalog_type(PQgetvalue(res, row, 1));
 }
 
-/* ---- merge ------------------------------------------------------------------------ */
-
-/* The last staged change per key (and per transaction), among rows matching `cond`. */
-static void last_images(struct zetl_buf *b, const struct zetl_wh_table *t, bool per_txn,
-                        const char *cond)
+/* The batch's manifest type `to` as the Redshift type it makes, against column type `from`. */
+static enum zetl_wh_type_change type_change(const char *from, const char *to)
 {
-    zetl_buf_puts(b, "SELECT * FROM (SELECT _zetl_s.*, ROW_NUMBER() OVER (PARTITION BY ");
-    zetl_wh_sql_key_list_sort(b, t);
-    if (per_txn)
-        zetl_buf_puts(b, ", _zetl_lsn");
-    zetl_buf_puts(b, " ORDER BY _zetl_lsn DESC, _zetl_seq DESC) AS _zetl_rn FROM ");
-    stage(b, t, "");
-    zetl_buf_printf(b, " AS _zetl_s WHERE %s) AS _zetl_q WHERE _zetl_rn = 1", cond);
-}
+    char *rs_to = zetl_wh_rs_type(to);
+    enum zetl_wh_type_change ch = zetl_wh_rs_type_change(from, rs_to);
 
-static void merge_keyed(struct zetl_buf *b, const struct zetl_wh_table *t, const char *w,
-                        const char *s)
-{
-    char *last = stage_ref(t, "_last"), *image = stage_ref(t, "_image");
-
-    if (t->deletes == ZETL_DELETES_HARD) {
-        /* Every key the batch touched (old keys of key changes too) goes ... */
-        zetl_buf_printf(b, "DELETE FROM %s USING %s WHERE %s._zetl_op <> 'T' AND ", w, s, s);
-        zetl_wh_sql_key_match(b, t, w, s);
-        /* ... and comes back as its last image when that is not a delete. */
-        zetl_buf_puts(b, ";\n");
-        zetl_wh_sql_insert_head(b, t);
-        zetl_buf_puts(b, " SELECT ");
-        values(b, t, "_zetl_x");
-        zetl_buf_puts(b, ", _zetl_x._zetl_lsn, GETDATE() FROM (");
-        last_images(b, t, false, "_zetl_op <> 'T'");
-        zetl_buf_puts(b, ") AS _zetl_x WHERE _zetl_x._zetl_op IN ('I', 'U')");
-        goto done;
-    }
-
-    zetl_buf_printf(b, "CREATE TEMP TABLE %s AS ", last);
-    last_images(b, t, t->deletes == ZETL_DELETES_HISTORY, "_zetl_op <> 'T'");
-    zetl_buf_puts(b, ";\n");
-
-    if (t->deletes == ZETL_DELETES_SOFT) {
-        /* A deleted key keeps its last values: the warehouse's, or the batch's latest image. */
-        zetl_buf_printf(b,
-                        "UPDATE %s SET _zetl_deleted = true, _zetl_lsn = %s._zetl_lsn, "
-                        "_zetl_synced_at = GETDATE() FROM %s WHERE %s._zetl_op IN ('D', 'B') AND ",
-                        w, last, last, last);
-        zetl_wh_sql_key_match(b, t, w, last);
-        zetl_buf_printf(b, ";\nCREATE TEMP TABLE %s AS ", image);
-        last_images(b, t, false, "_zetl_op IN ('I', 'U')");
-        zetl_buf_printf(b, ";\nDELETE FROM %s USING %s WHERE ", w, image);
-        zetl_wh_sql_key_match(b, t, w, image);
-        zetl_buf_puts(b, ";\n");
-        zetl_wh_sql_insert_head(b, t);
-        zetl_buf_puts(b, " SELECT ");
-        values(b, t, "_zetl_x");
-        zetl_buf_printf(b,
-                        ", _zetl_l._zetl_lsn, GETDATE(), _zetl_l._zetl_op IN ('D', 'B') FROM %s "
-                        "AS _zetl_x JOIN %s AS _zetl_l ON ",
-                        image, last);
-        zetl_wh_sql_key_match(b, t, "_zetl_x", "_zetl_l");
-        goto done;
-    }
-
-    /* History: close the current version at the key's first change in the batch ... */
-    zetl_buf_printf(b,
-                    "UPDATE %s SET _zetl_valid_to = _zetl_x._zetl_lsn, _zetl_synced_at = "
-                    "GETDATE() FROM (SELECT ",
-                    w);
-    zetl_wh_sql_key_list_sort(b, t);
-    zetl_buf_printf(b, ", min(_zetl_lsn) AS _zetl_lsn FROM %s GROUP BY ", last);
-    zetl_wh_sql_key_list_sort(b, t);
-    zetl_buf_puts(b, ") AS _zetl_x WHERE ");
-    zetl_wh_sql_key_match(b, t, w, "_zetl_x");
-    zetl_buf_printf(b, " AND %s._zetl_valid_to IS NULL;\n", w);
-    /* ... and add one version per transaction's last image, valid until the next change. */
-    zetl_wh_sql_insert_head(b, t);
-    zetl_buf_puts(b, " SELECT ");
-    values(b, t, "_zetl_x");
-    zetl_buf_puts(b, ", _zetl_x._zetl_lsn, GETDATE(), _zetl_x._zetl_lsn, _zetl_x._zetl_next FROM "
-                     "(SELECT _zetl_s.*, LEAD(_zetl_lsn) OVER (PARTITION BY ");
-    zetl_wh_sql_key_list_sort(b, t);
-    zetl_buf_printf(b,
-                    " ORDER BY _zetl_lsn) AS _zetl_next FROM %s AS _zetl_s) AS _zetl_x WHERE "
-                    "_zetl_x._zetl_op IN ('I', 'U')",
-                    last);
-done:
-    free(image);
-    free(last);
-}
-
-char *zetl_wh_rs_merge_sql(const struct zetl_wh_table *t, const struct zetl_wh_shape *shapes,
-                           size_t nshapes)
-{
-    char *w = target_ref(t), *s = stage_ref(t, "");
-    struct zetl_buf b;
-
-    (void)shapes;
-    (void)nshapes;
-    zetl_buf_init(&b, 0);
-    if (zetl_wh_sql_nkeys(t) > 0) {
-        merge_keyed(&b, t, w, s);
-    } else {
-        /*
-         * Appended.  Removing one of several equal rows needs a row id, which
-         * Redshift tables lack: the apply stops a keyless table that gets
-         * deletes or before-images (docs/warehouse.md).
-         */
-        zetl_wh_sql_insert_head(&b, t);
-        zetl_buf_puts(&b, " SELECT ");
-        values(&b, t, "_zetl_x");
-        zetl_buf_puts(&b, ", _zetl_x._zetl_lsn, GETDATE()");
-        if (t->deletes == ZETL_DELETES_SOFT)
-            zetl_buf_puts(&b, ", false");
-        else if (t->deletes == ZETL_DELETES_HISTORY)
-            zetl_buf_puts(&b, ", _zetl_x._zetl_lsn, NULL");
-        zetl_buf_printf(&b, " FROM %s AS _zetl_x WHERE _zetl_x._zetl_op IN ('I', 'U')", s);
-    }
-    free(s);
-    free(w);
-    return zetl_wh_sql_take(&b);
-}
-
-char *zetl_wh_rs_drop_stage_sql(const struct zetl_wh_table *t)
-{
-    struct zetl_buf b;
-
-    zetl_buf_init(&b, 0);
-    zetl_buf_puts(&b, "DROP TABLE IF EXISTS ");
-    stage(&b, t, "_last");
-    zetl_buf_puts(&b, ", ");
-    stage(&b, t, "_image");
-    zetl_buf_puts(&b, ", ");
-    stage(&b, t, "_tr");
-    zetl_buf_puts(&b, ", ");
-    stage(&b, t, "");
-    return zetl_wh_sql_take(&b);
+    free(rs_to);
+    return ch;
 }
 
 /* ---- offsets and table state --------------------------------------------------------- */
@@ -862,175 +222,171 @@ char *zetl_wh_rs_begin_sql(const char *schema)
      */
     zetl_buf_init(&b, 0);
     zetl_buf_puts(&b, "BEGIN; LOCK ");
-    zetl_wh_sql_ident(&b, schema);
+    zetl_sql_append_ident(&b, schema);
     zetl_buf_puts(&b, "._zetl_offsets");
     return zetl_wh_sql_take(&b);
 }
 
-/* Parameter n as a typed value (no parameter types are sent). */
-#define P_TEXT(n) "CAST($" #n " AS VARCHAR(65535))"
-#define P_BIGINT(n) "CAST($" #n " AS BIGINT)"
-
-/* ... FROM (SELECT count(*) AS n FROM "s".<table> WHERE <col> = $1) AS _zetl_c WHERE n = 0 */
-static void when_missing(struct zetl_buf *b, const char *schema, const char *table, const char *col)
-{
-    zetl_buf_puts(b, " FROM (SELECT count(*) AS n FROM ");
-    zetl_wh_sql_ident(b, schema);
-    zetl_buf_printf(b, ".%s WHERE %s = " P_TEXT(1) ") AS _zetl_c WHERE _zetl_c.n = 0", table, col);
-}
-
-/* The same for the (stream, table $1) row of _zetl_table_state. */
-static void state_missing(struct zetl_buf *b, const char *schema, const char *stream_param)
-{
-    zetl_buf_puts(b, " FROM (SELECT count(*) AS n FROM ");
-    zetl_wh_sql_ident(b, schema);
-    zetl_buf_printf(
-        b,
-        "._zetl_table_state WHERE table_name = " P_TEXT(1) " AND stream = %s) AS "
-                                                           "_zetl_c WHERE _zetl_c.n = 0",
-        stream_param);
-}
-
 /*
- * An upsert is an UPDATE of the row, then an INSERT when there is none: both
- * take the same parameters, and the LOCK of the apply transaction (or of
- * zetl_wh_note_progress) keeps a second row from appearing in between.
+ * A bookkeeping upsert: an UPDATE of the row (part 0), then an INSERT when
+ * there is none (part 1).  Both take the same parameters, and the LOCK of
+ * the apply transaction (or of zetl_wh_note_progress) keeps a second row
+ * from appearing in between.  Parameters are cast to their type: no
+ * parameter types are sent.
  */
+struct upsert {
+    const char *table;   /* "_zetl_offsets", "_zetl_table_state" */
+    const char *key;     /* the row's key condition */
+    const char *set;     /* UPDATE ... SET <set> WHERE <key><only_if>; NULL: insert only */
+    const char *only_if; /* "" or " AND ..." */
+    const char *cols;    /* INSERT ... <cols> SELECT <vals> ... WHERE no row has <key> */
+    const char *vals;
+    int nparams;
+};
+
+#define STREAM_KEY "stream = CAST($1 AS VARCHAR(65535))"
+
+/* Makes sure the stream's row exists, so that it can be read. */
+static const struct upsert offset_lock = {
+    .table = "_zetl_offsets",
+    .key = STREAM_KEY,
+    .cols = "(stream, last_lsn)",
+    .vals = "CAST($1 AS VARCHAR(65535)), 0",
+    .nparams = 1,
+};
+
+static const struct upsert offset_set = {
+    .table = "_zetl_offsets",
+    .key = STREAM_KEY,
+    .set = "last_lsn = CAST($2 AS BIGINT), end_lsn = CASE WHEN end_lsn IS NULL OR end_lsn < "
+           "CAST($3 AS BIGINT) THEN CAST($3 AS BIGINT) ELSE end_lsn END, batch = CAST($4 AS "
+           "VARCHAR(65535)), applied_at = GETDATE()",
+    .only_if = "",
+    .cols = "(stream, last_lsn, end_lsn, batch, applied_at)",
+    .vals = "CAST($1 AS VARCHAR(65535)), CAST($2 AS BIGINT), CAST($3 AS BIGINT), CAST($4 AS "
+            "VARCHAR(65535)), GETDATE()",
+    .nparams = 4,
+};
+
+static const struct upsert offset_progress = {
+    .table = "_zetl_offsets",
+    .key = STREAM_KEY,
+    .set = "end_lsn = CAST($2 AS BIGINT)",
+    .only_if = " AND (end_lsn IS NULL OR end_lsn < CAST($2 AS BIGINT))",
+    .cols = "(stream, last_lsn, end_lsn)",
+    .vals = "CAST($1 AS VARCHAR(65535)), 0, CAST($2 AS BIGINT)",
+    .nparams = 2,
+};
+
+static const struct upsert state_applied = {
+    .table = "_zetl_table_state",
+    .key = "table_name = CAST($1 AS VARCHAR(65535)) AND stream = CAST($3 AS VARCHAR(65535))",
+    .set = "last_lsn = CASE WHEN last_lsn IS NULL OR last_lsn < CAST($2 AS BIGINT) THEN "
+           "CAST($2 AS BIGINT) ELSE last_lsn END, updated_at = GETDATE()",
+    .only_if = "",
+    .cols = "(stream, table_name, state, last_lsn, updated_at)",
+    .vals = "CAST($3 AS VARCHAR(65535)), CAST($1 AS VARCHAR(65535)), 'active', CAST($2 AS "
+            "BIGINT), GETDATE()",
+    .nparams = 3,
+};
+
+static const struct upsert state_stop = {
+    .table = "_zetl_table_state",
+    .key = "table_name = CAST($1 AS VARCHAR(65535)) AND stream = CAST($4 AS VARCHAR(65535))",
+    .set = "state = 'stopped', reason = CAST($2 AS VARCHAR(65535)), stopped_at_lsn = CAST($3 "
+           "AS BIGINT), updated_at = GETDATE()",
+    .only_if = "",
+    .cols = "(stream, table_name, state, reason, stopped_at_lsn, updated_at)",
+    .vals = "CAST($4 AS VARCHAR(65535)), CAST($1 AS VARCHAR(65535)), 'stopped', CAST($2 AS "
+            "VARCHAR(65535)), CAST($3 AS BIGINT), GETDATE()",
+    .nparams = 4,
+};
+
+/* The upsert that statement `which` is, or NULL for a query. */
+static const struct upsert *upsert_of(enum zetl_wh_offsets_stmt which)
+{
+    switch (which) {
+    case ZETL_WH_SQL_OFFSET_LOCK:
+        return &offset_lock;
+    case ZETL_WH_SQL_OFFSET_SET:
+        return &offset_set;
+    case ZETL_WH_SQL_OFFSET_PROGRESS:
+        return &offset_progress;
+    case ZETL_WH_SQL_STATE_APPLIED:
+        return &state_applied;
+    case ZETL_WH_SQL_STATE_STOP:
+        return &state_stop;
+    default:
+        return NULL;
+    }
+}
+
+/* Part `part` of upsert u into b; false past its last part. */
+static bool upsert_part(struct zetl_buf *b, const char *schema, const struct upsert *u, size_t part)
+{
+    if (part == 0 && u->set != NULL) {
+        zetl_buf_puts(b, "UPDATE ");
+        zetl_sql_append_ident(b, schema);
+        zetl_buf_printf(b, ".%s SET %s WHERE %s%s", u->table, u->set, u->key, u->only_if);
+        return true;
+    }
+    if (part != (u->set != NULL ? 1 : 0))
+        return false;
+    zetl_buf_puts(b, "INSERT INTO ");
+    zetl_sql_append_ident(b, schema);
+    zetl_buf_printf(b, ".%s %s SELECT %s FROM (SELECT count(*) AS n FROM ", u->table, u->cols,
+                    u->vals);
+    zetl_sql_append_ident(b, schema);
+    zetl_buf_printf(b, ".%s WHERE %s) AS _zetl_c WHERE _zetl_c.n = 0", u->table, u->key);
+    return true;
+}
+
+/* The queries among the bookkeeping statements (one part each); returns their parameter count. */
+static int query(struct zetl_buf *b, const char *schema, enum zetl_wh_offsets_stmt which)
+{
+    switch (which) {
+    case ZETL_WH_SQL_STATE_GET:
+        zetl_wh_sql_state_get(b, schema, "CAST($1 AS VARCHAR(65535))");
+        return 1;
+    case ZETL_WH_SQL_COLUMNS:
+        /* format_type() text, and the primary key from pg_constraint (no pg_index keys). */
+        zetl_buf_puts(b, "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
+                         "coalesce(a.attnum = ANY(k.conkey), false) "
+                         "FROM pg_catalog.pg_attribute a "
+                         "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+                         "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                         "LEFT JOIN pg_catalog.pg_constraint k ON k.conrelid = c.oid AND "
+                         "k.contype = 'p' "
+                         "WHERE n.nspname = CAST($1 AS VARCHAR(65535)) AND c.relname = "
+                         "CAST($2 AS VARCHAR(65535)) AND a.attnum > 0 AND NOT a.attisdropped "
+                         "ORDER BY a.attnum");
+        return 2;
+    default:
+        zetl_buf_puts(b, which == ZETL_WH_SQL_OFFSET_GET ? "SELECT last_lsn, end_lsn FROM "
+                                                         : "SELECT last_lsn FROM ");
+        zetl_sql_append_ident(b, schema);
+        zetl_buf_puts(b, "._zetl_offsets WHERE " STREAM_KEY);
+        return 1;
+    }
+}
+
 char *zetl_wh_rs_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which, size_t part,
                              int *nparams)
 {
+    const struct upsert *u = upsert_of(which);
     struct zetl_buf b;
 
-    zetl_buf_init(&b, 0);
     *nparams = 0;
-    switch (which) {
-    case ZETL_WH_SQL_OFFSET_GET:
-    case ZETL_WH_SQL_OFFSET_LOCKED_GET:
-        if (part > 0)
-            goto none;
-        zetl_buf_puts(&b, which == ZETL_WH_SQL_OFFSET_GET ? "SELECT last_lsn, end_lsn FROM "
-                                                          : "SELECT last_lsn FROM ");
-        zetl_wh_sql_ident(&b, schema);
-        zetl_buf_puts(&b, "._zetl_offsets WHERE stream = " P_TEXT(1));
-        *nparams = 1;
-        break;
-    case ZETL_WH_SQL_OFFSET_LOCK:
-        if (part > 0)
-            goto none;
-        zetl_buf_puts(&b, "INSERT INTO ");
-        zetl_wh_sql_ident(&b, schema);
-        zetl_buf_puts(&b, "._zetl_offsets (stream, last_lsn) SELECT " P_TEXT(1) ", 0");
-        when_missing(&b, schema, "_zetl_offsets", "stream");
-        *nparams = 1;
-        break;
-    case ZETL_WH_SQL_OFFSET_SET:
-        if (part == 0) {
-            zetl_buf_puts(&b, "UPDATE ");
-            zetl_wh_sql_ident(&b, schema);
-            zetl_buf_puts(
-                &b, "._zetl_offsets SET last_lsn = " P_BIGINT(
-                        2) ", end_lsn = CASE "
-                           "WHEN end_lsn IS NULL OR end_lsn < " P_BIGINT(3) " THEN " P_BIGINT(
-                               3) " ELSE end_lsn END, batch = " P_TEXT(4) ", applied_at = "
-                                                                          "GETDATE() WHERE stream "
-                                                                          "= " P_TEXT(1));
-        } else if (part == 1) {
-            zetl_buf_puts(&b, "INSERT INTO ");
-            zetl_wh_sql_ident(&b, schema);
-            zetl_buf_puts(&b, "._zetl_offsets (stream, last_lsn, end_lsn, batch, applied_at) "
-                              "SELECT " P_TEXT(1) ", " P_BIGINT(2) ", " P_BIGINT(3) ", " P_TEXT(
-                                  4) ", GETDATE()");
-            when_missing(&b, schema, "_zetl_offsets", "stream");
-        } else {
-            goto none;
-        }
-        *nparams = 4;
-        break;
-    case ZETL_WH_SQL_OFFSET_PROGRESS:
-        if (part == 0) {
-            zetl_buf_puts(&b, "UPDATE ");
-            zetl_wh_sql_ident(&b, schema);
-            zetl_buf_puts(&b, "._zetl_offsets SET end_lsn = " P_BIGINT(2) " WHERE stream = " P_TEXT(
-                                  1) " AND (end_lsn IS NULL OR end_lsn < " P_BIGINT(2) ")");
-        } else if (part == 1) {
-            zetl_buf_puts(&b, "INSERT INTO ");
-            zetl_wh_sql_ident(&b, schema);
-            zetl_buf_puts(&b, "._zetl_offsets (stream, last_lsn, end_lsn) SELECT " P_TEXT(
-                                  1) ", 0, " P_BIGINT(2));
-            when_missing(&b, schema, "_zetl_offsets", "stream");
-        } else {
-            goto none;
-        }
-        *nparams = 2;
-        break;
-    case ZETL_WH_SQL_STATE_GET:
-        if (part > 0)
-            goto none;
-        zetl_wh_sql_state_get(&b, schema, P_TEXT(1));
-        *nparams = 1;
-        break;
-    case ZETL_WH_SQL_STATE_APPLIED:
-        if (part == 0) {
-            zetl_buf_puts(&b, "UPDATE ");
-            zetl_wh_sql_ident(&b, schema);
-            zetl_buf_puts(&b, "._zetl_table_state SET last_lsn = CASE WHEN last_lsn IS NULL OR "
-                              "last_lsn < " P_BIGINT(2) " THEN " P_BIGINT(
-                                  2) " ELSE last_lsn END, updated_at = GETDATE() WHERE "
-                                     "table_name = " P_TEXT(1) " AND stream = " P_TEXT(3));
-        } else if (part == 1) {
-            zetl_buf_puts(&b, "INSERT INTO ");
-            zetl_wh_sql_ident(&b, schema);
-            zetl_buf_puts(&b, "._zetl_table_state (stream, table_name, state, last_lsn, "
-                              "updated_at) SELECT " P_TEXT(3) ", " P_TEXT(
-                                  1) ", 'active', " P_BIGINT(2) ", GETDATE()");
-            state_missing(&b, schema, P_TEXT(3));
-        } else {
-            goto none;
-        }
-        *nparams = 3;
-        break;
-    case ZETL_WH_SQL_STATE_STOP:
-        if (part == 0) {
-            zetl_buf_puts(&b, "UPDATE ");
-            zetl_wh_sql_ident(&b, schema);
-            zetl_buf_puts(
-                &b, "._zetl_table_state SET state = 'stopped', reason = " P_TEXT(
-                        2) ", stopped_at_lsn = " P_BIGINT(3) ", updated_at = GETDATE() "
-                                                             "WHERE table_name = " P_TEXT(
-                                                                 1) " AND stream = " P_TEXT(4));
-        } else if (part == 1) {
-            zetl_buf_puts(&b, "INSERT INTO ");
-            zetl_wh_sql_ident(&b, schema);
-            zetl_buf_puts(&b, "._zetl_table_state (stream, table_name, state, reason, "
-                              "stopped_at_lsn, updated_at) SELECT " P_TEXT(4) ", " P_TEXT(
-                                  1) ", 'stopped', " P_TEXT(2) ", " P_BIGINT(3) ", GETDATE()");
-            state_missing(&b, schema, P_TEXT(4));
-        } else {
-            goto none;
-        }
-        *nparams = 4;
-        break;
-    case ZETL_WH_SQL_COLUMNS:
-        if (part > 0)
-            goto none;
-        /* format_type() text, and the primary key from pg_constraint (no pg_index keys). */
-        zetl_buf_puts(&b, "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
-                          "coalesce(a.attnum = ANY(k.conkey), false) "
-                          "FROM pg_catalog.pg_attribute a "
-                          "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
-                          "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-                          "LEFT JOIN pg_catalog.pg_constraint k ON k.conrelid = c.oid AND "
-                          "k.contype = 'p' "
-                          "WHERE n.nspname = " P_TEXT(1) " AND c.relname = " P_TEXT(
-                              2) " AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum");
-        *nparams = 2;
-        break;
+    zetl_buf_init(&b, 0);
+    if (u != NULL && upsert_part(&b, schema, u, part)) {
+        *nparams = u->nparams;
+    } else if (u == NULL && part == 0) {
+        *nparams = query(&b, schema, which);
+    } else {
+        zetl_buf_release(&b);
+        return NULL;
     }
     return zetl_wh_sql_take(&b);
-
-none:
-    zetl_buf_release(&b);
-    return NULL;
 }
 
 const char *zetl_wh_rs_load_error_sql(bool serverless)
@@ -1043,3 +399,42 @@ const char *zetl_wh_rs_load_error_sql(bool serverless)
     return "SELECT trim(filename), line_number, trim(colname), trim(err_reason) "
            "FROM stl_load_errors WHERE query = pg_last_copy_id() ORDER BY starttime LIMIT 1";
 }
+
+/* Redshift reports these as internal errors (XX000): a conflict, or S3 throttling. */
+static const char *const retry_messages[] = {
+    "Serializable isolation violation", "SlowDown", "Status 503", "Status 500", NULL,
+};
+
+const struct zetl_wh_dialect zetl_wh_rs_dialect = {
+    .name = "redshift",
+    .kind = ZETL_WH_REDSHIFT,
+    .open = open_state,
+    .release = release_state,
+    /* Redshift folds quoted names to lower case unless told. */
+    .session_sql = "SET enable_case_sensitive_identifier TO true",
+    .retry_messages = retry_messages,
+    .begin_sql = zetl_wh_rs_begin_sql,
+    .offsets_sql = zetl_wh_rs_offsets_sql,
+    /* Two statements under the applier's lock: never two rows of a stream. */
+    .progress_in_txn = true,
+    .catalog_type = catalog_type,
+    .text_type = "VARCHAR(65535)",
+    /* PostgreSQL schema names have at most 63 bytes. */
+    .tenant_type = "VARCHAR(128)",
+    .col_type = zetl_wh_rs_type,
+    .table_options = zetl_wh_rs_table_options,
+    /* Every apply already holds the LOCK of zetl_wh_rs_begin_sql: appliers never overlap. */
+    .ddl_lock_sql = NULL,
+    .type_change = type_change,
+    .stage = stage,
+    .skip_applied_sql = zetl_wh_rs_skip_applied_sql,
+    .stage_stats_sql = zetl_wh_rs_stage_stats_sql,
+    .keyless_deletes_stop = "a table without a primary key cannot take deletes or updates "
+                            "in Redshift (no row id to remove one of equal rows)",
+    .truncate_sql = zetl_wh_rs_truncate_sql,
+    .fill_prepare_sql = zetl_wh_rs_fill_prepare_sql,
+    .fill_round_sql = zetl_wh_rs_fill_round_sql,
+    .merge_sql = zetl_wh_rs_merge_sql,
+    .drop_stage_sql = zetl_wh_rs_drop_stage_sql,
+    .explain_failure = explain_failure,
+};

@@ -84,7 +84,13 @@ class SlotsTest(unittest.TestCase):
             "SELECT DISTINCT pubname, schemaname FROM pg_publication_tables"))
 
     def archived_ids(self):
-        _, rows = read_archive(os.path.join(self.work, "archive"))
+        """Rows of the complete batches; None while a batch is being written (a .tmp- entry)."""
+        try:
+            _, rows = read_archive(os.path.join(self.work, "archive"))
+        except AssertionError as e:
+            if "leftover temporary entry" not in str(e):
+                raise
+            return None
         return [(r["tenant_id"], r["id"]) for r in rows]
 
     def walsender_pid(self, slot="zetl_0"):
@@ -250,7 +256,7 @@ class SlotsTest(unittest.TestCase):
         wait_for(lambda: "replication started" in z.log(), timeout=90, what="replication start")
         self.sql("INSERT INTO tenant_a.users VALUES (1, 'after')")
         wait_for(lambda: os.path.isdir(os.path.join(self.work, "archive", "zetl_0")) and
-                 ("tenant_a", "1") in self.archived_ids(), what="archived row")
+                 ("tenant_a", "1") in (self.archived_ids() or []), what="archived row")
         self.assertEqual(z.kill(signal.SIGTERM), 0, z.log())
 
     def test_receive_timeout_reconnects(self):
@@ -280,7 +286,7 @@ class SlotsTest(unittest.TestCase):
                  what="reconnect")
         self.sql("INSERT INTO tenant_a.users VALUES (1, 'after')")
         wait_for(lambda: os.path.isdir(os.path.join(self.work, "archive", "zetl_0")) and
-                 ("tenant_a", "1") in self.archived_ids(), what="archived row")
+                 ("tenant_a", "1") in (self.archived_ids() or []), what="archived row")
         self.assertEqual(z.kill(signal.SIGTERM), 0, z.log())
 
 

@@ -1,11 +1,13 @@
 /*
  * Unit tests for common/: error buffers, aborting allocators and the arena,
- * capped buffers, LSN text forms, globs, SHA-256 and log level names.
+ * capped buffers, LSN text forms, globs, SHA-256, log level names, string
+ * lists and the monotonic clock.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/buf.h"
 #include "common/err.h"
@@ -14,6 +16,8 @@
 #include "common/lsn.h"
 #include "common/mem.h"
 #include "common/sha256.h"
+#include "common/strlist.h"
+#include "common/time.h"
 #include "tests/unit/tap.h"
 
 static void test_err(void)
@@ -406,6 +410,38 @@ static void test_log_levels(void)
     zetl_debug("not shown %d", 1);
 }
 
+static void test_strlist(void)
+{
+    struct zetl_strlist l = {NULL, 0};
+    char src[] = "abcdef";
+
+    zetl_strlist_add(&l, src);
+    zetl_strlist_addn(&l, src + 2, 3);
+    zetl_strlist_addn(&l, src, 0);
+    src[0] = 'X'; /* the list holds copies */
+    CHECK(l.n == 3);
+    if (l.n == 3) {
+        CHECK_STR(l.items[0], "abcdef");
+        CHECK_STR(l.items[1], "cde");
+        CHECK_STR(l.items[2], "");
+    }
+    zetl_strlist_release(&l);
+    CHECK(l.n == 0 && l.items == NULL);
+    zetl_strlist_release(&l); /* releasing an empty list is fine */
+    CHECK(l.n == 0);
+}
+
+static void test_now_ms(void)
+{
+    int64_t a = zetl_now_ms(), b;
+    struct timespec ts = {0, 20 * 1000000L};
+
+    nanosleep(&ts, NULL);
+    b = zetl_now_ms();
+    CHECK(a >= 0);
+    CHECK(b - a >= 19 && b - a < 5000);
+}
+
 int main(void)
 {
     test_err();
@@ -416,5 +452,7 @@ int main(void)
     test_glob();
     test_sha256();
     test_log_levels();
+    test_strlist();
+    test_now_ms();
     return zetl_tap_done();
 }

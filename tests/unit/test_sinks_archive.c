@@ -1,6 +1,7 @@
 /*
  * Unit tests of the file:// archive: real sealed batches put into a temp
- * directory; the manifest read back with jansson, the files with sha256sum.
+ * directory; the manifest read back with jansson (an independent reader)
+ * and with proto/manifest.c, the files with sha256sum.
  */
 #include "sinks/archive.h"
 #include "tests/unit/tap.h"
@@ -59,30 +60,30 @@ make_batch(const char *spool, const char *stream, uint64_t first, uint64_t last)
     struct zetl_batch_writer *w = NULL;
     struct zetl_batch *b = NULL;
     struct zetl_errbuf eb = {""};
-    struct zetl_table_plan users_a, users_b, events_a;
+    struct zetl_batch_target users_a, users_b, events_a;
     struct zetl_value vu[] = {T("1"), T("a,b"), T("1.500")};
     struct zetl_value ve[] = {T("7"), T("click")};
 
     memset(&users_a, 0, sizeof(users_a));
     users_a.tenant = "tenant_a";
     users_a.table = "users";
-    users_a.ncols = users_a.nout = 3;
+    users_a.nout = 3;
     users_a.out_index = idx_all;
     users_b = users_a;
     users_b.tenant = "tenant_b";
     events_a = users_a;
     events_a.table = "events";
-    events_a.ncols = events_a.nout = 2;
+    events_a.nout = 2;
 
     if (zetl_batch_writer_new(spool, stream, "tenant_id", NULL, &w, &eb) != ZETL_OK)
         goto fail;
     if (zetl_batch_begin_txn(w, first, TS1, &eb) != ZETL_OK ||
-        zetl_batch_add(w, &(struct zetl_row){ZETL_OP_INSERT, &users_a, &rel_users, vu}, &eb) ||
-        zetl_batch_add(w, &(struct zetl_row){ZETL_OP_INSERT, &events_a, &rel_events, ve}, &eb) ||
+        zetl_batch_add(w, &(struct zetl_row){ZETL_OP_INSERT, users_a, &rel_users, vu}, &eb) ||
+        zetl_batch_add(w, &(struct zetl_row){ZETL_OP_INSERT, events_a, &rel_events, ve}, &eb) ||
         zetl_batch_end_txn(w, first + 8, &eb) != ZETL_OK)
         goto fail;
     if (zetl_batch_begin_txn(w, last, TS2, &eb) != ZETL_OK ||
-        zetl_batch_add(w, &(struct zetl_row){ZETL_OP_UPDATE, &users_b, &rel_users, vu}, &eb) ||
+        zetl_batch_add(w, &(struct zetl_row){ZETL_OP_UPDATE, users_b, &rel_users, vu}, &eb) ||
         zetl_batch_end_txn(w, last + 0x28, &eb) != ZETL_OK)
         goto fail;
     if (zetl_batch_seal(w, &b, &eb) != ZETL_OK)
@@ -316,6 +317,26 @@ static void test_put(void)
     CHECK_STR(name, "00000016B374D848-00000016B374D900");
     zetl_archive_manifest(b, &m1);
     CHECK(m1.len > 0 && strstr(m1.data, "\"first_lsn\": \"16/B374D848\"") != NULL);
+    /* The batch's manifest reads back as the batch (proto/manifest.c's policy). */
+    {
+        struct zetl_manifest m;
+
+        CHECK(zetl_manifest_read(m1.data, m1.len, "s1", &m, &eb) == ZETL_OK);
+        CHECK(m.first_lsn == LSN1 && m.last_lsn == LSN2 && m.end_lsn == LSN2 + 0x28);
+        CHECK(m.transactions == 2 && m.rows == 3 && m.raw_bytes == b->raw_bytes);
+        CHECK_STR(m.first_commit_time, "2024-03-05T12:34:56.789012Z");
+        CHECK_STR(m.tenant_column, "tenant_id");
+        CHECK(m.nfiles == 2);
+        if (m.nfiles == 2) {
+            CHECK_STR(m.files[0].file, "users.csv.zst");
+            CHECK_STR(m.files[0].sha256, b->files[0].sha256);
+            CHECK(m.files[0].bytes == b->files[0].bytes && m.files[0].ntenants == 2);
+            CHECK(m.files[0].ncols == 3 && m.files[0].cols[0].key && !m.files[0].cols[2].key);
+            CHECK_STR(m.files[0].cols[2].type, "numeric(12,3)");
+            CHECK_STR(m.files[1].cols[1].type, "oid:16390");
+        }
+        zetl_manifest_release(&m);
+    }
 
     CHECK(zetl_archive_put(ar, b, &eb) == ZETL_OK);
     zetl_buf_reset(&p);
@@ -478,6 +499,17 @@ static void test_last_lsn_and_leftovers(void)
     }
     CHECK(zetl_archive_last_lsn(ar, "s2", &last, &end, &eb) == ZETL_ERR_IO);
     CHECK(strstr(eb.msg, "could not parse") != NULL);
+    /* A manifest of another stream: the message names the field. */
+    f = fopen(p.data, "w");
+    if (f != NULL) {
+        fputs("{\"version\": 1, \"stream\": \"s9\", \"first_lsn\": \"0/7000\", "
+              "\"last_lsn\": \"0/7000\", \"end_lsn\": \"0/7028\", \"files\": []}\n",
+              f);
+        fclose(f);
+    }
+    CHECK(zetl_archive_last_lsn(ar, "s2", &last, &end, &eb) == ZETL_ERR_IO);
+    CHECK(strstr(eb.msg, "is damaged") != NULL &&
+          strstr(eb.msg, "stream \"s9\" is not the expected \"s2\"") != NULL);
 
 done:
     zetl_batch_free(b);

@@ -6,6 +6,7 @@
 #include "sinks/batch.h"
 #include "tests/unit/tap.h"
 
+#include "common/time.h"
 #include "common/buf.h"
 
 #include <errno.h>
@@ -74,18 +75,17 @@ static struct zetl_relation rel_orders_b = {16502, "tenant_b",    "orders", 'd',
 static uint16_t idx_all[] = {0, 1, 2, 3, 4};
 static uint16_t idx_orders_b[] = {0, 2, 3};
 
-static struct zetl_table_plan mkplan(char *tenant, char *table, uint16_t ncols, uint16_t nout,
-                                     uint16_t *out_index)
+static struct zetl_batch_target mkplan(char *tenant, char *table, uint16_t ncols, uint16_t nout,
+                                       uint16_t *out_index)
 {
-    struct zetl_table_plan p;
+    struct zetl_batch_target p;
 
+    (void)ncols; /* the source column count: the relation's, not the target's */
     memset(&p, 0, sizeof(p));
     p.tenant = tenant;
     p.table = table;
-    p.ncols = ncols;
     p.nout = nout;
     p.out_index = out_index;
-    p.has_key = true;
     return p;
 }
 
@@ -215,10 +215,10 @@ static void check_file(const struct zetl_batch *b, const char *name, const char 
 }
 
 static void add_row(struct zetl_batch_writer *w, enum zetl_op op,
-                    const struct zetl_table_plan *plan, const struct zetl_relation *rel,
+                    const struct zetl_batch_target *plan, const struct zetl_relation *rel,
                     const struct zetl_value *values)
 {
-    struct zetl_row row = {op, plan, rel, values};
+    struct zetl_row row = {op, *plan, rel, values};
     struct zetl_errbuf eb = {""};
     enum zetl_err err = zetl_batch_add(w, &row, &eb);
 
@@ -276,11 +276,11 @@ static void test_batch_contents(void)
     struct zetl_batch *b = NULL;
     struct zetl_errbuf eb = {""};
     struct zetl_buf spool, p;
-    struct zetl_table_plan users_a = mkplan("tenant_a", "users", 4, 4, idx_all);
-    struct zetl_table_plan users_b = mkplan("tenant_b", "users", 4, 4, idx_all);
-    struct zetl_table_plan users_c = mkplan("tenant_c", "users", 5, 5, idx_all);
-    struct zetl_table_plan orders_a = mkplan("tenant_a", "orders", 3, 3, idx_all);
-    struct zetl_table_plan orders_b = mkplan("tenant_b", "orders", 4, 3, idx_orders_b);
+    struct zetl_batch_target users_a = mkplan("tenant_a", "users", 4, 4, idx_all);
+    struct zetl_batch_target users_b = mkplan("tenant_b", "users", 4, 4, idx_all);
+    struct zetl_batch_target users_c = mkplan("tenant_c", "users", 5, 5, idx_all);
+    struct zetl_batch_target orders_a = mkplan("tenant_a", "orders", 3, 3, idx_all);
+    struct zetl_batch_target orders_b = mkplan("tenant_b", "orders", 4, 3, idx_orders_b);
 
     zetl_buf_init(&spool, 0);
     zetl_buf_init(&p, 0);
@@ -431,14 +431,14 @@ static void test_file_names(void)
     struct zetl_batch *b = NULL;
     struct zetl_errbuf eb = {""};
     struct zetl_buf spool;
-    struct zetl_table_plan p_users = mkplan("tenant_a", "users", 4, 4, idx_all);
-    struct zetl_table_plan p_users_c = mkplan("tenant_c", "users", 5, 5, idx_all);
-    struct zetl_table_plan p_users2 = mkplan("tenant_a", "users.2", 4, 4, idx_all);
-    struct zetl_table_plan p_upper = mkplan("tenant_a", "USERS", 4, 4, idx_all);
-    struct zetl_table_plan p_slash = mkplan("tenant_a", "a/b c\xC3\xA9", 4, 4, idx_all);
-    struct zetl_table_plan p_dot = mkplan("tenant_a", ".hidden", 4, 4, idx_all);
-    struct zetl_table_plan p_dotdot = mkplan("tenant_a", "..", 4, 4, idx_all);
-    struct zetl_table_plan p_quote = mkplan("a\"; drop table x; --", "t%1", 4, 4, idx_all);
+    struct zetl_batch_target p_users = mkplan("tenant_a", "users", 4, 4, idx_all);
+    struct zetl_batch_target p_users_c = mkplan("tenant_c", "users", 5, 5, idx_all);
+    struct zetl_batch_target p_users2 = mkplan("tenant_a", "users.2", 4, 4, idx_all);
+    struct zetl_batch_target p_upper = mkplan("tenant_a", "USERS", 4, 4, idx_all);
+    struct zetl_batch_target p_slash = mkplan("tenant_a", "a/b c\xC3\xA9", 4, 4, idx_all);
+    struct zetl_batch_target p_dot = mkplan("tenant_a", ".hidden", 4, 4, idx_all);
+    struct zetl_batch_target p_dotdot = mkplan("tenant_a", "..", 4, 4, idx_all);
+    struct zetl_batch_target p_quote = mkplan("a\"; drop table x; --", "t%1", 4, 4, idx_all);
     struct zetl_value v[] = {T("1"), T("x"), N, N, N};
 
     zetl_buf_init(&spool, 0);
@@ -487,7 +487,7 @@ static void test_thresholds_and_discard(void)
     struct zetl_batch *b = NULL;
     struct zetl_errbuf eb = {""};
     struct zetl_buf spool, p;
-    struct zetl_table_plan users_a = mkplan("tenant_a", "users", 4, 4, idx_all);
+    struct zetl_batch_target users_a = mkplan("tenant_a", "users", 4, 4, idx_all);
     struct zetl_value v[] = {T("1"), T("alice"), N, N};
     int64_t now;
 
@@ -499,7 +499,7 @@ static void test_thresholds_and_discard(void)
         goto done;
     now = zetl_now_ms();
     CHECK(!zetl_batch_should_seal(w, 1, 1, 1, now + 100000)); /* no transaction yet */
-    CHECK(zetl_batch_add(w, &(struct zetl_row){ZETL_OP_INSERT, &users_a, &rel_users_a, v}, &eb) ==
+    CHECK(zetl_batch_add(w, &(struct zetl_row){ZETL_OP_INSERT, users_a, &rel_users_a, v}, &eb) ==
           ZETL_ERR_FATAL); /* outside a transaction */
     CHECK(zetl_batch_end_txn(w, 1, &eb) == ZETL_ERR_FATAL);
 
@@ -558,7 +558,7 @@ static void test_io_errors(void)
     struct zetl_batch *b = NULL;
     struct zetl_errbuf eb = {""};
     struct zetl_buf p;
-    struct zetl_table_plan users_a = mkplan("tenant_a", "users", 4, 4, idx_all);
+    struct zetl_batch_target users_a = mkplan("tenant_a", "users", 4, 4, idx_all);
     struct rlimit old, lim;
     enum zetl_err err = ZETL_OK;
     char text[256];
@@ -605,7 +605,7 @@ static void test_io_errors(void)
             text[k] = (char)('a' + (rand_r(&seed) % 26));
         text[sizeof(text) - 1] = '\0';
         struct zetl_value v[] = {T("1"), T(text), N, N};
-        err = zetl_batch_add(w, &(struct zetl_row){ZETL_OP_INSERT, &users_a, &rel_users_a, v}, &eb);
+        err = zetl_batch_add(w, &(struct zetl_row){ZETL_OP_INSERT, users_a, &rel_users_a, v}, &eb);
     }
     if (err == ZETL_OK && zetl_batch_end_txn(w, 11, &eb) == ZETL_OK)
         err = zetl_batch_seal(w, &b, &eb);
@@ -635,7 +635,7 @@ static void test_huge_value(void)
     struct zetl_batch *b = NULL;
     struct zetl_errbuf eb = {""};
     struct zetl_buf spool, expected, got, path;
-    struct zetl_table_plan users_a = mkplan("tenant_a", "users", 4, 4, idx_all);
+    struct zetl_batch_target users_a = mkplan("tenant_a", "users", 4, 4, idx_all);
     char *big = malloc(LEN + 1);
 
     zetl_buf_init(&spool, 0);
@@ -704,8 +704,8 @@ static void test_many_rows(void)
     struct zetl_batch *b = NULL;
     struct zetl_errbuf eb = {""};
     struct zetl_buf spool, cmd, out;
-    struct zetl_table_plan plans[2] = {mkplan("tenant_a", "users", 4, 4, idx_all),
-                                       mkplan("tenant_b", "users", 4, 4, idx_all)};
+    struct zetl_batch_target plans[2] = {mkplan("tenant_a", "users", 4, 4, idx_all),
+                                         mkplan("tenant_b", "users", 4, 4, idx_all)};
     char id[16], name[64], bio[64];
     long rss_warm, rss_end;
     double t0, t1;
@@ -727,7 +727,7 @@ static void test_many_rows(void)
         snprintf(bio, sizeof(bio), "bio %08x %08x %08x", (unsigned)i * 40503u,
                  (unsigned)i * 2246822519u, (unsigned)i ^ 0x5bd1e995u);
         struct zetl_value v[] = {T(id), T(name), T(bio), i % 7 ? N : U};
-        err = zetl_batch_add(w, &(struct zetl_row){ZETL_OP_INSERT, &plans[i & 1], &rel_users_a, v},
+        err = zetl_batch_add(w, &(struct zetl_row){ZETL_OP_INSERT, plans[i & 1], &rel_users_a, v},
                              &eb);
         if (i == 20000)
             rss_warm = max_rss_kb();

@@ -1,17 +1,25 @@
 /*
  * Unit tests of the S3 client's pure parts: key and query encoding for
- * SigV4, URLs in both addressing styles, the headers we sign, XML reading
- * (ListObjectsV2 pages, errors, entities), retry classification and
- * backoff, part sizes, credentials files, s3:// urls.
+ * SigV4 (s3_sign.c, with vectors of AWS's SigV4 test suite), URLs in both
+ * addressing styles, the headers we sign, XML reading (s3_xml.c:
+ * ListObjectsV2 pages, errors, entities), retry classification and backoff,
+ * part sizes, credentials (s3_creds.c), s3:// urls.
  */
 #include "sinks/s3.h"
 #include "tests/unit/tap.h"
 
 #include "common/buf.h"
 #include "common/sha256.h"
+#include "common/strlist.h"
+#include "sinks/s3_creds.h"
+#include "sinks/s3_sign.h"
+#include "sinks/s3_xml.h"
 
 #include <curl/curl.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 static const char *enc(const char *s, bool keep_slash, struct zetl_buf *b)
@@ -420,13 +428,118 @@ static void test_parse_url(void)
     CHECK(zetl_s3_parse_url("file:///x", &b, &p, &eb) == ZETL_ERR_USAGE);
 }
 
+/* The canonical query of kv, NUL-terminated in b. */
+static const char *qry(const char *const *kv, size_t npairs, struct zetl_buf *b)
+{
+    zetl_buf_reset(b);
+    zetl_s3_query(kv, npairs, b);
+    zetl_buf_putc(b, '\0');
+    return b->data;
+}
+
+/*
+ * Canonical URIs and query strings of AWS's SigV4 test suite
+ * (aws-sig-v4-test-suite: get-utf8, get-space, get-slash-pointless-dot as
+ * S3 sends it, get-vanilla-query-order-key-case, -order-value, -unreserved,
+ * get-vanilla-utf8-query, post-x-www-form-urlencoded style '+' and '=').
+ */
+static void test_sigv4_suite_vectors(void)
+{
+    static const char unres[] =
+        "-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    const char *order_case[] = {"Param2", "value2", "Param1", "value1"};
+    const char *order_value[] = {"Param1", "value2", "Param1", "Value1"};
+    const char *unreserved[] = {unres, unres};
+    const char *utf8[] = {"\xE1\x88\xB4", "bar"};
+    const char *plus[] = {"k", "a+b=c d"};
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
+    CHECK_STR(enc("/\xE1\x88\xB4", true, &b), "/%E1%88%B4");
+    CHECK_STR(enc("/example space/", true, &b), "/example%20space/");
+    /* S3 keys are not normalized: dots and double slashes are sent as they are. */
+    CHECK_STR(enc("/./a//b/../c", true, &b), "/./a//b/../c");
+
+    CHECK_STR(qry(order_case, 2, &b), "Param1=value1&Param2=value2");
+    CHECK_STR(qry(order_value, 2, &b), "Param1=Value1&Param1=value2");
+    qry(unreserved, 1, &b);
+    CHECK(strlen(b.data) == 2 * strlen(unres) + 1 && b.data[strlen(unres)] == '=' &&
+          strncmp(b.data, unres, strlen(unres)) == 0);
+    CHECK_STR(qry(utf8, 1, &b), "%E1%88%B4=bar");
+    CHECK_STR(qry(plus, 1, &b), "k=a%2Bb%3Dc%20d");
+    CHECK_STR(qry(NULL, 0, &b), "");
+    zetl_buf_release(&b);
+}
+
+static void test_xml_text(void)
+{
+    static const char doc[] = "<R xmlns=\"x\"><Keys>no</Keys><Key attr=\"1\">a&amp;b</Key>"
+                              "<Empty/><Key>second</Key><Nested><b>x</b></Nested>"
+                              "<Open>never closed</R>";
+    struct zetl_buf t;
+    uint64_t v = 7;
+
+    zetl_buf_init(&t, 0);
+    /* The first <Key> whole name, not <Keys>; attributes allowed; decoded. */
+    CHECK(zetl_s3_xml_text(doc, strlen(doc), "Key", &t) && strcmp(t.data, "a&b") == 0);
+    CHECK(zetl_s3_xml_text(doc, strlen(doc), "Empty", &t) && t.len == 0);
+    CHECK(!zetl_s3_xml_text(doc, strlen(doc), "Nested", &t)); /* markup is not text */
+    CHECK(!zetl_s3_xml_text(doc, strlen(doc), "Open", &t));
+    CHECK(!zetl_s3_xml_text(doc, strlen(doc), "Missing", &t));
+    CHECK(!zetl_s3_xml_text(doc, 20, "Key", &t)); /* cut before the element */
+    zetl_buf_release(&t);
+
+    CHECK(zetl_s3_parse_u64("0", &v) && v == 0);
+    CHECK(zetl_s3_parse_u64("18446744073709551615", &v) && v == UINT64_MAX);
+    CHECK(!zetl_s3_parse_u64("18446744073709551616", &v));
+    CHECK(!zetl_s3_parse_u64("", &v));
+    CHECK(!zetl_s3_parse_u64("-1", &v));
+    CHECK(!zetl_s3_parse_u64(" 1", &v));
+    CHECK(!zetl_s3_parse_u64("1 ", &v));
+    CHECK(!zetl_s3_parse_u64("+1", &v));
+}
+
+/* A shared credentials file read from disk, profile from AWS_PROFILE. */
+static void test_creds_file(void)
+{
+    char path[] = "/tmp/zetl-creds-XXXXXX";
+    static const char text[] = "[default]\naws_access_key_id = A\naws_secret_access_key = B\n"
+                               "[profile p2]\naws_access_key_id = C\naws_secret_access_key = D\n";
+    struct zetl_s3_creds cr;
+    struct zetl_errbuf eb = {""};
+    int fd = mkstemp(path);
+
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    CHECK(write(fd, text, sizeof(text) - 1) == (ssize_t)(sizeof(text) - 1));
+    close(fd);
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    setenv("AWS_SHARED_CREDENTIALS_FILE", path, 1);
+    setenv("AWS_PROFILE", "p2", 1);
+    CHECK(zetl_s3_creds_load(&cr, &eb) == ZETL_OK);
+    CHECK_STR(cr.access_key, "C");
+    CHECK_STR(cr.secret_key, "D");
+    zetl_s3_creds_release(&cr);
+    CHECK(cr.access_key == NULL && cr.secret_key == NULL && cr.token == NULL);
+    unsetenv("AWS_PROFILE");
+    CHECK(zetl_s3_creds_load(&cr, &eb) == ZETL_OK);
+    CHECK_STR(cr.access_key, "A");
+    zetl_s3_creds_release(&cr);
+    unsetenv("AWS_SHARED_CREDENTIALS_FILE");
+    unlink(path);
+}
+
 int main(void)
 {
     test_uri_encode();
     test_query();
+    test_sigv4_suite_vectors();
     test_urls();
     test_sigv4_inputs();
     test_xml_decode();
+    test_xml_text();
     test_parse_list();
     test_parse_error();
     test_classify();
@@ -434,6 +547,7 @@ int main(void)
     test_part_size();
     test_complete_xml();
     test_creds();
+    test_creds_file();
     test_parse_url();
     return zetl_tap_done();
 }

@@ -2,7 +2,7 @@
  * Unit tests of the warehouse dialect layer (no server): type mapping, type
  * widening rules, and that every generated statement quotes hostile names.
  */
-#include "sinks/warehouse/wh.h"
+#include "sinks/warehouse/wh_dialect.h"
 #include "tests/unit/tap.h"
 
 #include <stdlib.h>
@@ -258,8 +258,37 @@ static void test_generated_shapes(void)
     free(sql);
 }
 
+/*
+ * Every dialect table fills what the driver calls without checking, and
+ * speaks every bookkeeping statement with at most the parameters it has.
+ */
+static void test_dialect_tables(void)
+{
+    const struct zetl_wh_dialect *ds[] = {&zetl_wh_pg_dialect, &zetl_wh_rs_dialect};
+
+    for (size_t i = 0; i < sizeof(ds) / sizeof(ds[0]); i++) {
+        const struct zetl_wh_dialect *d = ds[i];
+
+        CHECK(d->name != NULL && d->kind != ZETL_WH_NONE);
+        CHECK(d->begin_sql && d->offsets_sql && d->catalog_type && d->text_type && d->tenant_type &&
+              d->col_type && d->type_change && d->stage && d->skip_applied_sql &&
+              d->stage_stats_sql && d->truncate_sql && d->fill_prepare_sql && d->fill_round_sql &&
+              d->merge_sql);
+        CHECK(d->open != NULL || d->release == NULL);
+        for (int w = ZETL_WH_SQL_OFFSET_GET; w <= ZETL_WH_SQL_COLUMNS; w++) {
+            int np = -1;
+            char *sql = d->offsets_sql("s", (enum zetl_wh_offsets_stmt)w, 0, &np);
+
+            CHECK(sql != NULL && np >= 1 && np <= 4);
+            free(sql);
+        }
+        free(d->begin_sql("s"));
+    }
+}
+
 int main(void)
 {
+    test_dialect_tables();
     test_type_mapping();
     test_type_change();
     test_hostile_names();

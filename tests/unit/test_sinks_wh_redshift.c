@@ -8,7 +8,7 @@
  * tests/integration/test_redshift_sql.py uses into that directory, one file
  * per statement (<mode>/<name>.sql), for that test to run on PostgreSQL.
  */
-#include "sinks/warehouse/wh.h"
+#include "sinks/warehouse/wh_dialect.h"
 #include "tests/unit/tap.h"
 
 #include <errno.h>

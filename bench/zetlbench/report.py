@@ -1,0 +1,150 @@
+"""Output: the markdown table."""
+
+
+def fmt(v, nd=0):
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (int, float)):
+        return f"{v:,.{nd}f}"
+    return str(v)
+
+
+SUMMARY_COLUMNS = [
+    ("workload", None, None),
+    ("rows", "rows", 0),
+    ("WAL MB", "wal_mb", 1),
+    ("generate s", "generate_s", 1),
+    ("pg_recvlogical rows/s", "baseline_rows_per_s", 0),
+    ("zetl rows/s", "zetl_rows_per_s", 0),
+    ("zetl / baseline", "ratio_rows_per_s", 2),
+    ("pg_recvlogical→/dev/null rows/s", "devnull_rows_per_s", 0),
+    ("zetl / devnull", "ratio_vs_devnull", 2),
+    ("zetl CSV MB/s", "zetl_raw_mb_per_s", 1),
+    ("zetl WAL MB/s", "zetl_wal_mb_per_s", 1),
+    ("zetl peak RSS MB", "zetl_peak_rss_mb", 1),
+    ("zetl CPU s / M rows", "zetl_cpu_s_per_million_rows", 2),
+    ("archive B/row (zstd)", "zetl_compressed_bytes_per_row", 1),
+]
+
+
+def markdown(results):
+    lines = ["| " + " | ".join(c[0] for c in SUMMARY_COLUMNS) + " |",
+             "|" + "|".join("---" if c[1] is None else "---:" for c in SUMMARY_COLUMNS) + "|"]
+    for res in results:
+        s = res["summary"]
+        cells = [res["workload"]] + [fmt(s.get(k), nd) for _, k, nd in SUMMARY_COLUMNS[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("| workload | reader | run | rows | wall s | rows/s | WAL MB/s | CPU s "
+                 "| peak RSS MB |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for res in results:
+        for name, runs in res["runs"].items():
+            for r in runs:
+                if "rows_per_s" not in r or "lag" in r:
+                    continue
+                lines.append(f"| {res['workload']} | {name} | {r['repetition']} | "
+                             f"{fmt(r['rows'])} | {fmt(r['wall_s'], 2)} | "
+                             f"{fmt(r['rows_per_s'])} | {fmt(r['wal_mb_per_s'], 1)} | "
+                             f"{fmt(r.get('cpu_s'), 2)} | {fmt(r.get('peak_rss_mb'), 1)} |")
+    e2e = [r for r in results if r["summary"].get("e2e")]
+    if e2e:
+        lines.append("")
+        lines.append("| workload | rows | zetl e2e rows/s | e2e wall s | bare COPY rows/s "
+                     "| e2e / bare COPY | verify | zetl peak RSS MB | zetl CPU s / M rows "
+                     "| warehouse CPU s / M rows | bare COPY wh CPU s / M rows "
+                     "| archive B/row | batches | warehouse rows |")
+        lines.append("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        for res in e2e:
+            e = res["summary"]["e2e"]
+            ver = ", ".join("exit 0" if c == 0 else f"exit {c} FAILED"
+                            for c in e["verify_exit_codes"])
+            lines.append(f"| {res['workload']} | {fmt(e['rows'])} | {fmt(e['e2e_rows_per_s'])} "
+                         f"| {fmt(e['e2e_wall_s'], 2)} | {fmt(e.get('bare_copy_rows_per_s'))} "
+                         f"| {fmt(e.get('ratio_vs_bare_copy'), 2)} | {ver} "
+                         f"| {fmt(e['peak_rss_mb'], 1)} "
+                         f"| {fmt(e['zetl_cpu_s_per_million_rows'], 2)} "
+                         f"| {fmt(e['warehouse_cpu_s_per_million_rows'], 2)} "
+                         f"| {fmt(e.get('bare_copy_warehouse_cpu_s_per_million_rows'), 2)} "
+                         f"| {fmt(e['archive_bytes_per_row'], 1)} | {fmt(e['batches'])} "
+                         f"| {fmt(e['warehouse_rows'])} |")
+    s3s = [r for r in results if r["summary"].get("s3")]
+    if s3s:
+        lines.append("")
+        lines.append("| workload | rows | file archive rows/s | S3 archive rows/s | S3 / file "
+                     "| S3 / file per run | rows match | file CPU s / M rows "
+                     "| S3 CPU s / M rows | s3rver CPU s | file peak RSS MB | S3 peak RSS MB "
+                     "| batches | S3 objects | archive B/row |")
+        lines.append("|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for res in s3s:
+            x = res["summary"]["s3"]
+            lines.append(f"| {res['workload']} | {fmt(x['rows'])} | {fmt(x['file_rows_per_s'])} "
+                         f"| {fmt(x['s3_rows_per_s'])} | {fmt(x['ratio'], 2)} "
+                         f"| {', '.join(fmt(v, 2) for v in x['ratio_same_rep'])} "
+                         f"| {fmt(x['rows_match'])} "
+                         f"| {fmt(x['file_cpu_s_per_million_rows'], 2)} "
+                         f"| {fmt(x['s3_cpu_s_per_million_rows'], 2)} "
+                         f"| {fmt(x['s3rver_cpu_s'], 2)} | {fmt(x['file_peak_rss_mb'], 1)} "
+                         f"| {fmt(x['s3_peak_rss_mb'], 1)} | {fmt(x['batches'])} "
+                         f"| {fmt(x['objects'])} | {fmt(x['archive_bytes_per_row'], 1)} |")
+    lagged = [r for r in results if r["summary"].get("lag")]
+    if lagged:
+        lines.append("")
+        lines.append("| workload | target rows/s | achieved rows/s | s | changes | batches "
+                     "| lag p50 s | p95 s | p99 s | max s | verify | zetl peak RSS MB "
+                     "| zetl CPU s / M rows | warehouse CPU s / M rows | archive B/row "
+                     "| drain s |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:"
+                     "|---:|")
+        for res in lagged:
+            l = res["summary"]["lag"]
+            lines.append(f"| {res['workload']} | {fmt(l['rate'])} "
+                         f"| {fmt(l['generate_rows_per_s'])} "
+                         f"| {fmt(res['generate']['seconds'], 1)} | {fmt(l['changes'])} "
+                         f"| {fmt(l['batches'])} | {fmt(l['p50_s'], 3)} | {fmt(l['p95_s'], 3)} "
+                         f"| {fmt(l['p99_s'], 3)} | {fmt(l['max_s'], 3)} "
+                         f"| {'exit 0' if l['verify_exit_code'] == 0 else 'exit %s FAILED' % l['verify_exit_code']} "
+                         f"| {fmt(l['peak_rss_mb'], 1)} "
+                         f"| {fmt(l['zetl_cpu_s_per_million_rows'], 2)} "
+                         f"| {fmt(l['warehouse_cpu_s_per_million_rows'], 2)} "
+                         f"| {fmt(l['archive_bytes_per_row'], 1)} "
+                         f"| {fmt(l['drain_s_after_generate'], 2)} |")
+
+    def met(ok):
+        return "met" if ok else "NOT met"
+
+    for res in results:
+        t = res["targets"]
+        parts = []
+        if "capture_ratio" in t:
+            parts.append(f"capture ratio {t['capture_ratio']:.2f} (>= {t['capture_ratio_min']}: "
+                         f"{met(t['capture_ratio_met'])}), peak RSS {t['peak_rss_mb']} MB "
+                         f"(< {t['peak_rss_mb_max']}: {met(t['peak_rss_met'])})")
+        if "e2e_rows_per_s" in t:
+            parts.append(f"end to end {t['e2e_rows_per_s']:,.0f} rows/s (>= "
+                         f"{t['e2e_rows_per_s_min']:,}: {met(t['e2e_met'])})")
+        if "s3_ratio" in t:
+            parts.append(f"s3 archive capture {t['s3_ratio']:.2f} x file archive (>= "
+                         f"{t['s3_ratio_min']} x file archive: {met(t['s3_met'])})")
+        if "lag_p99_s" in t:
+            parts.append(f"lag p99 {t['lag_p99_s']:.3f} s at {fmt(t['lag_rate'])} rows/s "
+                         f"(< {t['lag_p99_s_max']} s: {met(t['lag_met'])})")
+        if parts:
+            lines.append("")
+            lines.append(f"{res['workload']} targets: " + "; ".join(parts))
+    whs = sorted({r["warehouse"]["mode"] for r in results if r.get("warehouse")})
+    if whs:
+        lines.append("")
+        lines.append("warehouse: " + ", ".join(
+            {"cluster": "a second throwaway PostgreSQL cluster on the same machine",
+             "database": "a database in the source's cluster",
+             "external": "--warehouse-dsn"}[w] for w in whs))
+    m = results[0]["machine"] if results else {}
+    if m:
+        lines.append("")
+        lines.append(f"machine: {m['nproc']} CPU ({m['cpu']}), {m['mem_total']}, Linux "
+                     f"{m['kernel']}; {m['postgresql'].split(' on ')[0]}; "
+                     f"{m['zetl_version']} ({m['zetl_git']})")
+    return "\n".join(lines)
