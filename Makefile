@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build build-asan build-fuzz test unit integration fuzz demo bench clean format
+.PHONY: all deps build build-asan build-fuzz test unit integration chaos fuzz demo bench clean format
 
 all: build
 
@@ -35,6 +35,13 @@ unit: build
 
 integration: build
 	cd $(BUILD) && ctest --output-on-failure -R '^integration' -j 2
+
+# The seeded crash suite, long: `make chaos SEED=123 FAULTS=300` (default: a
+# random seed, printed first, and 100 faults).
+SEED ?=
+FAULTS ?= 100
+chaos: build
+	ZETL_BIN=$(abspath $(BUILD))/zetl python3 tests/chaos/chaos.py --faults $(FAULTS) $(if $(SEED),--seed $(SEED))
 
 fuzz: build-fuzz
 	./tests/fuzz/run.sh $(FUZZ_BUILD)
