@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/time.h"
 #include "common/mem.h"
 #include "replicator/source.h"
 
@@ -36,6 +37,7 @@ struct zetl_relmap {
     PGconn *catalog;       /* owned: normal connection for catalog look-ups */
     uint32_t pending;      /* relid whose look-up is in flight, 0 when none */
     bool pending_live;     /* apply the answer to the relcache entry */
+    int64_t pending_since; /* zetl_now_ms() when it was sent */
     PGresult *pending_res; /* owned: the answer, while the rest of the results drain */
 };
 
@@ -74,11 +76,14 @@ void zetl_relmap_clear(struct zetl_relmap *rm)
     rm->cap = rm->n = 0;
     PQclear(rm->pending_res);
     rm->pending_res = NULL;
-    if (rm->pending != 0 && rm->catalog != NULL) {
-        /* The connection is mid-query: a fresh one is simpler than cancelling. */
+    /*
+     * A fresh catalog connection with every replication connection: this one
+     * may be mid-query, or dead since the source restarted (an idle
+     * connection does not know it yet).
+     */
+    if (rm->catalog != NULL)
         PQfinish(rm->catalog);
-        rm->catalog = NULL;
-    }
+    rm->catalog = NULL;
     rm->pending = 0;
 }
 
@@ -103,8 +108,7 @@ static struct rel_entry *rel_slot(struct zetl_relmap *rm, uint32_t relid)
         for (size_t i = 0; i < old_cap; i++) {
             if (old[i].relid == 0)
                 continue;
-            *rel_slot(rm, old[i].relid) = old[i];
-            rm->n++;
+            *rel_slot(rm, old[i].relid) = old[i]; /* counts it */
         }
         free(old);
     }
@@ -157,11 +161,14 @@ enum zetl_err zetl_relmap_connect(struct zetl_relmap *rm, struct zetl_errbuf *eb
     if (err)
         return err;
     /* Sending must not block the reader either. */
-    if (PQsetnonblocking(rm->catalog, 1) != 0)
-        return zetl_err_set(eb, ZETL_ERR_RETRY,
-                            "could not set the catalog connection "
-                            "non-blocking: %s",
-                            PQerrorMessage(rm->catalog));
+    if (PQsetnonblocking(rm->catalog, 1) != 0) {
+        err = zetl_err_set(eb, ZETL_ERR_RETRY,
+                           "could not set the catalog connection non-blocking: %s",
+                           PQerrorMessage(rm->catalog));
+        PQfinish(rm->catalog);
+        rm->catalog = NULL;
+        return err;
+    }
     return ZETL_OK;
 }
 
@@ -183,6 +190,7 @@ static enum zetl_err send_lookup(struct zetl_relmap *rm, uint32_t relid, bool li
                             relid, PQerrorMessage(rm->catalog));
     rm->pending = relid;
     rm->pending_live = live;
+    rm->pending_since = zetl_now_ms();
     return ZETL_OK;
 }
 
@@ -251,7 +259,17 @@ enum zetl_err zetl_relmap_poll(struct zetl_relmap *rm, struct zetl_errbuf *eb)
 
     if (rm->pending == 0)
         return ZETL_OK;
-    if (PQconsumeInput(rm->catalog) == 0)
+    /*
+     * The reader waits for the answer: a catalog that does not answer (a
+     * lock, a dead peer) must not hold the stream for ever.  The rest of a
+     * query libpq could not send at once goes now.
+     */
+    if (zetl_now_ms() - rm->pending_since > (int64_t)rm->cfg->source.receive_timeout_ms)
+        return zetl_err_set(eb, ZETL_ERR_RETRY,
+                            "the primary-key look-up of relation %u got no answer within %llu ms "
+                            "(source.receive_timeout_ms)",
+                            rm->pending, (unsigned long long)rm->cfg->source.receive_timeout_ms);
+    if (PQflush(rm->catalog) < 0 || PQconsumeInput(rm->catalog) == 0)
         return zetl_err_set(eb, ZETL_ERR_RETRY, "catalog connection lost: %s",
                             PQerrorMessage(rm->catalog));
     /* Keep the first result; the query is done when libpq hands out NULL. */

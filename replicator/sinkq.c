@@ -224,6 +224,11 @@ static void *runner_main(void *arg)
             return NULL;
         }
     }
+    pthread_mutex_lock(&q->mu);
+    q->busy = false;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+    wake_reader(q);
     while ((b = runner_next(q)) != NULL) {
         if ((err = runner_put(q, b, &eb)) != ZETL_OK) {
             runner_fail(q, err, &eb);
@@ -329,8 +334,14 @@ uint64_t zetl_sinkq_covered_lsn(const struct zetl_sinkq *q)
 
 enum zetl_err zetl_sinkq_start(struct zetl_sinkq *q, struct zetl_errbuf *eb)
 {
-    if (pthread_create(&q->thread, NULL, runner_main, q) != 0)
+    /* Busy until every sink's start (the warehouse's catch-up) is done: a drain waits for it. */
+    pthread_mutex_lock(&q->mu);
+    q->busy = true;
+    pthread_mutex_unlock(&q->mu);
+    if (pthread_create(&q->thread, NULL, runner_main, q) != 0) {
+        q->busy = false;
         return zetl_err_set(eb, ZETL_ERR_FATAL, "could not start sink thread");
+    }
     q->started = true;
     return ZETL_OK;
 }
@@ -367,7 +378,8 @@ bool zetl_sinkq_idle(struct zetl_sinkq *q)
     bool idle;
 
     pthread_mutex_lock(&q->mu);
-    idle = q->qlen == 0 && !q->busy;
+    /* A queue that failed or was abandoned holds back what it refused. */
+    idle = q->qlen == 0 && !q->busy && q->err == ZETL_OK && !q->abandoned;
     pthread_mutex_unlock(&q->mu);
     return idle;
 }

@@ -227,16 +227,23 @@ static enum zetl_err stream_loop(struct zetl_stream *st, struct zetl_errbuf *eb)
         if ((err = seal_if_due(st, &backpressure, eb)) != ZETL_OK ||
             (err = send_status(st, false, eb)) != ZETL_OK)
             return err;
+        /*
+         * Stopping while the sinks hold the reader back: the transaction being
+         * received (if any) is never completed, so leave now; it was not
+         * confirmed and the server sends it again.
+         */
+        if (backpressure && zetl_stop_requested())
+            return ZETL_OK;
         held = backpressure || zetl_relmap_pending(st->rm);
         if (!held && (err = read_messages(st, &n, eb)) != ZETL_OK)
             return err;
-        if (n == READ_BUDGET)
-            continue;
         /* Not reading is our doing: the receive timeout starts over. */
         if (n > 0 || held)
             zetl_status_heard(&st->rd.status, zetl_now_ms());
         else if ((err = zetl_walreader_check_timeout(&st->rd, flush_position(st), eb)) != ZETL_OK)
             return err;
+        if (n == READ_BUDGET)
+            continue;
         if (n == 0 || held) {
             if ((err = wait_for_work(st, !held, eb)) != ZETL_OK)
                 return err;

@@ -206,7 +206,8 @@ enum zetl_err zetl_walreader_poll(struct zetl_walreader *rd, bool read, const in
 
     if (read)
         pfd[n++] = (struct pollfd){PQsocket(rd->conn), POLLIN, 0};
-    if (zetl_stop_fd() >= 0)
+    /* Once a stop is seen the pipe stays readable: watching it then would spin. */
+    if (zetl_stop_fd() >= 0 && !zetl_stop_requested())
         pfd[n++] = (struct pollfd){zetl_stop_fd(), POLLIN, 0};
     for (int i = 0; i < nextra && n < 8; i++)
         if (extra[i] >= 0)

@@ -9,6 +9,9 @@ transaction again after a reconnect (the slot's confirmed flush is behind the
 archive, here because the warehouse apply is blocked), zetl skips it as
 already archived; it must still take the schema from it, or the next change
 of that table fails with "change for relation N before its Relation message".
+
+And a run must not report success while its warehouse catch-up (archived
+batches the warehouse has not applied yet) failed.
 """
 
 import os
@@ -82,6 +85,44 @@ class StreamRegressionsTest(unittest.TestCase):
                 src.destroy()
                 wh.destroy()
                 shutil.rmtree(work, ignore_errors=True)
+
+    def test_once_fails_when_the_warehouse_catch_up_fails(self):
+        src = Cluster()
+        wh = Cluster(wal_level="replica")
+        work = tempfile.mkdtemp(prefix="zetl-regress-")
+        try:
+            src.createdb("r")
+            wh.createdb("rw")
+            src.psql("CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.users (id int PRIMARY KEY, "
+                     "name text)", db="r")
+            # Archive only first: batches the warehouse has never seen.
+            z = Zetl(work, config(src, "r"))
+            self.assertEqual(z.run_once(), 0, z.log())
+            src.psql("INSERT INTO tenant_a.users SELECT g, 'n' FROM generate_series(1, 50) g",
+                     db="r")
+            self.assertEqual(z.run_once(), 0, z.log())
+            files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(work, "archive"))
+                     for f in fs if f.endswith(".csv.zst")]
+            self.assertTrue(files)
+            with open(files[0], "r+b") as f:  # the batch no longer matches its manifest
+                f.seek(-1, os.SEEK_END)
+                last = f.read(1)
+                f.seek(-1, os.SEEK_END)
+                f.write(bytes([last[0] ^ 0xFF]))
+            before = z.log().count("caught up; exiting")
+            z = Zetl(work, config(src, "r", extra=f"""warehouse:
+  kind: postgres
+  dsn: "{wh.dsn('rw')}"
+  schema: zetl_raw
+"""))
+            self.assertEqual(z.run_once(), 1, z.log())
+            self.assertIn("does not match its manifest", z.log())
+            self.assertEqual(z.log().count("caught up; exiting"), before, z.log())
+        finally:
+            Zetl.kill_all()
+            src.destroy()
+            wh.destroy()
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
