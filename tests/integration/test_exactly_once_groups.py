@@ -10,7 +10,7 @@ import tempfile
 import time
 import unittest
 
-from zetltest import Cluster, Zetl, config, main, run_zetl
+from zetltest import Cluster, Zetl, config, main, run_zetl, slot_group
 
 TABLES = {
     "users": "id int PRIMARY KEY, email text, score numeric(10,2)",
@@ -18,13 +18,6 @@ TABLES = {
     "items": "id int PRIMARY KEY, name varchar(20)",
 }
 
-
-def group_of(schema, groups):
-    """The slot group zetl puts a tenant schema in: FNV-1a of the name mod groups."""
-    h = 2166136261
-    for c in schema.encode():
-        h = ((h ^ c) * 16777619) & 0xFFFFFFFF
-    return h % groups if groups > 1 else 0
 
 
 class GroupsBase(unittest.TestCase):
@@ -107,7 +100,7 @@ class SharedTablesTest(GroupsBase):
         """Four streams create, then widen, the same warehouse tables at once: a lost
         race is never fatal and no tenant's rows go missing (300 tenants lost 224 once)."""
         tenants = [f"tenant_{i:03d}" for i in range(48)]
-        self.assertEqual(len({group_of(t, 4) for t in tenants}), 4)
+        self.assertEqual(len({slot_group(t, 4) for t in tenants}), 4)
         self.make_tenants(tenants)
         z = self.zetl(4)
         self.assertEqual(z.run_once(), 0, z.log())  # slots and publications
@@ -138,7 +131,7 @@ class SharedTablesTest(GroupsBase):
         """A warehouse written by a release that kept one last_lsn per table for all
         streams: it is migrated, the damage is named, and one command repairs it."""
         tenants = ["tenant_a", "tenant_b", "tenant_c", "tenant_d"]
-        self.assertEqual(len({group_of(t, 2) for t in tenants}), 2)
+        self.assertEqual(len({slot_group(t, 2) for t in tenants}), 2)
         self.make_tenants(tenants)
         z = self.zetl(2)
         self.assertEqual(z.run_once(), 0, z.log())

@@ -15,17 +15,10 @@ import tempfile
 import time
 import unittest
 
-from zetltest import Cluster, Zetl, config, main, run_zetl
+from zetltest import Cluster, Zetl, config, main, run_zetl, slot_group
 
 TENANTS = ["tenant_a", "tenant_b", "tenant_c"]
 
-
-def slot_group(schema, groups):
-    """The slot group zetl puts a tenant schema in: FNV-1a of the name mod groups."""
-    h = 2166136261
-    for c in schema.encode():
-        h = ((h ^ c) * 16777619) & 0xFFFFFFFF
-    return h % groups if groups > 1 else 0
 
 
 def ddl(schema):

@@ -11,16 +11,8 @@ import tempfile
 import time
 import unittest
 
-from zetltest import PG_BIN, Cluster, Zetl, config, main, read_archive, run_zetl
+from zetltest import PG_BIN, Cluster, Zetl, config, main, read_archive, run_zetl, slot_group
 
-
-def group_of(schema, groups):
-    """zetl_source_group_of: FNV-1a of the schema name."""
-    h = 2166136261
-    for b in schema.encode():
-        h ^= b
-        h = (h * 16777619) & 0xFFFFFFFF
-    return h % groups if groups > 1 else 0
 
 
 def tenant_ddl(schema):
@@ -165,7 +157,7 @@ class SlotsTest(unittest.TestCase):
     def schemas_for(self, groups, want_moved):
         """Schemas spread over both groups of `groups` = 2 (some in group 1)."""
         names = [f"tenant_{c}" for c in "abcdefgh"]
-        moved = [s for s in names if group_of(s, groups) != 0]
+        moved = [s for s in names if slot_group(s, groups) != 0]
         self.assertTrue(moved and len(moved) < len(names))
         return names, moved
 
@@ -203,8 +195,8 @@ class SlotsTest(unittest.TestCase):
         self.assertIn((moved[0], "7"), self.archived_ids())
 
     def test_unused_slot_reported_and_dropped(self):
-        a = next(s for s in (f"tenant_{c}" for c in "abcdefgh") if group_of(s, 2) == 0)
-        b = next(s for s in (f"tenant_{c}" for c in "abcdefgh") if group_of(s, 2) == 1)
+        a = next(s for s in (f"tenant_{c}" for c in "abcdefgh") if slot_group(s, 2) == 0)
+        b = next(s for s in (f"tenant_{c}" for c in "abcdefgh") if slot_group(s, 2) == 1)
         self.sql(tenant_ddl(a) + tenant_ddl(b))
         z = self.zetl(schemas=(a, b), slot_groups=2)
         self.assertEqual(z.run_once(), 0, z.log())

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import unittest
 
-from zetltest import Cluster, Zetl, config, main, run_zetl
+from zetltest import Cluster, Zetl, config, main, run_zetl, slot_group
 
 HOSTILE = 'tenant_h"; drop table x; --'
 
@@ -29,13 +29,6 @@ def load_json(path):
 def lit(s):
     return "'" + s.replace("'", "''") + "'"
 
-
-def slot_group(schema, groups):
-    """The slot group zetl puts a tenant schema in: FNV-1a of the name mod groups."""
-    h = 2166136261
-    for c in schema.encode():
-        h = ((h ^ c) * 16777619) & 0xFFFFFFFF
-    return h % groups if groups > 1 else 0
 
 
 class WarehouseBase(unittest.TestCase):

@@ -31,6 +31,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+def slot_group(schema, groups):
+    """The slot group zetl puts a tenant schema in (zetl_source_group_of): FNV-1a of
+    the schema name, mod groups."""
+    h = 2166136261
+    for c in schema.encode():
+        h = ((h ^ c) * 16777619) & 0xFFFFFFFF
+    return h % groups if groups > 1 else 0
+
+
 def as_pg_user(cmd):
     if os.geteuid() == 0:
         return ["runuser", "-u", "postgres", "--"] + cmd
