@@ -40,6 +40,8 @@
 #define RS_VARBYTE_MAX 1024000
 /* Widest NUMERIC precision. */
 #define RS_NUMERIC_MAX 38
+/* Redshift's largest NUMERIC scale (SQL reference, "Numeric types"): one below its precision. */
+#define RS_NUMERIC_SCALE_MAX 37
 
 /* ---- types ------------------------------------------------------------------ */
 
@@ -144,9 +146,9 @@ char *zetl_wh_rs_type(const char *manifest_type)
     /* Redshift counts bytes, and CHAR holds single-byte characters only. */
     if ((strcmp(base, "varchar") == 0 || strcmp(base, "bpchar") == 0) && n == 1)
         return sized("VARCHAR", varchar_bytes(a[0]), 0, 1);
-    /* numeric(p) is numeric(p,0); the scale must lie in 0..p. */
+    /* numeric(p) is numeric(p,0); the scale must lie in 0..p, and 0..37 in Redshift. */
     if (strcmp(base, "numeric") == 0 && n >= 1 && a[0] >= 1 && a[0] <= RS_NUMERIC_MAX &&
-        a[1] >= 0 && a[1] <= a[0])
+        a[1] >= 0 && a[1] <= a[0] && a[1] <= RS_NUMERIC_SCALE_MAX)
         return sized("NUMERIC", a[0], a[1], 2);
     /*
      * Everything else keeps PostgreSQL's exact text: text, unconstrained
@@ -314,10 +316,20 @@ static void values(struct zetl_buf *b, const struct zetl_wh_table *t, const char
     }
 }
 
+/* Redshift refuses a SUPER column (json, arrays) as DISTKEY or in a SORTKEY. */
+static bool sortable(const struct zetl_wh_col *c)
+{
+    char *type = zetl_wh_rs_type(c->type);
+    bool ok = strcmp(type, "SUPER") != 0;
+
+    free(type);
+    return ok;
+}
+
 static const struct zetl_wh_col *first_key(const struct zetl_wh_table *t)
 {
     for (size_t i = 0; i < t->ncols; i++)
-        if (t->cols[i].key)
+        if (t->cols[i].key && sortable(&t->cols[i]))
             return &t->cols[i];
     return NULL;
 }
@@ -340,7 +352,12 @@ void zetl_wh_rs_table_options(struct zetl_buf *b, const struct zetl_wh_table *t)
 {
     dist_key(b, t);
     zetl_buf_puts(b, " COMPOUND SORTKEY(");
-    zetl_wh_sql_key_list(b, t);
+    zetl_sql_append_ident(b, t->tenant_column);
+    for (size_t i = 0; i < t->ncols; i++)
+        if (t->cols[i].key && sortable(&t->cols[i])) {
+            zetl_buf_puts(b, ", ");
+            zetl_sql_append_ident(b, t->cols[i].name);
+        }
     zetl_buf_putc(b, ')');
 }
 

@@ -56,6 +56,9 @@ static void test_type_mapping(void)
     check_type("bytea", "VARBYTE(1024000)");
     check_type("numeric(12,2)", "NUMERIC(12,2)");
     check_type("numeric(38,0)", "NUMERIC(38,0)");
+    /* Redshift's scale stops at 37: the exact text rather than a failing load. */
+    check_type("numeric(38,37)", "NUMERIC(38,37)");
+    check_type("numeric(38,38)", "VARCHAR(65535)");
     check_type("numeric(7)", "NUMERIC(7,0)");
     check_type("numeric(39,2)", "VARCHAR(65535)");
     check_type("numeric", "VARCHAR(65535)");
@@ -449,6 +452,24 @@ static void test_literals(void)
     free(sql);
 }
 
+/* Redshift refuses a SUPER column as DISTKEY or in a SORTKEY: such key columns stay out. */
+static void test_super_keys(void)
+{
+    struct zetl_wh_col cols[] = {
+        {"doc", "jsonb", true}, {"id", "int4", true}, {"v", "text", false}};
+    struct zetl_wh_table t = {"s", "t",  "tenant_id", "_zetl_stage_1", ZETL_DELETES_HARD,
+                              3,   cols, false};
+    char *sql = zetl_wh_sql_create_table(&zetl_wh_rs_dialect, &t);
+
+    CHECK(strstr(sql, "DISTKEY(\"id\") COMPOUND SORTKEY(\"tenant_id\", \"id\")") != NULL);
+    free(sql);
+    t.ncols = 1; /* only the json key */
+    sql = zetl_wh_sql_create_table(&zetl_wh_rs_dialect, &t);
+    CHECK(strstr(sql, "DISTSTYLE EVEN COMPOUND SORTKEY(\"tenant_id\")") != NULL);
+    CHECK(strstr(sql, "PRIMARY KEY (\"tenant_id\", \"doc\")") != NULL);
+    free(sql);
+}
+
 /*
  * The table of tests/integration/test_redshift_sql.py: "zetl_raw"."items"
  * (tenant_id; id key, name, note, tags text[], amount numeric(12,2)), file 1
@@ -516,6 +537,7 @@ int main(void)
     test_golden();
     test_hostile();
     test_literals();
+    test_super_keys();
     if (dir != NULL && dir[0] != '\0')
         export_for_integration(dir);
     return zetl_tap_done();
