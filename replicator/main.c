@@ -68,7 +68,7 @@ static const char usage_text[] =
 static void on_signal(int sig)
 {
     (void)sig;
-    zetl_stream_stop_all();
+    zetl_stop_request();
 }
 
 /* Creates buffer.dir/spool and proves a file can be written and synced there. */
@@ -151,7 +151,7 @@ static void *stream_thread_main(void *arg)
 
     t->err = zetl_stream_run(t->st, &t->eb);
     if (t->err != ZETL_OK)
-        zetl_stream_stop_all(); /* one stream failing stops the job */
+        zetl_stop_request(); /* one stream failing stops the job */
     return NULL;
 }
 
@@ -243,7 +243,7 @@ static int run_streams(const struct zetl_config *cfg, const struct zetl_source_p
         if (pthread_create(&threads[started].tid, NULL, stream_thread_main, &threads[started]) !=
             0) {
             zetl_log(ZETL_LOG_FATAL, "could not start stream thread");
-            zetl_stream_stop_all();
+            zetl_stop_request();
             break;
         }
     }
@@ -349,7 +349,7 @@ static enum zetl_err resync_batch(struct zetl_archive *ar, struct zetl_wh *wh, c
         if (err == ZETL_OK)
             err = zetl_wh_apply_dir_table(wh, dir, table, eb);
         zetl_archive_fetch_done(ar, dir);
-        if (err != ZETL_ERR_RETRY || ++attempts >= RESYNC_ATTEMPTS || zetl_stream_stopping())
+        if (err != ZETL_ERR_RETRY || ++attempts >= RESYNC_ATTEMPTS || zetl_stop_requested())
             return err;
         int64_t delay = zetl_backoff_next(&bo);
         zetl_warn("resync: batch %s of stream %s: %s; retrying in %lld ms", name, stream, eb->msg,

@@ -21,7 +21,6 @@ struct spill_txn {
     uint32_t xid;
     FILE *f;
     char *path;
-    uint64_t bytes;
     uint32_t *aborted; /* subtransactions rolled back */
     size_t naborted;
 };
@@ -30,7 +29,6 @@ struct zetl_spill {
     char *dir;
     struct spill_txn *txns;
     size_t ntxns;
-    uint64_t bytes;
 };
 
 static void txn_remove(struct zetl_spill *sp, size_t i)
@@ -40,7 +38,6 @@ static void txn_remove(struct zetl_spill *sp, size_t i)
     if (t->f)
         fclose(t->f);
     unlink(t->path);
-    sp->bytes -= t->bytes;
     free(t->path);
     free(t->aborted);
     sp->txns[i] = sp->txns[--sp->ntxns];
@@ -127,8 +124,6 @@ enum zetl_err zetl_spill_append(struct zetl_spill *sp, uint32_t xid, const uint8
     if (fwrite(&len32, sizeof(len32), 1, t->f) != 1 || fwrite(msg, 1, len, t->f) != len)
         return zetl_err_set(eb, ZETL_ERR_IO, "could not write spill file \"%s\": %s", t->path,
                             strerror(errno));
-    t->bytes += sizeof(len32) + len;
-    sp->bytes += sizeof(len32) + len;
     return ZETL_OK;
 }
 
@@ -212,14 +207,4 @@ done:
     if (t)
         txn_remove(sp, idx);
     return err;
-}
-
-size_t zetl_spill_open_count(const struct zetl_spill *sp)
-{
-    return sp->ntxns;
-}
-
-uint64_t zetl_spill_bytes(const struct zetl_spill *sp)
-{
-    return sp->bytes;
 }

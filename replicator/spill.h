@@ -38,11 +38,6 @@ typedef enum zetl_err (*zetl_spill_cb)(void *arg, const uint8_t *msg, size_t len
  */
 enum zetl_err zetl_spill_replay(struct zetl_spill *sp, uint32_t xid, zetl_spill_cb cb, void *arg,
                                 struct zetl_errbuf *eb);
-
-/* Number of transactions with spilled data (open streamed transactions). */
-size_t zetl_spill_open_count(const struct zetl_spill *sp);
-/* Bytes currently spilled, all transactions. */
-uint64_t zetl_spill_bytes(const struct zetl_spill *sp);
 /* Discards every open transaction (after a disconnect). */
 void zetl_spill_clear(struct zetl_spill *sp);
 

@@ -34,16 +34,6 @@
 #define RECONNECT_MAX_MS 30000
 #define HEALTHY_CONNECTION_MS 60000 /* a connection that lasted this long resets the backoff */
 
-void zetl_stream_stop_all(void)
-{
-    zetl_stop_request();
-}
-
-bool zetl_stream_stopping(void)
-{
-    return zetl_stop_requested();
-}
-
 struct zetl_stream {
     const struct zetl_config *cfg; /* borrowed */
     struct zetl_stream_opts opts;

@@ -36,14 +36,10 @@ enum zetl_err zetl_stream_new(const struct zetl_config *cfg, const struct zetl_s
 void zetl_stream_free(struct zetl_stream *st);
 
 /*
- * Runs the stream until zetl_stream_stop_all() is called (then seals what is
+ * Runs the stream until zetl_stop_request() is called (then seals what is
  * complete and exits), until caught up in once mode, or until a fatal error.
  * Retriable errors (connection lost) reconnect with backoff.
  */
 enum zetl_err zetl_stream_run(struct zetl_stream *st, struct zetl_errbuf *eb);
-
-/* Asks every stream to finish; async-signal-safe. */
-void zetl_stream_stop_all(void);
-bool zetl_stream_stopping(void);
 
 #endif
