@@ -48,6 +48,10 @@ struct zetl_config {
         int slot_groups;             /* default 1; 1..64 */
         uint64_t receive_timeout_ms; /* default 60000; a silent replication connection is
                                       * dropped and reconnected after this long */
+        bool snapshot;               /* source.snapshot: initial (default, true) | never */
+        int snapshot_workers;        /* default 2; 1..64 connections copying tables */
+        uint64_t refresh_ms;         /* source.tenants.refresh_ms, default 5000; 0: no
+                                      * live discovery of new tenants and tables */
     } source;
 
     struct {
@@ -71,6 +75,15 @@ struct zetl_config {
             bool path_style;    /* default: true when endpoint is set, else false */
             uint64_t part_size; /* default 8 MiB, min 5 MiB */
         } s3;
+        /*
+         * archive.retention: batches whose last commit is older than this and
+         * that every sink applied are removed (docs/operations.md); 0 (the
+         * default): kept for ever.
+         */
+        uint64_t retention_ms;
+        uint64_t retention_interval_ms; /* default 600000: time between retention passes */
+        bool retention_ignore_snapshot; /* default false: keep what a replay from the last
+                                         * snapshot needs */
     } archive;
 
     struct {
@@ -98,6 +111,13 @@ void zetl_config_free(struct zetl_config *cfg);
 
 /* Parses "64MiB", "10MB", "512k", "1048576" into bytes; false when malformed. */
 bool zetl_config_parse_size(const char *s, uint64_t *out);
+
+/*
+ * Parses a duration "<digits><unit>" with unit ms, s, m, h or d ("90s",
+ * "45m", "12h", "30d") into milliseconds; false when malformed, zero or too
+ * large.
+ */
+bool zetl_config_parse_duration(const char *s, uint64_t *ms);
 
 /*
  * Copies a libpq conninfo string with any password value replaced by "********",

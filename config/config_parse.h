@@ -88,6 +88,10 @@ enum zetl_err zetl_config_get_uint(struct cfg_parse *cp, yaml_node_t *v, int lin
                                    uint64_t min, uint64_t max, uint64_t *out);
 enum zetl_err zetl_config_get_size(struct cfg_parse *cp, yaml_node_t *v, int line, const char *path,
                                    uint64_t min, uint64_t max, uint64_t *out);
+/* A duration ("30d", "12h", "45m", "90s", "500ms") in [min_ms, max_ms] milliseconds. */
+enum zetl_err zetl_config_get_duration(struct cfg_parse *cp, yaml_node_t *v, int line,
+                                       const char *path, uint64_t min_ms, uint64_t max_ms,
+                                       uint64_t *out);
 /* `names` is NULL-terminated. */
 enum zetl_err zetl_config_get_enum(struct cfg_parse *cp, yaml_node_t *v, int line, const char *path,
                                    const char *const *names, int *out);

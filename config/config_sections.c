@@ -39,9 +39,11 @@ static bool slot_name_valid(const char *s)
 static enum zetl_err parse_source(struct cfg_parse *cp, yaml_node_t *v, int line,
                                   struct zetl_config *cfg)
 {
-    static const char *const keys[] = {
-        "dsn", "tenants", "tables", "slot", "slot_groups", "receive_timeout_ms", NULL};
-    static const char *const tkeys[] = {"schemas", NULL};
+    static const char *const keys[] = {"dsn",      "tenants",          "tables",
+                                       "slot",     "slot_groups",      "receive_timeout_ms",
+                                       "snapshot", "snapshot_workers", NULL};
+    static const char *const tkeys[] = {"schemas", "refresh_ms", NULL};
+    static const char *const snapshot_modes[] = {"initial", "never", NULL};
     struct cfg_map m, tm;
     yaml_node_t *x;
     int xl;
@@ -80,6 +82,11 @@ static enum zetl_err parse_source(struct cfg_parse *cp, yaml_node_t *v, int line
         return zetl_config_err(cp, xl, "source.tenants.schemas", "missing required key");
     if ((err = zetl_config_get_strlist(cp, x, xl, "source.tenants.schemas", true, true,
                                        &cfg->source.schemas)) != ZETL_OK)
+        return err;
+    x = zetl_config_map_get_value(cp, &tm, "refresh_ms", &xl);
+    cfg->source.refresh_ms = 5000;
+    if (x != NULL && (err = zetl_config_get_uint(cp, x, xl, "source.tenants.refresh_ms", 0,
+                                                 86400000, &cfg->source.refresh_ms)) != ZETL_OK)
         return err;
 
     x = zetl_config_map_get_value(cp, &m, "tables", &xl);
@@ -126,6 +133,25 @@ static enum zetl_err parse_source(struct cfg_parse *cp, yaml_node_t *v, int line
         (err = zetl_config_get_uint(cp, x, xl, "source.receive_timeout_ms", 100, 86400000,
                                     &cfg->source.receive_timeout_ms)) != ZETL_OK)
         return err;
+
+    x = zetl_config_map_get_value(cp, &m, "snapshot", &xl);
+    cfg->source.snapshot = true;
+    if (x != NULL) {
+        int k;
+        if ((err = zetl_config_get_enum(cp, x, xl, "source.snapshot", snapshot_modes, &k)) !=
+            ZETL_OK)
+            return err;
+        cfg->source.snapshot = k == 0;
+    }
+    x = zetl_config_map_get_value(cp, &m, "snapshot_workers", &xl);
+    cfg->source.snapshot_workers = 2;
+    if (x != NULL) {
+        uint64_t n;
+        if ((err = zetl_config_get_uint(cp, x, xl, "source.snapshot_workers", 1, 64, &n)) !=
+            ZETL_OK)
+            return err;
+        cfg->source.snapshot_workers = (int)n;
+    }
     return ZETL_OK;
 }
 
@@ -338,7 +364,8 @@ static enum zetl_err check_archive_url(struct cfg_parse *cp, int line, const cha
 static enum zetl_err parse_archive(struct cfg_parse *cp, yaml_node_t *v, int line,
                                    struct zetl_config *cfg)
 {
-    static const char *const keys[] = {"url", "s3", NULL};
+    static const char *const keys[] = {
+        "url", "s3", "retention", "retention_interval_ms", "retention_ignore_snapshot", NULL};
     static const char *const s3keys[] = {"region", "endpoint", "path_style", "part_size", NULL};
     struct cfg_map m, sm;
     yaml_node_t *x;
@@ -346,6 +373,7 @@ static enum zetl_err parse_archive(struct cfg_parse *cp, yaml_node_t *v, int lin
     enum zetl_err err;
 
     cfg->archive.s3.part_size = 8 * ZETL_CONFIG_MIB;
+    cfg->archive.retention_interval_ms = 600000;
     if ((err = zetl_config_map_open(cp, v, line, "archive", keys, &m)) != ZETL_OK)
         return err;
     if (v == NULL) {
@@ -361,6 +389,23 @@ static enum zetl_err parse_archive(struct cfg_parse *cp, yaml_node_t *v, int lin
         ZETL_OK)
         return err;
     if ((err = check_archive_url(cp, xl, cfg->archive.url)) != ZETL_OK)
+        return err;
+
+    /* At least a second: below that a batch would go while the warehouse still loads it. */
+    x = zetl_config_map_get_value(cp, &m, "retention", &xl);
+    if (x != NULL && (err = zetl_config_get_duration(cp, x, xl, "archive.retention", 1000,
+                                                     UINT64_C(36500) * 86400000,
+                                                     &cfg->archive.retention_ms)) != ZETL_OK)
+        return err;
+    x = zetl_config_map_get_value(cp, &m, "retention_interval_ms", &xl);
+    if (x != NULL &&
+        (err = zetl_config_get_uint(cp, x, xl, "archive.retention_interval_ms", 100, 86400000,
+                                    &cfg->archive.retention_interval_ms)) != ZETL_OK)
+        return err;
+    x = zetl_config_map_get_value(cp, &m, "retention_ignore_snapshot", &xl);
+    if (x != NULL &&
+        (err = zetl_config_get_bool(cp, x, xl, "archive.retention_ignore_snapshot",
+                                    &cfg->archive.retention_ignore_snapshot)) != ZETL_OK)
         return err;
 
     x = zetl_config_map_get_value(cp, &m, "s3", &xl);

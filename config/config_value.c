@@ -1,6 +1,6 @@
 /*
  * Typed values of the configuration: strings, booleans, integers, sizes
- * ("64MiB"), one-of-a-list names and lists of strings or globs.  YAML's own
+ * ("64MiB"), durations ("30d"), one-of-a-list names and lists of strings or globs.  YAML's own
  * typing is deliberately narrowed: a quoted "true" or "10" is a string, so
  * what a key means never depends on how a YAML library guesses.
  */
@@ -172,6 +172,89 @@ static enum size_result size_parse(const char *s, uint64_t *out)
 bool zetl_config_parse_size(const char *s, uint64_t *out)
 {
     return size_parse(s, out) == SIZE_OK;
+}
+
+enum duration_result {
+    DURATION_OK,
+    DURATION_MALFORMED,
+    DURATION_NOT_POSITIVE,
+    DURATION_OVERFLOW,
+};
+
+/* "<digits><unit>", unit one of ms, s, m, h, d: a bare number says nothing about its unit. */
+static enum duration_result duration_parse(const char *s, uint64_t *out)
+{
+    static const struct {
+        const char *unit;
+        uint64_t ms;
+    } units[] = {
+        {"ms", 1}, {"s", 1000}, {"m", 60 * 1000}, {"h", 3600 * 1000}, {"d", 86400 * 1000},
+    };
+    const char *p = s;
+    uint64_t n = 0;
+    bool overflow = false;
+
+    if (*p == '-')
+        return p[1] >= '0' && p[1] <= '9' ? DURATION_NOT_POSITIVE : DURATION_MALFORMED;
+    if (*p < '0' || *p > '9')
+        return DURATION_MALFORMED;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (n > (UINT64_MAX - d) / 10)
+            overflow = true;
+        else
+            n = n * 10 + d;
+    }
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(p, units[i].unit) != 0)
+            continue;
+        if (overflow || n > UINT64_MAX / units[i].ms)
+            return DURATION_OVERFLOW;
+        if (n == 0)
+            return DURATION_NOT_POSITIVE;
+        *out = n * units[i].ms;
+        return DURATION_OK;
+    }
+    return DURATION_MALFORMED;
+}
+
+bool zetl_config_parse_duration(const char *s, uint64_t *ms)
+{
+    return duration_parse(s, ms) == DURATION_OK;
+}
+
+enum zetl_err zetl_config_get_duration(struct cfg_parse *cp, yaml_node_t *v, int line,
+                                       const char *path, uint64_t min_ms, uint64_t max_ms,
+                                       uint64_t *out)
+{
+    char q[ZETL_CONFIG_QUOTE_SIZE];
+    uint64_t n = 0;
+
+    if (v->type != YAML_SCALAR_NODE || zetl_config_is_null(v))
+        return zetl_config_err(cp, line, path, "expected a duration such as 30d, got %s",
+                               zetl_config_node_kind(v));
+    zetl_config_quote(q, sizeof(q), zetl_config_scalar(v));
+    switch (duration_parse(zetl_config_scalar(v), &n)) {
+    case DURATION_OK:
+        break;
+    case DURATION_MALFORMED:
+        return zetl_config_err(cp, line, path,
+                               "invalid duration %s (expected a number with a unit: ms, s, m, "
+                               "h or d, such as 30d)",
+                               q);
+    case DURATION_NOT_POSITIVE:
+        return zetl_config_err(cp, line, path, "duration %s must be greater than 0", q);
+    case DURATION_OVERFLOW:
+        return zetl_config_err(cp, line, path, "duration %s is too large", q);
+    }
+    if (n < min_ms)
+        return zetl_config_err(cp, line, path, "duration %s is below the minimum of %llu ms", q,
+                               (unsigned long long)min_ms);
+    if (n > max_ms)
+        return zetl_config_err(cp, line, path, "duration %s is above the maximum of %llu days", q,
+                               (unsigned long long)(max_ms / 86400000));
+    *out = n;
+    return ZETL_OK;
 }
 
 /* A size (string or integer) in [min, max] bytes. */

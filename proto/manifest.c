@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 /* NAME_MAX: a longer file name could not have been created. */
 #define MANIFEST_FILE_NAME_MAX 255
@@ -45,6 +46,56 @@ void zetl_manifest_release(struct zetl_manifest *m)
 {
     zetl_arena_release(&m->arena);
     zetl_manifest_init(m);
+}
+
+/* `n` decimal digits at s into *out; false unless all are digits. */
+static bool time_digits(const char *s, int n, int *out)
+{
+    *out = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        *out = *out * 10 + (s[i] - '0');
+    }
+    return true;
+}
+
+bool zetl_manifest_parse_time(const char *s, int64_t *unix_usec)
+{
+    struct tm tm;
+    int year, mon, day, hour, min, sec, usec = 0, digits = 0;
+    const char *p = s + 19;
+    time_t t;
+
+    memset(&tm, 0, sizeof(tm));
+    if (strlen(s) < 20 || !time_digits(s, 4, &year) || s[4] != '-' ||
+        !time_digits(s + 5, 2, &mon) || s[7] != '-' || !time_digits(s + 8, 2, &day) ||
+        s[10] != 'T' || !time_digits(s + 11, 2, &hour) || s[13] != ':' ||
+        !time_digits(s + 14, 2, &min) || s[16] != ':' || !time_digits(s + 17, 2, &sec))
+        return false;
+    if (*p == '.') {
+        for (p++; *p >= '0' && *p <= '9'; p++, digits++) {
+            if (digits == 6)
+                return false;
+            usec = usec * 10 + (*p - '0');
+        }
+        if (digits == 0)
+            return false;
+        for (int i = digits; i < 6; i++)
+            usec *= 10;
+    }
+    if (strcmp(p, "Z") != 0 || mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 ||
+        min > 59 || sec > 60)
+        return false;
+    tm.tm_year = year - 1900;
+    tm.tm_mon = mon - 1;
+    tm.tm_mday = day;
+    tm.tm_hour = hour;
+    tm.tm_min = min;
+    tm.tm_sec = sec;
+    t = timegm(&tm);
+    *unix_usec = (int64_t)t * 1000000 + usec;
+    return true;
 }
 
 bool zetl_manifest_stream_name_ok(const char *s)
@@ -189,6 +240,8 @@ static json_t *manifest_json(const struct zetl_manifest *m)
     json_object_set_new(root, "transactions", json_integer((json_int_t)m->transactions));
     json_object_set_new(root, "rows", json_integer((json_int_t)m->rows));
     json_object_set_new(root, "raw_bytes", json_integer((json_int_t)m->raw_bytes));
+    if (m->snapshot_rows)
+        json_object_set_new(root, "snapshot_rows", json_integer((json_int_t)m->snapshot_rows));
     json_object_set_new(root, "first_commit_time", jstr(m->first_commit_time));
     json_object_set_new(root, "last_commit_time", jstr(m->last_commit_time));
     json_object_set_new(root, "created_at", jstr(m->created_at));
@@ -477,6 +530,7 @@ static enum zetl_err read_head(struct mrd *rd, const json_t *root, const char *e
     if ((err = get_uint(rd, root, "", "transactions", false, INT64_MAX, &m->transactions)) ||
         (err = get_uint(rd, root, "", "rows", false, INT64_MAX, &m->rows)) ||
         (err = get_uint(rd, root, "", "raw_bytes", false, INT64_MAX, &m->raw_bytes)) ||
+        (err = get_uint(rd, root, "", "snapshot_rows", false, INT64_MAX, &m->snapshot_rows)) ||
         (err = get_str(rd, root, "", "first_commit_time", false, &m->first_commit_time)) ||
         (err = get_str(rd, root, "", "last_commit_time", false, &m->last_commit_time)) ||
         (err = get_str(rd, root, "", "created_at", false, &m->created_at)) ||

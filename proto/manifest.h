@@ -17,7 +17,7 @@
  *             manifest.json, unique in the batch ignoring case), rows and bytes
  *             (non-negative integers), sha256 (64 lower-case hex digits) and
  *             columns (an array of objects with a non-empty name and type).
- *   optional  transactions, rows, raw_bytes (non-negative integers; 0 when
+ *   optional  transactions, rows, raw_bytes, snapshot_rows (non-negative integers; 0 when
  *   (checked  absent); first_commit_time, last_commit_time, created_at,
  *   if there) tenant_column (strings; "" when absent); format (an object of
  *             type "csv" and compression "zstd"); files[].tenants (an array
@@ -77,6 +77,7 @@ struct zetl_manifest {
     uint64_t transactions;
     uint64_t rows;
     uint64_t raw_bytes;            /* uncompressed CSV bytes */
+    uint64_t snapshot_rows;        /* of rows, copied by a snapshot (0: none) */
     const char *first_commit_time; /* see above: RFC 3339 UTC with microseconds */
     const char *last_commit_time;  /* see above */
     const char *created_at;        /* see above */
@@ -95,6 +96,13 @@ void zetl_manifest_release(struct zetl_manifest *m);
 bool zetl_manifest_stream_name_ok(const char *s);
 /* A files[].file name under the policy above (safe to create in a batch directory). */
 bool zetl_manifest_file_name_ok(const char *s);
+
+/*
+ * Reads a manifest time ("2024-03-05T12:34:56.789012Z": RFC 3339 UTC, the
+ * fraction optional, at most 6 digits) as microseconds since the Unix epoch.
+ * False for anything else, "" included.
+ */
+bool zetl_manifest_parse_time(const char *s, int64_t *unix_usec);
 
 /*
  * Appends the manifest's JSON to out (uncapped: max 0): two-space indented,

@@ -203,10 +203,12 @@ static enum zetl_err on_change(void *arg, const struct zetl_pgo_msg *m, struct z
     case ZETL_PGO_INSERT:
         if ((err = row_target(cap, 'I', m->u.insert.relid, &rel, &plan, eb)) || plan == NULL)
             return err;
+        zetl_snapwin_touch(cap->env.snap, rel, m);
         return add_tuple_row(cap, ZETL_OP_INSERT, rel, plan, &m->u.insert.newtup, ar, eb);
     case ZETL_PGO_UPDATE:
         if ((err = row_target(cap, 'U', m->u.update.relid, &rel, &plan, eb)) || plan == NULL)
             return err;
+        zetl_snapwin_touch(cap->env.snap, rel, m);
         if (m->u.update.oldkind != 0) {
             err = add_tuple_row(cap, ZETL_OP_BEFORE, rel, plan, &m->u.update.oldtup, ar, eb);
             if (err)
@@ -216,6 +218,7 @@ static enum zetl_err on_change(void *arg, const struct zetl_pgo_msg *m, struct z
     default:
         if ((err = row_target(cap, 'D', m->u.delete_.relid, &rel, &plan, eb)) || plan == NULL)
             return err;
+        zetl_snapwin_touch(cap->env.snap, rel, m);
         return add_tuple_row(cap, ZETL_OP_DELETE, rel, plan, &m->u.delete_.oldtup, ar, eb);
     }
 }
@@ -234,11 +237,53 @@ static enum zetl_err on_truncate(void *arg, const struct zetl_pgo_msg *m, struct
             return err;
         if (plan == NULL)
             continue;
+        zetl_snapwin_truncate(cap->env.snap, rel->relid);
         struct zetl_row row = {ZETL_OP_TRUNCATE, target_of(plan), rel, NULL};
         if ((err = zetl_batch_add(cap->env.bw, &row, eb)))
             return err;
     }
     return ZETL_OK;
+}
+
+/* ---- snapshot watermarks ---- */
+
+/* A row of a snapshot chunk, into the transaction of its high watermark. */
+static enum zetl_err snapshot_row(void *arg, enum zetl_op op, const struct zetl_relation *rel,
+                                  const struct zetl_table_plan *plan, const struct zetl_tuple *tup,
+                                  struct zetl_arena *ar, struct zetl_errbuf *eb)
+{
+    struct zetl_capture *cap = arg;
+    enum zetl_err err;
+
+    if (!cap->txn_begun) {
+        cap->txn_begun = true;
+        err = zetl_batch_begin_txn(cap->env.bw, cap->txn_commit_lsn, cap->txn_commit_time, eb);
+        if (err)
+            return err;
+    }
+    return add_tuple_row(cap, op, rel, plan, tup, ar, eb);
+}
+
+static void snapshot_note(void *arg, uint64_t n)
+{
+    struct zetl_capture *cap = arg;
+
+    zetl_batch_note_snapshot_rows(cap->env.bw, n);
+}
+
+static enum zetl_err on_message(void *arg, const struct zetl_pgo_msg *m, struct zetl_errbuf *eb)
+{
+    struct zetl_capture *cap = arg;
+    const struct zetl_slice *prefix = &m->u.message.prefix;
+    struct zetl_snap_sink sink = {snapshot_row, snapshot_note, cap, cap->env.rc};
+
+    /* Watermarks are transactional: they order with the changes by commit. */
+    if (!(m->u.message.flags & 1) || !cap->in_txn || cap->env.snap == NULL ||
+        prefix->len != strlen(ZETL_SNAPSHOT_PREFIX) ||
+        memcmp(prefix->ptr, ZETL_SNAPSHOT_PREFIX, prefix->len) != 0)
+        return ZETL_OK;
+    return zetl_snapwin_message(cap->env.snap, &m->u.message.content, cap->txn_commit_lsn,
+                                cap->txn_skip, &sink, eb);
 }
 
 /* ---- streamed transactions ---- */
@@ -338,6 +383,7 @@ static const struct zetl_change_handlers capture_handlers = {
     .type = on_type,
     .change = on_change,
     .truncate = on_truncate,
+    .message = on_message,
     .stream_start = on_stream_start,
     .stream_stop = on_stream_stop,
     .stream_data = on_stream_data,

@@ -17,6 +17,7 @@
 #include "proto/pgoutput.h"
 #include "proto/relcache.h"
 #include "replicator/relmap.h"
+#include "replicator/snapshot.h"
 #include "replicator/spill.h"
 #include "replicator/status.h"
 #include "sinks/batch.h"
@@ -34,6 +35,7 @@ struct zetl_capture_env {
     struct zetl_positions *pos; /* last_sealed_lsn read, progress/idle moved */
     zetl_capture_tick_fn tick;
     void *tick_arg;
+    struct zetl_snapwin *snap; /* snapshot windows of the stream; NULL without snapshots */
 };
 
 struct zetl_capture {

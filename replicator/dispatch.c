@@ -41,8 +41,9 @@ enum zetl_err zetl_dispatch(const struct zetl_change_handlers *h, void *arg,
         return h->change(arg, m, ar, eb);
     case ZETL_PGO_TRUNCATE:
         return h->truncate(arg, m, eb);
-    case ZETL_PGO_ORIGIN:
     case ZETL_PGO_MESSAGE:
+        return h->message ? h->message(arg, m, eb) : ZETL_OK;
+    case ZETL_PGO_ORIGIN:
         return ZETL_OK;
     case ZETL_PGO_STREAM_START:
         return h->stream_start(arg, m->u.stream_start.xid, eb);

@@ -41,12 +41,14 @@ struct zetl_change_handlers {
                                  size_t len, struct zetl_errbuf *eb);
     enum zetl_err (*stream_commit)(void *arg, const struct zetl_pgo_msg *m, struct zetl_errbuf *eb);
     enum zetl_err (*stream_abort)(void *arg, uint32_t xid, uint32_t subxid, struct zetl_errbuf *eb);
+    /* A logical decoding message (pg_logical_emit_message); may be NULL. */
+    enum zetl_err (*message)(void *arg, const struct zetl_pgo_msg *m, struct zetl_errbuf *eb);
 };
 
 /*
  * Routes one decoded message to its handler.  `in_stream` (the decoder was
  * inside a Stream Start block) sends changes to stream_data; raw/len are the
- * message's bytes.  Origin and logical decoding messages are ignored;
+ * message's bytes.  Origin messages are ignored;
  * two-phase messages are a protocol error (two_phase is not enabled).
  */
 enum zetl_err zetl_dispatch(const struct zetl_change_handlers *h, void *arg,

@@ -1,4 +1,5 @@
-/* zetl command line: run, check, verify. The composition root of the daemon. */
+/* zetl command line: run, check, verify, replay, ... The composition root of the daemon. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -9,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/backoff.h"
+#include "common/buf.h"
 #include "common/err.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -17,17 +18,18 @@
 #include "common/mem.h"
 #include "config/config.h"
 #include "replicator/commands.h"
+#include "replicator/replay.h"
 #include "replicator/slots.h"
+#include "replicator/snapshot.h"
 #include "replicator/source.h"
 #include "replicator/stop.h"
 #include "replicator/stream.h"
+#include "replicator/tenants.h"
 #include "sinks/archive.h"
 #include "sinks/warehouse/wh.h"
 
 #define EXIT_JOB 1
 #define EXIT_USAGE 2
-/* Tries of one batch in zetl resync before the command gives up (about 2 minutes). */
-#define RESYNC_ATTEMPTS 10
 
 static const char usage_text[] =
     "zetl - streaming change data capture from PostgreSQL tenant schemas\n"
@@ -40,12 +42,28 @@ static const char usage_text[] =
     "  zetl check  --config FILE            preflight: wal_level, privileges, replica identity\n"
     "  zetl apply-batch --config FILE DIR   apply one archived batch directory to the warehouse\n"
     "                                        (replay; batches at or below the offset are skipped)\n"
+    "  zetl replay --config FILE [--from LSN|TIME] [--to LSN|TIME] [--tenant T]...\n"
+    "              [--table X]... [--into SCHEMA]\n"
+    "                                        apply the archived batches of every stream to the\n"
+    "                                        warehouse (or into SCHEMA, created if missing);\n"
+    "                                        what the schema's offsets hold is skipped; --tenant,\n"
+    "                                        --table and --from need --into and record nothing\n"
+    "                                        (LSN: 16/B374D848; TIME: 2024-03-05 12:34:56+01,\n"
+    "                                        UTC without a zone; see docs/replay.md)\n"
+    "  zetl tenant purge --config FILE TENANT\n"
+    "                                        delete every row of TENANT from the warehouse\n"
+    "                                        tables, in one transaction\n"
     "  zetl resync --config FILE [--rebuild] (TABLE | --all)\n"
     "                                        re-apply every archived batch's rows of TABLE (or\n"
     "                                        of every table) to the warehouse after a stopped\n"
     "                                        table was fixed; --rebuild deletes the table's\n"
     "                                        rows first and rebuilds it from the archive\n"
     "                                        (stop zetl run first; see docs/warehouse.md)\n"
+    "  zetl snapshot --config FILE [--tenant T]... [--table X]...\n"
+    "                                        copy those tables' rows again (all tenants and\n"
+    "                                        tables when none is named) while changes keep\n"
+    "                                        streaming; a running zetl run does it, else this\n"
+    "                                        command does and exits when they are copied\n"
     "  zetl slots drop-unused --config FILE\n"
     "                                        drop the zetl replication slots and publications\n"
     "                                        the configuration no longer uses (they hold WAL)\n"
@@ -195,6 +213,34 @@ static int run_open_sinks(const struct zetl_config *cfg, struct zetl_archive **a
 }
 
 /*
+ * source.snapshot: initial: a slot group whose slot is about to be created
+ * owes its tables' existing rows.  Recorded before the slot exists, so a
+ * crash in between does not forget it.
+ */
+static enum zetl_err mark_initial_snapshots(PGconn *conn, const struct zetl_config *cfg,
+                                            const struct zetl_source_plan *plan,
+                                            struct zetl_errbuf *eb)
+{
+    if (!cfg->source.snapshot)
+        return ZETL_OK;
+    for (size_t i = 0; i < plan->ngroups; i++) {
+        const char *name = plan->groups[i].name;
+        PGresult *res;
+        enum zetl_err err = zetl_source_exec(
+            conn, "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", 1, &name, &res, eb);
+        bool exists;
+
+        if (err)
+            return err;
+        exists = PQntuples(res) > 0;
+        PQclear(res);
+        if (!exists && (err = zetl_snapshot_mark_initial(cfg, name, eb)) != ZETL_OK)
+            return err;
+    }
+    return ZETL_OK;
+}
+
+/*
  * Claims the slot groups of `plan` for this process on the source: their
  * locks (held by conn's session), the slots' preflight, then publications
  * and slots; in once mode, reads the WAL position to catch up to.
@@ -210,7 +256,8 @@ static enum zetl_err run_claim_source(PGconn *conn, const struct zetl_config *cf
     /* A lost slot or a tenant moved between slot groups stops here, before any change. */
     if ((err = zetl_slots_preflight(conn, cfg, plan, ar, eb)) != ZETL_OK)
         return err;
-    if ((err = zetl_source_setup(conn, cfg, plan, eb)) != ZETL_OK)
+    if ((err = mark_initial_snapshots(conn, cfg, plan, eb)) != ZETL_OK ||
+        (err = zetl_source_setup(conn, cfg, plan, eb)) != ZETL_OK)
         return err;
     if (opts->once) {
         if ((err = zetl_source_current_lsn(conn, &opts->target_lsn, eb)) != ZETL_OK)
@@ -222,21 +269,50 @@ static enum zetl_err run_claim_source(PGconn *conn, const struct zetl_config *cf
 }
 
 /* Streams every slot group of `plan` on its own thread until all stop; returns the exit code. */
-static int run_streams(const struct zetl_config *cfg, const struct zetl_source_plan *plan,
-                       struct zetl_archive *ar, const struct zetl_stream_opts *opts)
+/* `zetl snapshot` without a daemon: the tables to copy again (empty lists: all). */
+struct run_requests {
+    const struct zetl_strlist *tenants, *tables;
+};
+
+static int run_streams(PGconn *conn, const struct zetl_config *cfg,
+                       const struct zetl_source_plan *plan, struct zetl_archive *ar,
+                       const struct zetl_stream_opts *opts, const struct run_requests *req)
 {
+    struct zetl_tenants *tenants = NULL;
     struct stream_thread *threads = zetl_calloc(plan->ngroups, sizeof(*threads));
+    struct zetl_snapshotter *snap = zetl_snapshotter_new(cfg);
     struct zetl_errbuf eb;
     enum zetl_err err;
     int rc = EXIT_JOB;
     size_t started = 0;
 
     for (size_t i = 0; i < plan->ngroups; i++) {
+        struct zetl_snapwin *w;
+
         err = zetl_stream_new(cfg, &plan->groups[i], ar, opts, &threads[i].st, &eb);
+        if (err == ZETL_OK)
+            err = zetl_snapshotter_add_stream(snap, conn, plan->groups[i].name,
+                                              zetl_stream_spool_dir(threads[i].st), &w, &eb);
         if (err) {
             zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
             goto done;
         }
+        zetl_stream_set_snapshot(threads[i].st, w);
+    }
+    if (req != NULL) {
+        size_t queued;
+        err = zetl_tenants_request(conn, cfg, plan, snap, req->tenants, req->tables, &queued, &eb);
+        if (err) {
+            zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
+            rc = err == ZETL_ERR_USAGE ? EXIT_USAGE : EXIT_JOB;
+            goto done;
+        }
+    }
+    if ((err = zetl_snapshotter_start(snap, &eb)) != ZETL_OK ||
+        (!opts->once && (err = zetl_tenants_start(cfg, plan, snap, &tenants, &eb)) != ZETL_OK)) {
+        zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
+        zetl_snapshotter_stop(snap);
+        goto done;
     }
     zetl_logmsg("zetl %s streaming %zu slot group(s)", ZETL_VERSION, plan->ngroups);
     for (started = 0; started < plan->ngroups; started++) {
@@ -257,17 +333,24 @@ static int run_streams(const struct zetl_config *cfg, const struct zetl_source_p
     }
     if (started < plan->ngroups)
         rc = EXIT_JOB;
+    zetl_tenants_stop(tenants);
+    zetl_snapshotter_stop(snap);
+    if (zetl_snapshotter_error(snap, &eb) != ZETL_OK) {
+        zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
+        rc = EXIT_JOB;
+    }
     if (rc == 0)
         zetl_logmsg(opts->once ? "caught up; exiting" : "shut down cleanly");
 
 done:
     for (size_t i = 0; i < plan->ngroups; i++)
         zetl_stream_free(threads[i].st);
+    zetl_snapshotter_free(snap);
     free(threads);
     return rc;
 }
 
-static int cmd_run(const struct zetl_config *cfg, bool once)
+static int cmd_run(const struct zetl_config *cfg, bool once, const struct run_requests *req)
 {
     struct zetl_errbuf eb;
     struct zetl_source_plan plan = {0};
@@ -298,7 +381,7 @@ static int cmd_run(const struct zetl_config *cfg, bool once)
         goto done;
     }
     /* conn stays open: its session holds the slot groups' locks until the end. */
-    rc = run_streams(cfg, &plan, ar, &opts);
+    rc = run_streams(conn, cfg, &plan, ar, &opts, req);
 
 done:
     zetl_archive_free(ar);
@@ -308,6 +391,102 @@ done:
     if (lock_fd >= 0)
         close(lock_fd);
     return rc;
+}
+
+/* True while some stream's state file lists a table not copied yet. */
+static bool snapshots_pending(const struct zetl_config *cfg)
+{
+    struct zetl_buf dir;
+    DIR *d;
+    struct dirent *de;
+    bool pending = false;
+
+    zetl_buf_init(&dir, 0);
+    zetl_buf_printf(&dir, "%s/snapshot", cfg->buffer.dir);
+    if ((d = opendir(dir.data)) != NULL) {
+        while (!pending && (de = readdir(d)) != NULL) {
+            struct zetl_buf path, text;
+            struct zetl_errbuf eb;
+            size_t n = strlen(de->d_name);
+
+            if (n < 6 || strcmp(de->d_name + n - 5, ".json") != 0)
+                continue;
+            zetl_buf_init(&path, 0);
+            zetl_buf_init(&text, 0);
+            zetl_buf_printf(&path, "%s/%s", dir.data, de->d_name);
+            if (zetl_fs_read_file(path.data, 64u << 20, &text, &eb) == ZETL_OK && text.data)
+                pending = strstr(text.data, "\"pending\"") != NULL;
+            zetl_buf_release(&path);
+            zetl_buf_release(&text);
+        }
+        closedir(d);
+    }
+    zetl_buf_release(&dir);
+    return pending;
+}
+
+/*
+ * zetl snapshot: a running zetl run (holding buffer.dir) takes the request
+ * and copies the tables while it streams; without one, this process runs the
+ * streams until they are copied and caught up.
+ */
+static int cmd_snapshot(const struct zetl_config *cfg, const struct zetl_strlist *tenants,
+                        const struct zetl_strlist *tables)
+{
+    struct run_requests req = {tenants, tables};
+    struct zetl_errbuf eb;
+    char *path = NULL;
+    int fd = -1, waited = 0;
+
+    if (!cfg->source.snapshot) {
+        fprintf(stderr, "zetl snapshot: %s sets source.snapshot: never\n", cfg->path);
+        return EXIT_USAGE;
+    }
+    if (check_buffer_dir(cfg->buffer.dir, &eb) == ZETL_OK &&
+        zetl_fs_lock_dir(cfg->buffer.dir, &fd, &eb) == ZETL_OK) {
+        close(fd);
+        zetl_logmsg("no zetl run holds %s: copying here", cfg->buffer.dir);
+        return cmd_run(cfg, true, &req);
+    }
+    if (zetl_tenants_leave_request(cfg, tenants, tables, &path, &eb) != ZETL_OK) {
+        zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
+        return EXIT_JOB;
+    }
+    /* The daemon takes it within half a second; an error comes back as NAME.error. */
+    while (access(path, F_OK) == 0 && waited < 60000 && !zetl_stop_requested()) {
+        zetl_stop_sleep(200);
+        waited += 200;
+    }
+    if (access(path, F_OK) == 0) {
+        unlink(path);
+        zetl_log(ZETL_LOG_FATAL,
+                 "the zetl holding %s did not take the snapshot request within 60 s (is it a "
+                 "zetl run of this configuration?)",
+                 cfg->buffer.dir);
+        free(path);
+        return EXIT_JOB;
+    }
+    strcpy(path + strlen(path) - 5, ".error");
+    {
+        struct zetl_buf msg;
+        zetl_buf_init(&msg, 0);
+        if (zetl_fs_read_file(path, 1 << 20, &msg, &eb) == ZETL_OK) {
+            unlink(path);
+            zetl_log(ZETL_LOG_FATAL, "zetl snapshot: %s", msg.data ? msg.data : "");
+            zetl_buf_release(&msg);
+            free(path);
+            return EXIT_USAGE;
+        }
+        zetl_buf_release(&msg);
+    }
+    free(path);
+    zetl_logmsg("the running zetl queued the snapshot; waiting until the tables are copied");
+    while (snapshots_pending(cfg) && !zetl_stop_requested())
+        zetl_stop_sleep(500);
+    if (zetl_stop_requested())
+        return EXIT_JOB;
+    zetl_logmsg("snapshot done");
+    return 0;
 }
 
 static int cmd_apply_batch(const struct zetl_config *cfg, const char *dir)
@@ -327,35 +506,6 @@ static int cmd_apply_batch(const struct zetl_config *cfg, const char *dir)
         zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
     zetl_wh_free(wh);
     return err == ZETL_OK ? 0 : EXIT_JOB;
-}
-
-/*
- * Fetches and applies one batch's rows of `table` (NULL: every table),
- * waiting out a moment of unavailability of the archive or the warehouse:
- * this command's only retry loop (an apply is idempotent per stream).
- */
-static enum zetl_err resync_batch(struct zetl_archive *ar, struct zetl_wh *wh, const char *stream,
-                                  const char *name, const char *table, struct zetl_errbuf *eb)
-{
-    struct zetl_backoff bo;
-    enum zetl_err err;
-    int attempts = 0;
-
-    zetl_backoff_init(&bo, 500, 30000);
-    for (;;) {
-        char *dir = NULL;
-
-        err = zetl_archive_fetch(ar, stream, name, &dir, eb);
-        if (err == ZETL_OK)
-            err = zetl_wh_apply_dir_table(wh, dir, table, eb);
-        zetl_archive_fetch_done(ar, dir);
-        if (err != ZETL_ERR_RETRY || ++attempts >= RESYNC_ATTEMPTS || zetl_stop_requested())
-            return err;
-        int64_t delay = zetl_backoff_next(&bo);
-        zetl_warn("resync: batch %s of stream %s: %s; retrying in %lld ms", name, stream, eb->msg,
-                  (long long)delay);
-        zetl_stop_sleep(delay);
-    }
 }
 
 /*
@@ -397,7 +547,11 @@ static int cmd_resync(const struct zetl_config *cfg, const char *table, bool reb
         if ((err = zetl_archive_list(ar, stream, 0, &names, &eb)) != ZETL_OK)
             break;
         for (size_t i = 0; i < names.n && err == ZETL_OK; i++) {
-            err = resync_batch(ar, wh, stream, names.items[i], table, &eb);
+            uint64_t rows;
+            bool skipped;
+
+            err = zetl_replay_batch(ar, wh, stream, names.items[i], table, NULL, &rows, &skipped,
+                                    &eb);
             applied += err == ZETL_OK;
         }
         zetl_strlist_release(&names);
@@ -483,8 +637,11 @@ static int cmd_bench(int argc, char **argv)
 struct cli_args {
     const char *cmd; /* NULL when none was given */
     const char *config_path;
-    const char *operand; /* apply-batch DIR, resync TABLE, slots SUBCOMMAND */
+    const char *operand;  /* apply-batch DIR, resync TABLE, slots and tenant SUBCOMMAND */
+    const char *operand2; /* tenant purge TENANT */
     bool once, rebuild, all;
+    const char *from, *to;          /* replay --from, --to as given */
+    struct zetl_replay_opts replay; /* the lists are owned (strings copied from argv) */
 };
 
 /*
@@ -494,13 +651,13 @@ struct cli_args {
  */
 static bool parse_args(int argc, char **argv, struct cli_args *a, int *rc)
 {
-    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
-                                             {"once", no_argument, NULL, 'o'},
-                                             {"rebuild", no_argument, NULL, 'r'},
-                                             {"all", no_argument, NULL, 'a'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {"version", no_argument, NULL, 'V'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'}, {"once", no_argument, NULL, 'o'},
+        {"rebuild", no_argument, NULL, 'r'},      {"all", no_argument, NULL, 'a'},
+        {"from", required_argument, NULL, 'f'},   {"to", required_argument, NULL, 't'},
+        {"tenant", required_argument, NULL, 'T'}, {"table", required_argument, NULL, 'X'},
+        {"into", required_argument, NULL, 'i'},   {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0}};
     int c;
 
     if (argc >= 2 && argv[1][0] != '-') {
@@ -522,6 +679,21 @@ static bool parse_args(int argc, char **argv, struct cli_args *a, int *rc)
         case 'a':
             a->all = true;
             break;
+        case 'f':
+            a->from = optarg;
+            break;
+        case 't':
+            a->to = optarg;
+            break;
+        case 'T':
+            zetl_strlist_add(&a->replay.tenants, optarg);
+            break;
+        case 'X':
+            zetl_strlist_add(&a->replay.tables, optarg);
+            break;
+        case 'i':
+            a->replay.into = optarg;
+            break;
         case 'h':
             fputs(usage_text, stdout);
             *rc = 0;
@@ -539,9 +711,11 @@ static bool parse_args(int argc, char **argv, struct cli_args *a, int *rc)
     /* apply-batch DIR, resync TABLE and slots SUBCOMMAND take one operand. */
     if (a->cmd != NULL &&
         (strcmp(a->cmd, "apply-batch") == 0 || strcmp(a->cmd, "resync") == 0 ||
-         strcmp(a->cmd, "slots") == 0) &&
+         strcmp(a->cmd, "slots") == 0 || strcmp(a->cmd, "tenant") == 0) &&
         optind < argc)
         a->operand = argv[optind++];
+    if (a->cmd != NULL && strcmp(a->cmd, "tenant") == 0 && optind < argc)
+        a->operand2 = argv[optind++];
     if (optind < argc) {
         fprintf(stderr, "zetl: unexpected argument \"%s\"\n", argv[optind]);
         *rc = EXIT_USAGE;
@@ -550,8 +724,47 @@ static bool parse_args(int argc, char **argv, struct cli_args *a, int *rc)
     return true;
 }
 
+/* Reads replay's --from and --to into a->replay; false (said why) when they are not usable. */
+static bool check_replay_args(struct cli_args *a)
+{
+    struct zetl_replay_opts *o = &a->replay;
+    const char *const names[2] = {"--from", "--to"};
+    const char *const args[2] = {a->from, a->to};
+    struct zetl_replay_point *pts[2] = {&o->from, &o->to};
+
+    for (int k = 0; k < 2; k++) {
+        if (args[k] != NULL && !zetl_replay_parse_point(args[k], pts[k])) {
+            fprintf(stderr,
+                    "zetl replay: %s \"%s\": expected an LSN (16/B374D848) or a time "
+                    "(2024-03-05 12:34:56[.ffffff][+01[:00]], or RFC 3339)\n",
+                    names[k], args[k]);
+            return false;
+        }
+    }
+    if (o->from.set && o->to.set && o->from.is_time == o->to.is_time &&
+        (o->from.is_time ? o->from.usec > o->to.usec : o->from.lsn > o->to.lsn)) {
+        fprintf(stderr, "zetl replay: --from \"%s\" is after --to \"%s\"\n", a->from, a->to);
+        return false;
+    }
+    if (o->into != NULL && !zetl_replay_schema_ok(o->into)) {
+        fprintf(stderr, "zetl replay: --into \"%s\": a schema name has 1 to 63 bytes\n", o->into);
+        return false;
+    }
+    for (size_t i = 0; i < o->tenants.n; i++)
+        if (o->tenants.items[i][0] == '\0') {
+            fprintf(stderr, "zetl replay: --tenant \"\": the tenant is empty\n");
+            return false;
+        }
+    for (size_t i = 0; i < o->tables.n; i++)
+        if (o->tables.items[i][0] == '\0') {
+            fprintf(stderr, "zetl replay: --table \"\": the table is empty\n");
+            return false;
+        }
+    return true;
+}
+
 /* True when the command, its operand and its options fit together; else says why on stderr. */
-static bool check_args(const struct cli_args *a)
+static bool check_args(struct cli_args *a)
 {
     const char *cmd = a->cmd;
     const char *operand = a->operand;
@@ -562,7 +775,8 @@ static bool check_args(const struct cli_args *a)
     }
     if (strcmp(cmd, "run") != 0 && strcmp(cmd, "verify") != 0 && strcmp(cmd, "check") != 0 &&
         strcmp(cmd, "apply-batch") != 0 && strcmp(cmd, "resync") != 0 &&
-        strcmp(cmd, "slots") != 0) {
+        strcmp(cmd, "slots") != 0 && strcmp(cmd, "replay") != 0 && strcmp(cmd, "tenant") != 0 &&
+        strcmp(cmd, "snapshot") != 0) {
         fprintf(stderr, "zetl: unknown command \"%s\"\nTry \"zetl --help\" for more information.\n",
                 cmd);
         return false;
@@ -588,6 +802,26 @@ static bool check_args(const struct cli_args *a)
         fprintf(stderr, "zetl slots: expected drop-unused or regroup\n");
         return false;
     }
+    if (strcmp(cmd, "tenant") == 0 && (operand == NULL || strcmp(operand, "purge") != 0)) {
+        fprintf(stderr, "zetl tenant: expected purge\n");
+        return false;
+    }
+    if (strcmp(cmd, "tenant") == 0 && (a->operand2 == NULL || a->operand2[0] == '\0')) {
+        fprintf(stderr, "zetl tenant purge: the tenant is missing\n");
+        return false;
+    }
+    if (strcmp(cmd, "replay") != 0 && (a->from || a->to || a->replay.into)) {
+        fprintf(stderr, "zetl: --from, --to and --into only apply to \"zetl replay\"\n");
+        return false;
+    }
+    if (strcmp(cmd, "replay") != 0 && strcmp(cmd, "snapshot") != 0 &&
+        (a->replay.tenants.n || a->replay.tables.n)) {
+        fprintf(stderr,
+                "zetl: --tenant and --table only apply to \"zetl replay\" and \"zetl snapshot\"\n");
+        return false;
+    }
+    if (strcmp(cmd, "replay") == 0 && !check_replay_args(a))
+        return false;
     if (a->config_path == NULL) {
         fprintf(stderr, "zetl %s: --config FILE is required\n", cmd);
         return false;
@@ -612,7 +846,9 @@ static void install_signal_handlers(void)
 static int run_command(const struct zetl_config *cfg, const struct cli_args *a)
 {
     if (strcmp(a->cmd, "run") == 0)
-        return cmd_run(cfg, a->once);
+        return cmd_run(cfg, a->once, NULL);
+    if (strcmp(a->cmd, "snapshot") == 0)
+        return cmd_snapshot(cfg, &a->replay.tenants, &a->replay.tables);
     if (strcmp(a->cmd, "check") == 0)
         return zetl_cmd_check(cfg);
     if (strcmp(a->cmd, "slots") == 0)
@@ -621,6 +857,10 @@ static int run_command(const struct zetl_config *cfg, const struct cli_args *a)
         return cmd_apply_batch(cfg, a->operand);
     if (strcmp(a->cmd, "resync") == 0)
         return cmd_resync(cfg, a->operand, a->rebuild);
+    if (strcmp(a->cmd, "replay") == 0)
+        return zetl_cmd_replay(cfg, &a->replay);
+    if (strcmp(a->cmd, "tenant") == 0)
+        return zetl_cmd_tenant_purge(cfg, a->operand2);
     return zetl_cmd_verify(cfg);
 }
 
@@ -635,12 +875,13 @@ int main(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "bench") == 0)
         return cmd_bench(argc, argv);
     if (!parse_args(argc, argv, &a, &rc))
-        return rc;
+        goto done;
+    rc = EXIT_USAGE;
     if (!check_args(&a))
-        return EXIT_USAGE;
+        goto done;
     if (zetl_config_load(a.config_path, &cfg, &eb) != ZETL_OK) {
         fprintf(stderr, "zetl: %s\n", eb.msg);
-        return EXIT_USAGE;
+        goto done;
     }
     if (cfg->log_level && getenv("ZETL_LOG_LEVEL") == NULL)
         zetl_log_set_level((enum zetl_log_level)zetl_log_parse_level(cfg->log_level));
@@ -648,5 +889,8 @@ int main(int argc, char **argv)
     install_signal_handlers();
     rc = run_command(cfg, &a);
     zetl_config_free(cfg);
+done:
+    zetl_strlist_release(&a.replay.tenants);
+    zetl_strlist_release(&a.replay.tables);
     return rc;
 }

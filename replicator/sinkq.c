@@ -14,6 +14,8 @@
 #include "common/log.h"
 #include "common/lsn.h"
 #include "common/mem.h"
+#include "common/time.h"
+#include "replicator/retention.h"
 #include "replicator/stop.h"
 
 const struct zetl_sinkq_opts zetl_sinkq_default_opts = {
@@ -21,6 +23,8 @@ const struct zetl_sinkq_opts zetl_sinkq_default_opts = {
     .retry_initial_ms = 500,
     .retry_max_ms = 30000,
     .idle_note_ms = 1000,
+    .retention_floor = NULL,
+    .retention_arg = NULL,
 };
 
 struct sink {
@@ -48,6 +52,9 @@ struct zetl_sinkq {
     int wake_fd; /* owned eventfd: the reader's wake-up when a batch is done (or -1) */
     enum zetl_err err;
     struct zetl_errbuf err_eb;
+
+    bool retention;           /* archive.retention is set and there is an archive */
+    int64_t retention_due_ms; /* zetl_now_ms() of the next retention pass (runner only) */
 };
 
 /* What the queue asks of a sink; each is retried as a whole. */
@@ -136,6 +143,43 @@ static void note_idle(struct zetl_sinkq *q, uint64_t end_lsn, bool final)
     }
 }
 
+/* Lowest end LSN over every sink (durable or not): what all of them applied. */
+static uint64_t applied_lsn(struct zetl_sinkq *q)
+{
+    uint64_t lsn = UINT64_MAX;
+
+    pthread_mutex_lock(&q->mu);
+    for (size_t i = 0; i < q->nsinks; i++)
+        if (q->sinks[i].pos.end_lsn < lsn)
+            lsn = q->sinks[i].pos.end_lsn;
+    pthread_mutex_unlock(&q->mu);
+    return lsn == UINT64_MAX ? 0 : lsn;
+}
+
+/*
+ * A retention pass when one is due (`now`: at once).  A failed pass only
+ * warns: nothing was lost, and the next pass, an interval later, finishes
+ * what it left.
+ */
+static void retention_tick(struct zetl_sinkq *q, bool now)
+{
+    const struct zetl_config *cfg = q->env.cfg;
+    struct zetl_errbuf eb;
+    uint64_t floor;
+    bool again = false;
+
+    if (!q->retention || zetl_stop_requested() || (!now && zetl_now_ms() < q->retention_due_ms))
+        return;
+    floor = q->opts.retention_floor != NULL
+                ? q->opts.retention_floor(q->opts.retention_arg, q->env.stream)
+                : UINT64_MAX;
+    if (zetl_retention_pass(q->env.ar, q->env.stream, cfg->archive.retention_ms, applied_lsn(q),
+                            floor, &again, &eb) != ZETL_OK)
+        zetl_warn("stream %s: archive retention: %s; next pass in %llu ms", q->env.stream, eb.msg,
+                  (unsigned long long)cfg->archive.retention_interval_ms);
+    q->retention_due_ms = zetl_now_ms() + (again ? 0 : (int64_t)cfg->archive.retention_interval_ms);
+}
+
 /* The next batch to make durable, or NULL at shutdown; notes idle progress meanwhile. */
 static struct zetl_batch *runner_next(struct zetl_sinkq *q)
 {
@@ -155,6 +199,7 @@ static struct zetl_batch *runner_next(struct zetl_sinkq *q)
             uint64_t idle = q->idle_lsn;
             pthread_mutex_unlock(&q->mu);
             note_idle(q, idle, false);
+            retention_tick(q, false);
             pthread_mutex_lock(&q->mu);
         }
     }
@@ -214,6 +259,8 @@ static void *runner_main(void *arg)
     struct zetl_errbuf eb;
     enum zetl_err err;
 
+    /* Before the catch-up: the positions are what each sink reported at open. */
+    retention_tick(q, true);
     for (size_t i = 0; i < q->nsinks; i++) {
         struct sink *s = &q->sinks[i];
         if (s->ops->start == NULL)
@@ -234,6 +281,7 @@ static void *runner_main(void *arg)
             runner_fail(q, err, &eb);
             break;
         }
+        retention_tick(q, false);
     }
     return NULL;
 }
@@ -257,6 +305,7 @@ enum zetl_err zetl_sinkq_new(const struct zetl_sink_env *env,
     while (ops[n] != NULL)
         n++;
     q->sinks = zetl_calloc(n ? n : 1, sizeof(*q->sinks));
+    q->retention = env->cfg != NULL && env->ar != NULL && env->cfg->archive.retention_ms > 0;
     for (size_t i = 0; i < n; i++) {
         struct sink *s = &q->sinks[q->nsinks];
         if (ops[i]->configured != NULL && !ops[i]->configured(env->cfg))

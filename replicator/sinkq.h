@@ -9,6 +9,11 @@
  * A stop request (replicator/stop.h) while a sink is down abandons the
  * queue: what no sink confirmed is not confirmed to the slot, so the server
  * sends it again at the next start.
+ *
+ * With archive.retention set, the runner also prunes the stream's archive
+ * (replicator/retention.h): once at start, before the sinks catch up, then
+ * every archive.retention_interval_ms between batches, only ever below what
+ * every sink has applied.
  */
 #ifndef ZETL_SINKQ_H
 #define ZETL_SINKQ_H
@@ -26,6 +31,15 @@ struct zetl_sinkq_opts {
     int64_t retry_initial_ms; /* first backoff delay after ZETL_ERR_RETRY */
     int64_t retry_max_ms;
     int64_t idle_note_ms; /* how often an idle runner records idle progress */
+    /*
+     * Retention's keep floor for `stream` (zetl_retention_snapshot_floor has
+     * the contract): archived batches whose last commit LSN is below it may
+     * go, as far as snapshots are concerned; UINT64_MAX: no limit, 0: keep
+     * everything.  Called on the runner thread before each retention pass.
+     * NULL: no limit.
+     */
+    uint64_t (*retention_floor)(void *arg, const char *stream);
+    void *retention_arg; /* borrowed: passed to retention_floor */
 };
 
 /* The defaults the stream runs with. */

@@ -215,10 +215,7 @@ enum zetl_err zetl_source_discover(PGconn *conn, const struct zetl_config *cfg,
     for (int i = 0; i < ngroups; i++) {
         struct zetl_source_group *g = &groups[i];
         char name[128];
-        if (g->nschemas == 0) {
-            zetl_warn("slot group %d has no tenant schema; no slot is created for it", i);
-            continue;
-        }
+        /* An empty group streams too: a tenant created later may belong to it. */
         snprintf(name, sizeof(name), "%s_%d", cfg->source.slot, i);
         g->index = i;
         g->name = zetl_strdup(name);
@@ -244,15 +241,24 @@ fail:
  * explicit table list (which needs table ownership, and new tables join at
  * the next start).
  */
+bool zetl_source_schema_publication(const struct zetl_config *cfg,
+                                    const struct zetl_source_plan *plan)
+{
+    bool all_tables = cfg->source.tables.n == 0 ||
+                      (cfg->source.tables.n == 1 && strcmp(cfg->source.tables.items[0], "*") == 0);
+
+    return all_tables && plan->superuser && plan->server_version >= 150000;
+}
+
 static enum zetl_err publication_target(PGconn *conn, const struct zetl_config *cfg,
                                         const struct zetl_source_plan *plan,
                                         const struct zetl_source_group *g, struct zetl_buf *sql,
                                         bool *empty, struct zetl_errbuf *eb)
 {
-    bool all_tables = cfg->source.tables.n == 0 ||
-                      (cfg->source.tables.n == 1 && strcmp(cfg->source.tables.items[0], "*") == 0);
-    *empty = false;
-    if (all_tables && plan->superuser && plan->server_version >= 150000) {
+    *empty = g->nschemas == 0;
+    if (*empty)
+        return ZETL_OK;
+    if (zetl_source_schema_publication(cfg, plan)) {
         zetl_buf_puts(sql, "TABLES IN SCHEMA ");
         for (size_t i = 0; i < g->nschemas; i++) {
             char *q = zetl_sql_quote_ident(g->schemas[i]);
@@ -351,14 +357,14 @@ enum zetl_err zetl_source_setup(PGconn *conn, const struct zetl_config *cfg,
                         qname);
         err = publication_target(conn, cfg, plan, g, &sql, &empty, eb);
         if (err == ZETL_OK && empty) {
-            err = zetl_err_set(eb, ZETL_ERR_FATAL,
-                               "slot group %s: no table of its tenant schemas matches "
-                               "source.tables",
-                               g->name);
+            /* Nothing to publish yet: tenants and tables join while zetl runs. */
+            zetl_buf_reset(&sql);
+            if (!exists)
+                zetl_buf_printf(&sql, "CREATE PUBLICATION %s", qname);
         }
         if (err == ZETL_OK && !exists)
             zetl_buf_puts(&sql, " WITH (publish = 'insert, update, delete, truncate')");
-        if (err == ZETL_OK)
+        if (err == ZETL_OK && sql.len > 0)
             err = zetl_source_exec(conn, sql.data, 0, NULL, NULL, eb);
         free(qname);
         if (err) {

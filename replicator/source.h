@@ -54,6 +54,14 @@ void zetl_source_plan_release(struct zetl_source_plan *plan);
 enum zetl_err zetl_source_setup(PGconn *conn, const struct zetl_config *cfg,
                                 const struct zetl_source_plan *plan, struct zetl_errbuf *eb);
 
+/*
+ * Whether the publications name tenant schemas (FOR TABLES IN SCHEMA: every
+ * table selected, a superuser, PostgreSQL 15) rather than tables: then a
+ * table created in a tenant schema is published from its creation on.
+ */
+bool zetl_source_schema_publication(const struct zetl_config *cfg,
+                                    const struct zetl_source_plan *plan);
+
 /* pg_current_wal_insert_lsn() of the source: includes commits not yet written out. */
 enum zetl_err zetl_source_current_lsn(PGconn *conn, uint64_t *lsn, struct zetl_errbuf *eb);
 

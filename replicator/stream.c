@@ -22,6 +22,7 @@
 #include "replicator/capture.h"
 #include "replicator/walreader.h"
 #include "replicator/relmap.h"
+#include "replicator/retention.h"
 #include "replicator/sinkq.h"
 #include "replicator/spill.h"
 #include "replicator/status.h"
@@ -48,6 +49,7 @@ struct zetl_stream {
     struct zetl_capture cap;
     struct zetl_sinkq *q; /* owned */
     struct zetl_positions pos;
+    struct zetl_snapwin *snap; /* borrowed, may be NULL */
 };
 
 /* ---- positions and status ---- */
@@ -109,6 +111,7 @@ static enum zetl_err seal_and_queue(struct zetl_stream *st, struct zetl_errbuf *
      * dropped above must not move the mark, or a later reconnect would skip
      * transactions that were never made durable. */
     st->pos.last_sealed_lsn = last_lsn;
+    zetl_snapwin_sealed(st->snap, last_lsn);
     return ZETL_OK;
 }
 
@@ -137,7 +140,7 @@ static enum zetl_err seal_if_due(struct zetl_stream *st, bool *backpressure, str
 static bool caught_up(struct zetl_stream *st)
 {
     return st->opts.once && !zetl_capture_busy(&st->cap) &&
-           st->pos.progress_lsn >= st->opts.target_lsn;
+           st->pos.progress_lsn >= st->opts.target_lsn && zetl_snapwin_idle(st->snap);
 }
 
 /* A stop waits for the transaction being received: it is bounded by
@@ -215,7 +218,8 @@ static enum zetl_err stream_loop(struct zetl_stream *st, struct zetl_errbuf *eb)
         if (stop_now(st) || caught_up(st))
             return ZETL_OK;
         if ((err = seal_if_due(st, &backpressure, eb)) != ZETL_OK ||
-            (err = send_status(st, false, eb)) != ZETL_OK)
+            (err = send_status(st, false, eb)) != ZETL_OK ||
+            (err = zetl_snapwin_durable(st->snap, flush_position(st), eb)) != ZETL_OK)
             return err;
         /*
          * Stopping while the sinks hold the reader back: the transaction being
@@ -256,6 +260,7 @@ static void reset_connection_state(struct zetl_stream *st)
     zetl_relcache_clear(st->rc);
     zetl_relmap_clear(st->rm);
     zetl_capture_reset(&st->cap, st->rd.proto_version);
+    zetl_snapwin_reconnect(st->snap, st->pos.last_sealed_lsn);
     zetl_walreader_close(&st->rd, false);
 }
 
@@ -295,6 +300,9 @@ static void report_final(struct zetl_stream *st)
                     ZETL_LSN_ARGS(st->rd.status.reported_flush));
     /* ... and the sinks know they are current up to there (zetl verify). */
     zetl_sinkq_note_final(st->q, flush);
+    /* Snapshot chunks made durable by the drain: their progress is saved. */
+    if (zetl_snapwin_durable(st->snap, flush, &ignore) != ZETL_OK)
+        zetl_warn("stream %s: %s", st->name, ignore.msg);
 }
 
 enum zetl_err zetl_stream_run(struct zetl_stream *st, struct zetl_errbuf *eb)
@@ -366,6 +374,7 @@ enum zetl_err zetl_stream_new(const struct zetl_config *cfg, const struct zetl_s
     struct zetl_stream *st = zetl_calloc(1, sizeof(*st));
     const char *salt = getenv("ZETL_MASK_SALT");
     struct zetl_sink_env env = {cfg, NULL, ar};
+    struct zetl_sinkq_opts qopts = zetl_sinkq_default_opts;
     struct zetl_capture_env cenv;
     enum zetl_err err;
 
@@ -379,13 +388,16 @@ enum zetl_err zetl_stream_new(const struct zetl_config *cfg, const struct zetl_s
     st->rm = zetl_relmap_new(cfg, st->name, st->rc, (const uint8_t *)salt, salt ? strlen(salt) : 0);
     if ((err = open_spool(st, eb)) != ZETL_OK)
         goto fail;
-    cenv = (struct zetl_capture_env){st->name,  st->rc,   st->rm,      st->bw,
-                                     st->spill, &st->pos, replay_tick, st};
+    cenv = (struct zetl_capture_env){st->name, st->rc,      st->rm, st->bw, st->spill,
+                                     &st->pos, replay_tick, st,     NULL};
     zetl_capture_init(&st->cap, &cenv);
 
     env.stream = st->name;
-    if ((err = zetl_sinkq_new(&env, zetl_sink_registry, &zetl_sinkq_default_opts, &st->q, eb)) !=
-        ZETL_OK)
+    /* Retention keeps what a replay from the last snapshot needs unless told otherwise. */
+    qopts.retention_floor = cfg->archive.retention_ignore_snapshot ? zetl_retention_no_floor
+                                                                   : zetl_retention_snapshot_floor;
+    qopts.retention_arg = (void *)cfg;
+    if ((err = zetl_sinkq_new(&env, zetl_sink_registry, &qopts, &st->q, eb)) != ZETL_OK)
         goto fail;
     st->pos.last_sealed_lsn = zetl_sinkq_covered_lsn(st->q);
     if (st->pos.last_sealed_lsn)
@@ -398,6 +410,17 @@ fail:
     zetl_err_prefix(eb, "stream %s", grp->name);
     zetl_stream_free(st);
     return err;
+}
+
+void zetl_stream_set_snapshot(struct zetl_stream *st, struct zetl_snapwin *w)
+{
+    st->snap = w;
+    st->cap.env.snap = w;
+}
+
+const char *zetl_stream_spool_dir(const struct zetl_stream *st)
+{
+    return st->spool_dir;
 }
 
 void zetl_stream_free(struct zetl_stream *st)

@@ -19,6 +19,7 @@
 
 #include "common/err.h"
 #include "config/config.h"
+#include "replicator/snapshot.h"
 #include "replicator/source.h"
 #include "sinks/archive.h"
 
@@ -35,9 +36,15 @@ enum zetl_err zetl_stream_new(const struct zetl_config *cfg, const struct zetl_s
                               struct zetl_stream **out, struct zetl_errbuf *eb);
 void zetl_stream_free(struct zetl_stream *st);
 
+/* The stream's snapshot windows (borrowed; before zetl_stream_run). */
+void zetl_stream_set_snapshot(struct zetl_stream *st, struct zetl_snapwin *w);
+/* <buffer.dir>/spool/<stream>: where the stream spools (borrowed). */
+const char *zetl_stream_spool_dir(const struct zetl_stream *st);
+
 /*
  * Runs the stream until zetl_stop_request() is called (then seals what is
- * complete and exits), until caught up in once mode, or until a fatal error.
+ * complete and exits), until caught up (and its snapshots copied) in once
+ * mode, or until a fatal error.
  * Retriable errors (connection lost) reconnect with backoff.
  */
 enum zetl_err zetl_stream_run(struct zetl_stream *st, struct zetl_errbuf *eb);

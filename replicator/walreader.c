@@ -100,7 +100,7 @@ enum zetl_err zetl_walreader_start(struct zetl_walreader *rd, uint64_t consumed_
     /* Start at 0/0: the server resumes from the slot's confirmed flush position. */
     zetl_buf_printf(&cmd,
                     "START_REPLICATION SLOT \"%s\" LOGICAL 0/0 (proto_version '%d', "
-                    "publication_names '\"%s\"', streaming 'on')",
+                    "publication_names '\"%s\"', streaming 'on', messages 'true')",
                     rd->slot, rd->proto_version, rd->slot);
     res = PQexec(rd->conn, cmd.data);
     zetl_buf_release(&cmd);

@@ -10,6 +10,7 @@
 #include "sinks/archive_backend.h"
 
 #include "common/buf.h"
+#include "common/log.h"
 #include "common/lsn.h"
 #include "common/mem.h"
 #include "proto/manifest.h"
@@ -49,6 +50,7 @@ void zetl_archive_manifest_of(const struct zetl_batch *b, struct zetl_manifest *
     out->transactions = b->ntxns;
     out->rows = b->nrows;
     out->raw_bytes = b->raw_bytes;
+    out->snapshot_rows = b->snapshot_rows;
     out->first_commit_time = arena_time(&out->arena, b->first_commit_time);
     out->last_commit_time = arena_time(&out->arena, b->last_commit_time);
     out->created_at = arena_time(&out->arena, (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000 -
@@ -209,6 +211,57 @@ enum zetl_err zetl_archive_list(struct zetl_archive *ar, const char *stream, uin
     return ar->be->list(ar, stream, after_lsn, out, eb);
 }
 
+/* A replication slot name: what zetl names its streams (zetl_0, zetl_1, ...). */
+static bool stream_dir_name(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > 63)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+            return false;
+    return true;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+enum zetl_err zetl_archive_streams(struct zetl_archive *ar, struct zetl_strlist *out,
+                                   struct zetl_errbuf *eb)
+{
+    struct zetl_strlist all = {NULL, 0};
+    enum zetl_err err;
+
+    out->items = NULL;
+    out->n = 0;
+    if ((err = ar->be->streams(ar, &all, eb)) != ZETL_OK)
+        goto done;
+    for (size_t i = 0; i < all.n; i++)
+        if (stream_dir_name(all.items[i]))
+            zetl_strlist_add(out, all.items[i]);
+    if (out->n > 1)
+        qsort(out->items, out->n, sizeof(char *), cmp_str);
+done:
+    zetl_strlist_release(&all);
+    return err;
+}
+
+enum zetl_err zetl_archive_read_manifest(struct zetl_archive *ar, const char *stream,
+                                         const char *name, struct zetl_manifest *m,
+                                         struct zetl_errbuf *eb)
+{
+    enum zetl_err err;
+
+    if ((err = check_stream(stream, eb)) != ZETL_OK) {
+        zetl_manifest_init(m);
+        return err;
+    }
+    return ar->be->manifest(ar, stream, name, m, eb);
+}
+
 enum zetl_err zetl_archive_fetch(struct zetl_archive *ar, const char *stream, const char *name,
                                  char **dir, struct zetl_errbuf *eb)
 {
@@ -225,4 +278,82 @@ void zetl_archive_fetch_done(struct zetl_archive *ar, char *dir)
     if (dir != NULL && ar->be->fetch_done != NULL)
         ar->be->fetch_done(ar, dir);
     free(dir);
+}
+
+/* ---- retention ----------------------------------------------------------- */
+
+/*
+ * Whether batch `name` is old enough to go: its last commit time, or when a
+ * manifest has none its creation time.  A batch without either is kept.
+ */
+static enum zetl_err prune_old_enough(struct zetl_archive *ar, const char *stream, const char *name,
+                                      int64_t before_unix_usec, bool *old, struct zetl_errbuf *eb)
+{
+    struct zetl_manifest m;
+    int64_t t;
+    enum zetl_err err;
+
+    *old = false;
+    if ((err = ar->be->manifest(ar, stream, name, &m, eb)) != ZETL_OK) {
+        zetl_manifest_release(&m);
+        return err;
+    }
+    if (zetl_manifest_parse_time(m.last_commit_time, &t) ||
+        zetl_manifest_parse_time(m.created_at, &t))
+        *old = t < before_unix_usec;
+    else
+        zetl_debug("archive: stream %s: batch %s has no commit time: kept", stream, name);
+    zetl_manifest_release(&m);
+    return ZETL_OK;
+}
+
+enum zetl_err zetl_archive_prune(struct zetl_archive *ar, const char *stream,
+                                 int64_t before_unix_usec, uint64_t below_lsn,
+                                 struct zetl_archive_prune_result *res, struct zetl_errbuf *eb)
+{
+    struct zetl_strlist names = {NULL, 0};
+    uint64_t first, last, newest_last, bytes;
+    size_t i = 0;
+    enum zetl_err err;
+
+    memset(res, 0, sizeof(*res));
+    if ((err = check_stream(stream, eb)) != ZETL_OK)
+        return err;
+    if ((err = ar->be->list(ar, stream, 0, &names, eb)) != ZETL_OK || names.n == 0)
+        goto done;
+    if (!zetl_archive_parse_name(names.items[names.n - 1], strlen(names.items[names.n - 1]), &first,
+                                 &newest_last)) {
+        err =
+            zetl_err_set(eb, ZETL_ERR_FATAL, "invalid batch name \"%s\"", names.items[names.n - 1]);
+        goto done;
+    }
+    if ((err = ar->be->sweep(ar, stream, newest_last, &res->leftovers, &res->bytes, eb)) != ZETL_OK)
+        goto done;
+    /* names.n - 1: the newest batch always stays. */
+    for (; i + 1 < names.n; i++) {
+        const char *name = names.items[i];
+        bool old;
+
+        if (res->removed == ZETL_ARCHIVE_PRUNE_MAX) {
+            res->more = true;
+            break;
+        }
+        if (!zetl_archive_parse_name(name, strlen(name), &first, &last) || last >= below_lsn)
+            break;
+        if ((err = prune_old_enough(ar, stream, name, before_unix_usec, &old, eb)) != ZETL_OK)
+            goto done;
+        if (!old)
+            break;
+        if ((err = ar->be->remove(ar, stream, name, &bytes, eb)) != ZETL_OK)
+            goto done;
+        res->removed++;
+        res->bytes += bytes;
+        zetl_debug("archive: stream %s: removed batch %s (%llu bytes)", stream, name,
+                   (unsigned long long)bytes);
+    }
+done:
+    if (i < names.n)
+        snprintf(res->oldest, sizeof(res->oldest), "%s", names.items[i]);
+    zetl_strlist_release(&names);
+    return err;
 }

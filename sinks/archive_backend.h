@@ -13,6 +13,7 @@
 
 #include "common/err.h"
 #include "config/config.h"
+#include "proto/manifest.h"
 #include "sinks/archive.h"
 #include "sinks/batch.h"
 
@@ -32,11 +33,34 @@ struct archive_backend {
     /* Names of complete batches whose last LSN is above after_lsn, oldest first. */
     enum zetl_err (*list)(struct zetl_archive *ar, const char *stream, uint64_t after_lsn,
                           struct zetl_strlist *out, struct zetl_errbuf *eb);
+    /* Names of the stream directories under the root (any order); see zetl_archive_streams. */
+    enum zetl_err (*streams)(struct zetl_archive *ar, struct zetl_strlist *out,
+                             struct zetl_errbuf *eb);
     /* A local directory named after the batch, holding it. */
     enum zetl_err (*fetch)(struct zetl_archive *ar, const char *stream, const char *name,
                            char **dir, struct zetl_errbuf *eb);
     /* Releases what fetch made (NULL: nothing to do). */
     void (*fetch_done)(struct zetl_archive *ar, const char *dir);
+    /*
+     * The manifest of complete batch `name` into *m (initialized here; the
+     * caller releases it), checked to be the batch the name says.
+     */
+    enum zetl_err (*manifest)(struct zetl_archive *ar, const char *stream, const char *name,
+                              struct zetl_manifest *m, struct zetl_errbuf *eb);
+    /*
+     * Removes batch `name`, crash-safe: first it stops being a batch (list
+     * and last_lsn no longer see it), then its files go; *bytes: what it
+     * held.  Safe to repeat on a batch half removed.
+     */
+    enum zetl_err (*remove)(struct zetl_archive *ar, const char *stream, const char *name,
+                            uint64_t *bytes, struct zetl_errbuf *eb);
+    /*
+     * Finishes the removals a crash cut short, of batches whose last LSN is
+     * below `below_last` (the newest complete batch's: nothing at or above
+     * it can be one); *n and *bytes: how many and what they held.
+     */
+    enum zetl_err (*sweep)(struct zetl_archive *ar, const char *stream, uint64_t below_last,
+                           size_t *n, uint64_t *bytes, struct zetl_errbuf *eb);
     /* Frees ar->state (which may be NULL or half set up after a failed open). */
     void (*release)(struct zetl_archive *ar);
 };

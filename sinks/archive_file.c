@@ -2,7 +2,9 @@
  * The file:// archive backend: <root>/<stream>/<first>-<last>/ directories.
  * A batch is assembled in ".tmp-<first>-<last>/", its manifest.json written
  * last, and the directory renamed in, so a directory with a batch name is
- * always complete (docs/archive-format.md).
+ * always complete (docs/archive-format.md).  Retention works the other way
+ * round: the directory is renamed out to ".del-<first>-<last>/" first, then
+ * removed.
  */
 #include "sinks/archive_backend.h"
 
@@ -24,6 +26,8 @@
 
 /* A batch directory being written: never read, removed when found at start. */
 #define FILE_TMP_PREFIX ".tmp-"
+/* A batch directory being removed by retention: no longer a batch, removed by the next pass. */
+#define FILE_DEL_PREFIX ".del-"
 
 struct archive_file {
     char *root; /* owned: absolute root directory */
@@ -332,6 +336,31 @@ fail:
     return err;
 }
 
+static enum zetl_err file_streams(struct zetl_archive *ar, struct zetl_strlist *out,
+                                  struct zetl_errbuf *eb)
+{
+    DIR *d = opendir(file_root(ar));
+    struct dirent *de;
+
+    if (d == NULL)
+        return zetl_err_set(eb, ZETL_ERR_IO, "could not open directory \"%s\": %s", file_root(ar),
+                            strerror(errno));
+    while ((de = readdir(d)) != NULL) {
+        struct stat st;
+        struct zetl_buf p;
+
+        if (de->d_name[0] == '.')
+            continue;
+        zetl_buf_init(&p, 0);
+        file_path(ar, &p, de->d_name, NULL);
+        if (stat(p.data, &st) == 0 && S_ISDIR(st.st_mode))
+            zetl_strlist_add(out, de->d_name);
+        zetl_buf_release(&p);
+    }
+    closedir(d);
+    return ZETL_OK;
+}
+
 static enum zetl_err file_fetch(struct zetl_archive *ar, const char *stream, const char *name,
                                 char **dir, struct zetl_errbuf *eb)
 {
@@ -342,6 +371,125 @@ static enum zetl_err file_fetch(struct zetl_archive *ar, const char *stream, con
     file_path(ar, &p, stream, name);
     *dir = p.data; /* the archive's own directory: read in place */
     return ZETL_OK;
+}
+
+static enum zetl_err file_manifest(struct zetl_archive *ar, const char *stream, const char *name,
+                                   struct zetl_manifest *m, struct zetl_errbuf *eb)
+{
+    struct zetl_buf p;
+    uint64_t first, last;
+    bool found;
+    enum zetl_err err;
+
+    zetl_buf_init(&p, 0);
+    file_path(ar, &p, stream, name);
+    if ((err = file_read_manifest(p.data, stream, &found, m, eb)) != ZETL_OK)
+        goto fail;
+    if (!found) {
+        err = zetl_err_set(eb, ZETL_ERR_IO, "archive batch \"%s\" does not exist", p.data);
+        goto fail;
+    }
+    if (!zetl_archive_parse_name(name, strlen(name), &first, &last) || m->first_lsn != first ||
+        m->last_lsn != last)
+        err = zetl_err_set(eb, ZETL_ERR_IO,
+                           "archive batch \"%s\" has a manifest for " ZETL_LSN_FMT "-" ZETL_LSN_FMT,
+                           p.data, ZETL_LSN_ARGS(m->first_lsn), ZETL_LSN_ARGS(m->last_lsn));
+fail:
+    zetl_buf_release(&p);
+    return err;
+}
+
+/* Bytes of the plain files in a batch directory (it holds nothing else); 0 when unreadable. */
+static uint64_t file_dir_bytes(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    struct zetl_buf p;
+    struct stat st;
+    uint64_t bytes = 0;
+
+    if (d == NULL)
+        return 0;
+    zetl_buf_init(&p, 0);
+    while ((de = readdir(d)) != NULL) {
+        zetl_buf_reset(&p);
+        zetl_buf_printf(&p, "%s/%s", dir, de->d_name);
+        if (lstat(p.data, &st) == 0 && S_ISREG(st.st_mode))
+            bytes += (uint64_t)st.st_size;
+    }
+    closedir(d);
+    zetl_buf_release(&p);
+    return bytes;
+}
+
+/*
+ * Renamed aside first, so a crash at any point leaves either the whole
+ * batch or a ".del-" directory nobody reads, which the next sweep removes.
+ */
+static enum zetl_err file_remove(struct zetl_archive *ar, const char *stream, const char *name,
+                                 uint64_t *bytes, struct zetl_errbuf *eb)
+{
+    struct zetl_buf sdir, final, aside;
+    char asidename[48];
+    enum zetl_err err = ZETL_OK;
+
+    *bytes = 0;
+    zetl_buf_init(&sdir, 0);
+    zetl_buf_init(&final, 0);
+    zetl_buf_init(&aside, 0);
+    snprintf(asidename, sizeof(asidename), "%s%s", FILE_DEL_PREFIX, name);
+    file_path(ar, &sdir, stream, NULL);
+    file_path(ar, &final, stream, name);
+    file_path(ar, &aside, stream, asidename);
+    if (rename(final.data, aside.data) != 0) {
+        if (errno != ENOENT) {
+            err = zetl_err_set(eb, ZETL_ERR_IO, "could not rename directory \"%s\" to \"%s\": %s",
+                               final.data, aside.data, strerror(errno));
+            goto fail;
+        }
+    } else if ((err = zetl_fs_fsync_dir(sdir.data, eb)) != ZETL_OK) {
+        goto fail;
+    }
+    *bytes = file_dir_bytes(aside.data);
+    err = zetl_fs_rmtree(aside.data, eb);
+fail:
+    zetl_buf_release(&aside);
+    zetl_buf_release(&final);
+    zetl_buf_release(&sdir);
+    return err;
+}
+
+/* Every ".del-" directory is a removal decided before a crash: finished here. */
+static enum zetl_err file_sweep(struct zetl_archive *ar, const char *stream, uint64_t below_last,
+                                size_t *n, uint64_t *bytes, struct zetl_errbuf *eb)
+{
+    struct zetl_buf sdir, p;
+    DIR *d = NULL;
+    struct dirent *de;
+    enum zetl_err err;
+
+    (void)below_last;
+    *n = 0;
+    *bytes = 0;
+    zetl_buf_init(&sdir, 0);
+    zetl_buf_init(&p, 0);
+    if ((err = file_open_stream(ar, stream, &sdir, &d, eb)) != ZETL_OK || d == NULL)
+        goto fail;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, FILE_DEL_PREFIX, strlen(FILE_DEL_PREFIX)) != 0)
+            continue;
+        file_path(ar, &p, stream, de->d_name);
+        *bytes += file_dir_bytes(p.data);
+        if ((err = zetl_fs_rmtree(p.data, eb)) != ZETL_OK)
+            goto fail;
+        ++*n;
+    }
+fail:
+    if (d != NULL)
+        closedir(d);
+    zetl_buf_release(&p);
+    zetl_buf_release(&sdir);
+    return err;
 }
 
 static void file_release(struct zetl_archive *ar)
@@ -393,6 +541,10 @@ const struct archive_backend zetl_archive_file_backend = {
     .last_lsn = file_last_lsn,
     .put = file_put,
     .list = file_list,
+    .streams = file_streams,
     .fetch = file_fetch,
+    .manifest = file_manifest,
+    .remove = file_remove,
+    .sweep = file_sweep,
     .release = file_release,
 };

@@ -5,7 +5,9 @@
  * S3 has no rename, so "a batch appears whole" becomes "a batch counts only
  * once its manifest.json exists": the data files and copy.manifest (a
  * Redshift COPY manifest of the data files) go first, manifest.json last,
- * and readers skip batch prefixes without one.
+ * and readers skip batch prefixes without one.  Retention removes in the
+ * reverse order: manifest.json first (the batch stops counting), then the
+ * rest, which the next pass finishes when a crash came between.
  */
 #include "sinks/archive_backend.h"
 
@@ -294,6 +296,70 @@ static enum zetl_err s3a_list(struct zetl_archive *ar, const char *stream, uint6
     return ZETL_OK;
 }
 
+/* The first key under "<prefix>/" that a listing saw, when it is in a stream directory. */
+struct s3a_first {
+    size_t base_len;     /* of "<prefix>/" (0 for the bucket root) */
+    struct zetl_buf dir; /* "<prefix>/<stream>/" of that key; empty when none */
+};
+
+static bool first_key(void *arg, const char *key, uint64_t size, bool is_prefix)
+{
+    struct s3a_first *f = arg;
+    const char *slash;
+
+    (void)size;
+    (void)is_prefix;
+    if (strlen(key) <= f->base_len || (slash = strchr(key + f->base_len, '/')) == NULL)
+        return true; /* an object beside the streams: not ours, look further */
+    zetl_buf_reset(&f->dir);
+    zetl_buf_append(&f->dir, key, (size_t)(slash - key) + 1);
+    return false;
+}
+
+/*
+ * The stream directories, one listing per stream: each asks for the first key
+ * after the previous stream's directory ("<prefix>/zetl_0/" is followed by
+ * "<prefix>/zetl_00", its last byte plus one).  Not a delimiter listing:
+ * S3-compatible stores (s3rver among them) return no common prefixes two
+ * levels up from the objects.
+ */
+static enum zetl_err s3a_streams(struct zetl_archive *ar, struct zetl_strlist *out,
+                                 struct zetl_errbuf *eb)
+{
+    struct archive_s3 *a = ar->state;
+    struct s3a_first f;
+    struct zetl_buf base, after;
+    enum zetl_err err = ZETL_OK;
+
+    zetl_buf_init(&base, 0);
+    zetl_buf_init(&after, 0);
+    zetl_buf_init(&f.dir, 0);
+    if (a->prefix[0] != '\0')
+        zetl_buf_printf(&base, "%s/", a->prefix);
+    f.base_len = base.len;
+    for (;;) {
+        zetl_buf_reset(&f.dir);
+        err = zetl_s3_list(a->s3, base.data ? base.data : "", after.len ? after.data : NULL, NULL,
+                           first_key, &f, eb);
+        if (err != ZETL_OK || f.dir.len == 0)
+            break;
+        if (after.len > 0 && strcmp(f.dir.data, after.data) <= 0) {
+            err = zetl_err_set(eb, ZETL_ERR_PROTOCOL,
+                               "s3 LIST s3://%s/%s: the store ignores start-after", a->bucket,
+                               base.data ? base.data : "");
+            break;
+        }
+        zetl_strlist_addn(out, f.dir.data + f.base_len, f.dir.len - f.base_len - 1);
+        zetl_buf_reset(&after);
+        zetl_buf_append(&after, f.dir.data, f.dir.len);
+        after.data[after.len - 1]++; /* '/' + 1: past every key of that stream */
+    }
+    zetl_buf_release(&f.dir);
+    zetl_buf_release(&after);
+    zetl_buf_release(&base);
+    return err;
+}
+
 /*
  * A Redshift COPY manifest: of every data file of the batch (only < 0), or of
  * file number `only` alone (Redshift loads one table shape per COPY).
@@ -414,6 +480,107 @@ fail:
     free(copies);
     free(x);
     zetl_buf_release(&k);
+    return err;
+}
+
+static enum zetl_err s3a_manifest(struct zetl_archive *ar, const char *stream, const char *name,
+                                  struct zetl_manifest *m, struct zetl_errbuf *eb)
+{
+    struct zetl_buf text;
+    enum zetl_err err;
+
+    zetl_buf_init(&text, ZETL_MANIFEST_MAX);
+    err = s3a_get_manifest(ar->state, stream, name, &text, m, eb);
+    zetl_buf_release(&text);
+    return err;
+}
+
+/* Keys under one batch prefix and their total size. */
+struct s3a_keys {
+    struct zetl_strlist keys;
+    uint64_t bytes;
+    bool overflow;
+};
+
+static bool collect_sized(void *arg, const char *key, uint64_t size, bool is_prefix)
+{
+    struct s3a_keys *k = arg;
+
+    (void)is_prefix;
+    if (k->keys.n >= 100000) {
+        k->overflow = true; /* a batch has a few files per table: this is not ours */
+        return false;
+    }
+    zetl_strlist_add(&k->keys, key);
+    k->bytes += size;
+    return true;
+}
+
+static enum zetl_err s3a_remove(struct zetl_archive *ar, const char *stream, const char *name,
+                                uint64_t *bytes, struct zetl_errbuf *eb)
+{
+    struct archive_s3 *a = ar->state;
+    struct s3a_keys k;
+    struct zetl_buf p, man;
+    enum zetl_err err;
+
+    *bytes = 0;
+    memset(&k, 0, sizeof(k));
+    zetl_buf_init(&p, 0);
+    zetl_buf_init(&man, 0);
+    s3a_key(a, &p, stream, name, NULL);
+    s3a_key(a, &man, stream, name, ZETL_MANIFEST_NAME);
+    if ((err = zetl_s3_list(a->s3, p.data, NULL, NULL, collect_sized, &k, eb)) != ZETL_OK)
+        goto fail;
+    if (k.overflow) {
+        err = zetl_err_set(eb, ZETL_ERR_FATAL,
+                           "archive batch s3://%s/%s holds more objects than a batch can: not "
+                           "removed",
+                           a->bucket, p.data);
+        goto fail;
+    }
+    /* The manifest first: from here on the batch no longer counts, whatever happens next. */
+    if ((err = zetl_s3_delete(a->s3, man.data, eb)) != ZETL_OK)
+        goto fail;
+    for (size_t i = 0; i < k.keys.n; i++) {
+        if (strcmp(k.keys.items[i], man.data) == 0)
+            continue;
+        if ((err = zetl_s3_delete(a->s3, k.keys.items[i], eb)) != ZETL_OK)
+            goto fail;
+    }
+    *bytes = k.bytes;
+fail:
+    zetl_strlist_release(&k.keys);
+    zetl_buf_release(&man);
+    zetl_buf_release(&p);
+    return err;
+}
+
+/*
+ * A batch prefix without manifest.json below the newest complete batch is
+ * a removal a crash cut short (a put in progress is always above it: the
+ * stream puts in LSN order and only above what the archive holds).
+ */
+static enum zetl_err s3a_sweep(struct zetl_archive *ar, const char *stream, uint64_t below_last,
+                               size_t *n, uint64_t *bytes, struct zetl_errbuf *eb)
+{
+    struct s3a_scan sc;
+    uint64_t b;
+    enum zetl_err err;
+
+    *n = 0;
+    *bytes = 0;
+    if ((err = scan_stream(ar->state, stream, &sc, eb)) != ZETL_OK)
+        return err;
+    for (size_t i = 0; i < sc.n; i++) {
+        if (sc.b[i].complete || sc.b[i].last >= below_last)
+            continue;
+        if ((err = s3a_remove(ar, stream, sc.b[i].name, &b, eb)) != ZETL_OK)
+            break;
+        ++*n;
+        *bytes += b;
+    }
+    free(sc.b);
     return err;
 }
 
@@ -587,7 +754,11 @@ const struct archive_backend zetl_archive_s3_backend = {
     .last_lsn = s3a_last_lsn,
     .put = s3a_put,
     .list = s3a_list,
+    .streams = s3a_streams,
     .fetch = s3a_fetch,
     .fetch_done = s3a_fetch_done,
+    .manifest = s3a_manifest,
+    .remove = s3a_remove,
+    .sweep = s3a_sweep,
     .release = s3a_release,
 };

@@ -129,7 +129,7 @@ static void batch_reset(struct zetl_batch_writer *w)
     w->seq++;
     w->first_lsn = w->last_lsn = w->end_lsn = 0;
     w->first_commit_time = w->last_commit_time = 0;
-    w->ntxns = w->nrows = w->raw_bytes = 0;
+    w->ntxns = w->nrows = w->raw_bytes = w->snapshot_rows = 0;
     w->opened_ms = 0;
     w->in_txn = false;
     w->txn_rows = 0;
@@ -413,6 +413,11 @@ fail:
     return err;
 }
 
+void zetl_batch_note_snapshot_rows(struct zetl_batch_writer *w, uint64_t n)
+{
+    w->snapshot_rows += n;
+}
+
 enum zetl_err zetl_batch_end_txn(struct zetl_batch_writer *w, uint64_t end_lsn,
                                  struct zetl_errbuf *eb)
 {
@@ -513,6 +518,7 @@ enum zetl_err zetl_batch_seal(struct zetl_batch_writer *w, struct zetl_batch **o
     b->ntxns = w->ntxns;
     b->nrows = w->nrows;
     b->raw_bytes = w->raw_bytes;
+    b->snapshot_rows = w->snapshot_rows;
     b->tenant_column = zetl_strdup(w->tenant_column);
     b->nfiles = w->nfiles;
     b->files = zetl_calloc(w->nfiles ? w->nfiles : 1, sizeof(*b->files));

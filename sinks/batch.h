@@ -78,8 +78,9 @@ struct zetl_batch {
     int64_t last_commit_time;
     uint64_t ntxns;
     uint64_t nrows;
-    uint64_t raw_bytes;  /* uncompressed CSV bytes */
-    char *tenant_column; /* owned */
+    uint64_t raw_bytes;     /* uncompressed CSV bytes */
+    uint64_t snapshot_rows; /* of nrows, copied by a snapshot (inserts of existing rows) */
+    char *tenant_column;    /* owned */
     size_t nfiles;
     struct zetl_batch_file *files; /* owned */
 };
@@ -130,6 +131,9 @@ enum zetl_err zetl_batch_begin_txn(struct zetl_batch_writer *w, uint64_t commit_
  */
 enum zetl_err zetl_batch_add(struct zetl_batch_writer *w, const struct zetl_row *row,
                              struct zetl_errbuf *eb);
+/* `n` rows of the open transaction were copied by a snapshot (the manifest says so). */
+void zetl_batch_note_snapshot_rows(struct zetl_batch_writer *w, uint64_t n);
+
 /* Closes the open transaction; end_lsn is the commit's end LSN. */
 enum zetl_err zetl_batch_end_txn(struct zetl_batch_writer *w, uint64_t end_lsn,
                                  struct zetl_errbuf *eb);

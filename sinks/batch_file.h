@@ -76,6 +76,7 @@ struct zetl_batch_writer {
     uint64_t first_lsn, last_lsn, end_lsn;
     int64_t first_commit_time, last_commit_time;
     uint64_t ntxns, nrows, raw_bytes;
+    uint64_t snapshot_rows; /* rows copied by a snapshot (sinks/batch.h) */
     int64_t opened_ms;
 
     bool in_txn;

@@ -124,6 +124,11 @@ static enum zetl_err ensure_conn(struct zetl_wh *wh, struct zetl_errbuf *eb)
     return wh_connect(wh, eb);
 }
 
+enum zetl_err zetl_wh_ensure_conn(struct zetl_wh *wh, struct zetl_errbuf *eb)
+{
+    return ensure_conn(wh, eb);
+}
+
 enum zetl_err zetl_wh_open(const struct zetl_config *cfg, struct zetl_wh **out,
                            struct zetl_errbuf *eb)
 {
@@ -232,10 +237,13 @@ struct stop {
 
 /* One apply of one batch. */
 struct apply {
-    const char *dir;  /* borrowed: the batch directory */
-    bool by_table;    /* a resync: per-table skips, no stream offset */
-    const char *only; /* borrowed: the one table to apply, or NULL for all */
+    const char *dir;                 /* borrowed: the batch directory */
+    bool by_table;                   /* a resync: per-table skips, no stream offset */
+    const char *only;                /* borrowed: the one table to apply, or NULL for all */
+    const struct zetl_wh_replay *rp; /* borrowed: a replay's selection, or NULL */
     struct manifest m;
+    uint64_t upto;         /* the last LSN applied: m.last_lsn, or a replay's to_lsn below it */
+    uint64_t rows;         /* rows merged */
     uint64_t offset;       /* the stream's offset (0 with by_table) */
     PGresult *sres;        /* owned: the states' strings */
     struct tstate *states; /* owned */
@@ -304,6 +312,37 @@ static enum zetl_err table_rows(struct zetl_wh *wh, struct zetl_wh_table *t, uin
     return ZETL_OK;
 }
 
+/* A BIGINT no LSN reaches: the open end of a replay's range. */
+#define WH_LSN_NONE "9223372036854775807"
+
+/* Drops the staged rows a replay leaves out: other tenants, transactions outside its range. */
+static enum zetl_err replay_filter(struct zetl_wh *wh, const struct apply *a,
+                                   const struct zetl_wh_table *t, struct zetl_errbuf *eb)
+{
+    const struct zetl_wh_replay *rp = a->rp;
+    size_t ntenants = rp && rp->tenants ? rp->tenants->n : 0;
+    char from[24], to[24];
+    const char **params;
+    char *sql;
+    enum zetl_err err;
+
+    if (rp == NULL || (ntenants == 0 && rp->from_lsn <= a->m.first_lsn &&
+                       (rp->to_lsn == 0 || rp->to_lsn >= a->m.last_lsn)))
+        return ZETL_OK;
+    params = zetl_calloc(ntenants + 2, sizeof(*params));
+    u64_text(rp->from_lsn, from);
+    u64_text(rp->to_lsn, to);
+    params[0] = from;
+    params[1] = rp->to_lsn ? to : WH_LSN_NONE;
+    for (size_t i = 0; i < ntenants; i++)
+        params[i + 2] = rp->tenants->items[i];
+    sql = wh->d->replay_filter_sql(t, ntenants);
+    err = zetl_wh_exec(wh, sql, (int)ntenants + 2, params, NULL, eb);
+    free(sql);
+    free(params);
+    return err;
+}
+
 /*
  * Loads the table's files into its stage and drops what the warehouse has
  * already (an overlapping replay); st[]: truncates, deletes, updates to
@@ -330,6 +369,8 @@ static enum zetl_err stage_table(struct zetl_wh *wh, const struct apply *a,
         if (err)
             return err;
     }
+    if ((err = replay_filter(wh, a, t, eb)) != ZETL_OK)
+        return err;
     return query_counts(wh, wh->d->stage_stats_sql(t, p->shapes, p->nfiles), st, 4, eb);
 }
 
@@ -408,7 +449,7 @@ static enum zetl_err stop_table(struct zetl_wh *wh, const struct apply *a, const
 }
 
 /* Stages and merges one table's rows of the batch (rows at or below `skip_lsn` are dropped). */
-static enum zetl_err apply_table(struct zetl_wh *wh, const struct apply *a, struct tplan *p,
+static enum zetl_err apply_table(struct zetl_wh *wh, struct apply *a, struct tplan *p,
                                  uint64_t skip_lsn, struct stop *stop, struct zetl_errbuf *eb)
 {
     const struct zetl_config *cfg = wh->cfg;
@@ -445,11 +486,14 @@ static enum zetl_err apply_table(struct zetl_wh *wh, const struct apply *a, stru
     if ((st[3] > 0 && (err = merge_table(wh, &t, p, st, eb)) != ZETL_OK) ||
         (err = drop_stage(wh, &t, eb)) != ZETL_OK)
         goto fail;
-    u64_text(a->m.last_lsn, lsn);
+    a->rows += st[3];
+    u64_text(a->upto, lsn);
     params[0] = p->table;
     params[1] = lsn;
     params[2] = a->m.stream;
-    if ((err = zetl_wh_run_stmt(wh, ZETL_WH_SQL_STATE_APPLIED, 3, params, NULL, eb)) != ZETL_OK)
+    /* A filtered replay leaves rows out: the table must not look applied up to here. */
+    if ((a->rp == NULL || a->rp->record) &&
+        (err = zetl_wh_run_stmt(wh, ZETL_WH_SQL_STATE_APPLIED, 3, params, NULL, eb)) != ZETL_OK)
         goto fail;
     zetl_debug("batch \"%s\": table \"%s\": %" PRIu64 " row(s) merged", a->m.name, p->table, st[3]);
     return ZETL_OK;
@@ -480,7 +524,7 @@ static enum zetl_err lock_offset(struct zetl_wh *wh, struct apply *a, bool *appl
     if (PQntuples(res) == 1)
         a->offset = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
-    *applied = a->m.last_lsn <= a->offset;
+    *applied = a->upto <= a->offset;
     return ZETL_OK;
 }
 
@@ -503,6 +547,21 @@ static enum zetl_err load_states(struct zetl_wh *wh, struct apply *a, struct zet
     return ZETL_OK;
 }
 
+/* The table is one the apply was asked for. */
+static bool table_wanted(const struct apply *a, const char *table)
+{
+    const struct zetl_strlist *l = a->rp ? a->rp->tables : NULL;
+
+    if (a->only != NULL)
+        return strcmp(a->only, table) == 0;
+    if (l == NULL || l->n == 0)
+        return true;
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->items[i], table) == 0)
+            return true;
+    return false;
+}
+
 /* Every table of the batch (or the one asked for) that is neither stopped nor applied already. */
 static enum zetl_err apply_tables(struct zetl_wh *wh, struct apply *a, struct zetl_errbuf *eb)
 {
@@ -516,7 +575,7 @@ static enum zetl_err apply_tables(struct zetl_wh *wh, struct apply *a, struct ze
         const struct tstate *ts = state_find(a, table);
         uint64_t skip = a->offset;
 
-        if (a->only != NULL && strcmp(a->only, table) != 0)
+        if (!table_wanted(a, table))
             continue;
         found = true;
         if (ts && ts->stopped) {
@@ -533,7 +592,7 @@ static enum zetl_err apply_tables(struct zetl_wh *wh, struct apply *a, struct ze
         /* Both LSNs are of this batch's stream: never compare across streams. */
         if (ts && ts->last_lsn > skip)
             skip = ts->last_lsn;
-        if (skip >= m->last_lsn) {
+        if (skip >= a->upto) {
             zetl_debug("batch \"%s\" of stream \"%s\": table \"%s\" already holds its rows "
                        "up to " ZETL_LSN_FMT "; skipped",
                        m->name, m->stream, table, ZETL_LSN_ARGS(skip));
@@ -551,16 +610,33 @@ static enum zetl_err apply_tables(struct zetl_wh *wh, struct apply *a, struct ze
     return ZETL_OK;
 }
 
-/* Moves the stream's offset to the batch (in the apply's transaction). */
-static enum zetl_err set_offset(struct zetl_wh *wh, const struct manifest *m,
-                                struct zetl_errbuf *eb)
+/* Moves the stream's offset to a->upto, the batch's end or a replay's cut (in its transaction). */
+static enum zetl_err set_offset(struct zetl_wh *wh, const struct apply *a, struct zetl_errbuf *eb)
 {
+    const struct manifest *m = &a->m;
     char last[24], end[24];
     const char *params[] = {m->stream, last, end, m->name};
 
-    u64_text(m->last_lsn, last);
-    u64_text(m->end_lsn, end);
+    u64_text(a->upto, last);
+    u64_text(a->upto < m->last_lsn ? a->upto : m->end_lsn, end);
     return zetl_wh_run_stmt(wh, ZETL_WH_SQL_OFFSET_SET, 4, params, NULL, eb);
+}
+
+/* A filtered replay's view of the offset: read, neither created nor locked (it writes none). */
+static enum zetl_err read_offset(struct zetl_wh *wh, struct apply *a, bool *applied,
+                                 struct zetl_errbuf *eb)
+{
+    const char *params[] = {a->m.stream};
+    PGresult *res = NULL;
+    enum zetl_err err;
+
+    if ((err = zetl_wh_run_stmt(wh, ZETL_WH_SQL_OFFSET_GET, 1, params, &res, eb)) != ZETL_OK)
+        return err;
+    if (PQntuples(res) == 1)
+        a->offset = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    *applied = a->upto <= a->offset;
+    return ZETL_OK;
 }
 
 /*
@@ -568,24 +644,34 @@ static enum zetl_err set_offset(struct zetl_wh *wh, const struct manifest *m,
  * the stream offset (the batch is skipped at or below it).  With by_table
  * (a resync), the tables named `only` (NULL: all of them) and no offset:
  * each table's rows at or below its own last_lsn of the stream are skipped.
+ * With a->rp (a replay), what it selects, recorded only when rp->record.
  */
-static enum zetl_err apply(struct zetl_wh *wh, const char *dir, bool by_table, const char *only,
+static enum zetl_err apply(struct zetl_wh *wh, struct apply *a0, bool *skipped,
                            struct zetl_errbuf *eb)
 {
     const char *schema = wh->cfg->warehouse.schema;
-    struct apply a = {.dir = dir, .by_table = by_table, .only = only};
+    struct apply a = *a0;
+    bool by_table = a.by_table, record = !by_table && (a.rp == NULL || a.rp->record);
+    const char *dir = a.dir;
     bool in_txn = false, applied = false;
     enum zetl_err err;
 
+    *skipped = false;
     if ((err = zetl_wh_manifest_load(dir, &a.m, eb)) != ZETL_OK)
         return err;
+    a.upto = a.m.last_lsn;
+    if (a.rp != NULL && a.rp->to_lsn != 0 && a.rp->to_lsn < a.upto)
+        a.upto = a.rp->to_lsn;
     if ((err = ensure_conn(wh, eb)) != ZETL_OK ||
         (err = zetl_wh_exec_owned(wh, wh->d->begin_sql(schema), NULL, eb)) != ZETL_OK)
         goto fail;
     in_txn = true;
-    if (!by_table && (err = lock_offset(wh, &a, &applied, eb)) != ZETL_OK)
+    if (record && (err = lock_offset(wh, &a, &applied, eb)) != ZETL_OK)
+        goto fail;
+    if (!by_table && !record && (err = read_offset(wh, &a, &applied, eb)) != ZETL_OK)
         goto fail;
     if (applied) {
+        *skipped = true;
         zetl_wh_exec(wh, "ROLLBACK", 0, NULL, NULL, eb);
         zetl_info("batch \"%s\" of stream \"%s\" is already applied (offset " ZETL_LSN_FMT
                   "); skipped",
@@ -597,7 +683,7 @@ static enum zetl_err apply(struct zetl_wh *wh, const char *dir, bool by_table, c
     zetl_wh_plan_tables(&a.m, &a.plans, &a.nplans);
     a.stops = zetl_calloc(a.nplans ? a.nplans : 1, sizeof(*a.stops));
     if ((err = apply_tables(wh, &a, eb)) != ZETL_OK ||
-        (!by_table && (err = set_offset(wh, &a.m, eb)) != ZETL_OK))
+        (record && (err = set_offset(wh, &a, eb)) != ZETL_OK))
         goto fail;
     in_txn = false;
     if ((err = zetl_wh_exec(wh, "COMMIT", 0, NULL, NULL, eb)) != ZETL_OK)
@@ -607,8 +693,8 @@ static enum zetl_err apply(struct zetl_wh *wh, const char *dir, bool by_table, c
             zetl_error("warehouse table \"%s\".\"%s\" stopped at batch \"%s\": %s; its rows are "
                        "skipped until it is resynced (see docs/warehouse.md)",
                        schema, a.stops[j].table, a.m.name, a.stops[j].reason);
-    zetl_info("applied batch \"%s\" of stream \"%s\" up to " ZETL_LSN_FMT, a.m.name, a.m.stream,
-              ZETL_LSN_ARGS(a.m.last_lsn));
+    zetl_info("applied batch \"%s\" of stream \"%s\" up to " ZETL_LSN_FMT "%s", a.m.name,
+              a.m.stream, ZETL_LSN_ARGS(a.upto), record ? "" : " (filtered, nothing recorded)");
     goto done;
 
 fail:
@@ -620,19 +706,37 @@ fail:
     zetl_wh_cache_clear(wh);
     zetl_err_prefix(eb, "could not apply batch \"%s\"", dir);
 done:
+    a0->rows = a.rows;
     apply_release(&a);
     return err;
 }
 
 enum zetl_err zetl_wh_apply_dir(struct zetl_wh *wh, const char *dir, struct zetl_errbuf *eb)
 {
-    return apply(wh, dir, false, NULL, eb);
+    struct apply a = {.dir = dir};
+    bool skipped;
+
+    return apply(wh, &a, &skipped, eb);
 }
 
 enum zetl_err zetl_wh_apply_dir_table(struct zetl_wh *wh, const char *dir, const char *table,
                                       struct zetl_errbuf *eb)
 {
-    return apply(wh, dir, true, table, eb);
+    struct apply a = {.dir = dir, .by_table = true, .only = table};
+    bool skipped;
+
+    return apply(wh, &a, &skipped, eb);
+}
+
+enum zetl_err zetl_wh_replay_dir(struct zetl_wh *wh, const char *dir,
+                                 const struct zetl_wh_replay *r, uint64_t *rows, bool *skipped,
+                                 struct zetl_errbuf *eb)
+{
+    struct apply a = {.dir = dir, .rp = r};
+    enum zetl_err err = apply(wh, &a, skipped, eb);
+
+    *rows = a.rows;
+    return err;
 }
 
 enum zetl_err zetl_wh_clear_table(struct zetl_wh *wh, const char *table, struct zetl_errbuf *eb)

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "common/strlist.h"
 #include "config/config.h"
 
 struct zetl_wh;
@@ -69,6 +70,48 @@ enum zetl_err zetl_wh_note_progress(struct zetl_wh *wh, const char *stream, uint
  */
 enum zetl_err zetl_wh_apply_dir_table(struct zetl_wh *wh, const char *dir, const char *table,
                                       struct zetl_errbuf *eb);
+
+/*
+ * What `zetl replay` applies of a batch.  A prefix replay (record) applies
+ * every table's rows up to to_lsn and moves the stream offset and the
+ * tables' states there, as zetl run does.  A filtered one (!record: tenants,
+ * tables or from_lsn) applies only the rows asked for and records nothing,
+ * so a later run or unfiltered replay still applies every other row.  Both
+ * skip what the schema's stream offset and table states say is applied.
+ */
+struct zetl_wh_replay {
+    const struct zetl_strlist *tenants; /* borrowed; NULL or empty: every tenant */
+    const struct zetl_strlist *tables;  /* borrowed; NULL or empty: every table */
+    uint64_t from_lsn;                  /* transactions below it are left out; 0: none */
+    uint64_t to_lsn;                    /* transactions above it are left out; 0: none */
+    bool record;                        /* move the offset and table states (prefix only) */
+};
+
+/*
+ * Applies the batch at `dir` under the rules of *r in one transaction.
+ * *rows: the rows it merged (0 when skipped); *skipped: it was applied
+ * already.  Errors as zetl_wh_apply_dir.
+ */
+enum zetl_err zetl_wh_replay_dir(struct zetl_wh *wh, const char *dir,
+                                 const struct zetl_wh_replay *r, uint64_t *rows, bool *skipped,
+                                 struct zetl_errbuf *eb);
+
+/* Rows one tenant purge removed from one table. */
+struct zetl_wh_purged {
+    char *table; /* owned */
+    uint64_t rows;
+};
+
+/*
+ * In one transaction, deletes every row whose tenant column is `tenant`
+ * from every table of warehouse.schema that has that column (zetl's
+ * bookkeeping tables excepted), whatever warehouse.deletes says: the rows
+ * are gone, not flagged.  *out (owned, *n entries, free with
+ * zetl_wh_purged_free) lists every table, also those without such rows.
+ */
+enum zetl_err zetl_wh_purge_tenant(struct zetl_wh *wh, const char *tenant,
+                                   struct zetl_wh_purged **out, size_t *n, struct zetl_errbuf *eb);
+void zetl_wh_purged_free(struct zetl_wh_purged *p, size_t n);
 
 /*
  * In one transaction, deletes every row of warehouse table `table` (NULL:

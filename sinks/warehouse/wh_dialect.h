@@ -162,6 +162,12 @@ struct zetl_wh_dialect {
                            const struct zetl_wh_stage_src *src, struct zetl_errbuf *eb);
     /* Removes staged rows at or below the LSN given as $1. */
     char *(*skip_applied_sql)(const struct zetl_wh_table *t);
+    /*
+     * Removes the staged rows a replay leaves out: of transactions below $1 or
+     * above $2 (BIGINT LSNs), and, with ntenants > 0, of tenants other than
+     * $3 ... $(ntenants + 2).
+     */
+    char *(*replay_filter_sql)(const struct zetl_wh_table *t, size_t ntenants);
     /* One row: counts of truncates, deletes, updates needing a fill, and all rows staged. */
     char *(*stage_stats_sql)(const struct zetl_wh_table *t, const struct zetl_wh_shape *shapes,
                              size_t nshapes);
@@ -192,6 +198,9 @@ struct zetl_wh_dialect {
     /* The merge of the (filled) stage into the warehouse table, per warehouse.deletes. */
     char *(*merge_sql)(const struct zetl_wh_table *t, const struct zetl_wh_shape *shapes,
                        size_t nshapes);
+    /* Deletes the rows of tenant $1 from t's warehouse table (only schema, table, tenant_column
+     * set). */
+    char *(*purge_sql)(const struct zetl_wh_table *t);
     /* Drops the stage and its helper tables; NULL: they go with the transaction. */
     char *(*drop_stage_sql)(const struct zetl_wh_table *t);
     /*
@@ -283,6 +292,11 @@ void zetl_wh_sql_copy_columns(struct zetl_buf *b, const struct zetl_wh_table *t,
 char *zetl_wh_sql_stage_stats(const char *stage, const struct zetl_wh_table *t,
                               const struct zetl_wh_shape *shapes, size_t nshapes);
 char *zetl_wh_sql_skip_applied(const char *stage); /* $1: the LSN */
+/* zetl_wh_dialect.replay_filter_sql over `stage`, the tenants compared as `text_type`. */
+/* DELETE FROM t WHERE <tenant column> = <param>: a tenant purge, the tenant as $1. */
+char *zetl_wh_sql_purge(const struct zetl_wh_table *t, const char *param);
+char *zetl_wh_sql_replay_filter(const char *stage, const struct zetl_wh_table *t, size_t ntenants,
+                                const char *text_type);
 /* The buffer's text as an owned string; releases b. */
 char *zetl_wh_sql_take(struct zetl_buf *b);
 
@@ -310,6 +324,8 @@ char *zetl_wh_pg_stage_stats_sql(const struct zetl_wh_table *t, const struct zet
                                  size_t nshapes);
 char *zetl_wh_pg_skip_applied_sql(const struct zetl_wh_table *t);
 char *zetl_wh_pg_truncate_sql(const struct zetl_wh_table *t);
+char *zetl_wh_pg_replay_filter_sql(const struct zetl_wh_table *t, size_t ntenants);
+char *zetl_wh_pg_purge_sql(const struct zetl_wh_table *t);
 char *zetl_wh_pg_fill_prepare_sql(const struct zetl_wh_table *t, const struct zetl_wh_shape *shapes,
                                   size_t nshapes);
 char *zetl_wh_pg_fill_round_sql(const struct zetl_wh_table *t);
@@ -354,6 +370,8 @@ char *zetl_wh_rs_stage_stats_sql(const struct zetl_wh_table *t, const struct zet
                                  size_t nshapes);
 char *zetl_wh_rs_skip_applied_sql(const struct zetl_wh_table *t);
 char *zetl_wh_rs_truncate_sql(const struct zetl_wh_table *t);
+char *zetl_wh_rs_replay_filter_sql(const struct zetl_wh_table *t, size_t ntenants);
+char *zetl_wh_rs_purge_sql(const struct zetl_wh_table *t);
 char *zetl_wh_rs_fill_prepare_sql(const struct zetl_wh_table *t, const struct zetl_wh_shape *shapes,
                                   size_t nshapes);
 char *zetl_wh_rs_fill_round_sql(const struct zetl_wh_table *t);

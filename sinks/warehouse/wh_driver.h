@@ -90,4 +90,9 @@ void zetl_wh_plan_release(struct tplan *p);
 enum zetl_err zetl_wh_plan_prepare(struct zetl_wh *wh, const struct zetl_wh_table *t,
                                    struct tplan *p, char **reason, struct zetl_errbuf *eb);
 
+/* ---- wh.c ---- */
+
+/* (Re)connects when the connection was lost, bootstrapping the schema. */
+enum zetl_err zetl_wh_ensure_conn(struct zetl_wh *wh, struct zetl_errbuf *eb);
+
 #endif

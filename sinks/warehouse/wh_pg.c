@@ -246,6 +246,20 @@ char *zetl_wh_pg_skip_applied_sql(const struct zetl_wh_table *t)
     return sql;
 }
 
+char *zetl_wh_pg_replay_filter_sql(const struct zetl_wh_table *t, size_t ntenants)
+{
+    char *stage = stage_text(t);
+    char *sql = zetl_wh_sql_replay_filter(stage, t, ntenants, "text");
+
+    free(stage);
+    return sql;
+}
+
+char *zetl_wh_pg_purge_sql(const struct zetl_wh_table *t)
+{
+    return zetl_wh_sql_purge(t, "$1");
+}
+
 char *zetl_wh_pg_truncate_sql(const struct zetl_wh_table *t)
 {
     struct zetl_buf b;
@@ -931,7 +945,9 @@ const struct zetl_wh_dialect zetl_wh_pg_dialect = {
                       "pg_catalog.current_setting('block_size')::int8) ELSE c.reltuples END "
                       "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = "
                       "c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+    .replay_filter_sql = zetl_wh_pg_replay_filter_sql,
     .truncate_sql = zetl_wh_pg_truncate_sql,
+    .purge_sql = zetl_wh_pg_purge_sql,
     .fill_prepare_sql = zetl_wh_pg_fill_prepare_sql,
     .fill_round_sql = zetl_wh_pg_fill_round_sql,
     .merge_sql = zetl_wh_pg_merge_sql,

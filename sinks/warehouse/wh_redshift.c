@@ -431,7 +431,9 @@ const struct zetl_wh_dialect zetl_wh_rs_dialect = {
     .stage_stats_sql = zetl_wh_rs_stage_stats_sql,
     .keyless_deletes_stop = "a table without a primary key cannot take deletes or updates "
                             "in Redshift (no row id to remove one of equal rows)",
+    .replay_filter_sql = zetl_wh_rs_replay_filter_sql,
     .truncate_sql = zetl_wh_rs_truncate_sql,
+    .purge_sql = zetl_wh_rs_purge_sql,
     .fill_prepare_sql = zetl_wh_rs_fill_prepare_sql,
     .fill_round_sql = zetl_wh_rs_fill_round_sql,
     .merge_sql = zetl_wh_rs_merge_sql,

@@ -448,6 +448,21 @@ char *zetl_wh_rs_skip_applied_sql(const struct zetl_wh_table *t)
     return sql;
 }
 
+char *zetl_wh_rs_replay_filter_sql(const struct zetl_wh_table *t, size_t ntenants)
+{
+    char *s = stage_ref(t, "");
+    char *sql = zetl_wh_sql_replay_filter(s, t, ntenants, "VARCHAR(128)");
+
+    free(s);
+    return sql;
+}
+
+/* The target is not aliased: Redshift's DELETE takes none. */
+char *zetl_wh_rs_purge_sql(const struct zetl_wh_table *t)
+{
+    return zetl_wh_sql_purge(t, "CAST($1 AS VARCHAR(128))");
+}
+
 /* ---- truncate -------------------------------------------------------------------- */
 
 char *zetl_wh_rs_truncate_sql(const struct zetl_wh_table *t)

@@ -387,11 +387,45 @@ char *zetl_wh_sql_stage_stats(const char *stage, const struct zetl_wh_table *t,
     return zetl_wh_sql_take(&b);
 }
 
+char *zetl_wh_sql_replay_filter(const char *stage, const struct zetl_wh_table *t, size_t ntenants,
+                                const char *text_type)
+{
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
+    zetl_buf_printf(&b,
+                    "DELETE FROM %s WHERE _zetl_lsn < CAST($1 AS BIGINT) OR _zetl_lsn > "
+                    "CAST($2 AS BIGINT)",
+                    stage);
+    if (ntenants > 0) {
+        zetl_buf_puts(&b, " OR ");
+        zetl_sql_append_ident(&b, t->tenant_column);
+        zetl_buf_puts(&b, " NOT IN (");
+        for (size_t i = 0; i < ntenants; i++)
+            zetl_buf_printf(&b, "%sCAST($%zu AS %s)", i ? ", " : "", i + 3, text_type);
+        zetl_buf_putc(&b, ')');
+    }
+    return zetl_wh_sql_take(&b);
+}
+
 char *zetl_wh_sql_skip_applied(const char *stage)
 {
     struct zetl_buf b;
 
     zetl_buf_init(&b, 0);
     zetl_buf_printf(&b, "DELETE FROM %s WHERE _zetl_lsn <= CAST($1 AS BIGINT)", stage);
+    return zetl_wh_sql_take(&b);
+}
+
+char *zetl_wh_sql_purge(const struct zetl_wh_table *t, const char *param)
+{
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, "DELETE FROM ");
+    zetl_wh_sql_table(&b, t);
+    zetl_buf_puts(&b, " WHERE ");
+    zetl_sql_append_ident(&b, t->tenant_column);
+    zetl_buf_printf(&b, " = %s", param);
     return zetl_wh_sql_take(&b);
 }

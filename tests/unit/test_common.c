@@ -442,8 +442,52 @@ static void test_now_ms(void)
     CHECK(b - a >= 19 && b - a < 5000);
 }
 
+/* Timestamps as users, the manifest (RFC 3339) and the archive's CSV (timestamptz) write them. */
+static void test_time_parse(void)
+{
+    /* 2024-03-05 12:34:56.789012 UTC, checked against `date -u -d ... +%s`: 1709642096. */
+    const int64_t want = INT64_C(1709642096) * 1000000 + 789012;
+    const char *same[] = {"2024-03-05T12:34:56.789012Z",      "2024-03-05 12:34:56.789012+00",
+                          "2024-03-05 12:34:56.789012",       "2024-03-05T13:34:56.789012+01:00",
+                          "2024-03-05 07:04:56.789012-05:30", "2024-03-05 13:34:56.789012 +0100",
+                          "2024-03-05t12:34:56.789012z"};
+    const char *bad[] = {"",
+                         "2024-3-05",
+                         "2024-02-30",
+                         "2023-02-29 00:00:00",
+                         "2024-03-05 24:00:00",
+                         "2024-03-05 12:60",
+                         "2024-03-05 12:34:56.",
+                         "2024-03-05 12:34:56.1234567",
+                         "2024-03-05 12:34:56+",
+                         "2024-03-05 12:34:56+1",
+                         "2024-03-05 12:34:56 x",
+                         "2024-03-05 12:34:56Zx",
+                         "16/B374D848",
+                         "yesterday"};
+    char out[40];
+    int64_t v;
+
+    for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+        CHECK(zetl_time_parse(same[i], &v));
+        CHECK(v == want);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECK(!zetl_time_parse(bad[i], &v));
+    CHECK(zetl_time_parse("1970-01-01", &v) && v == 0);
+    CHECK(zetl_time_parse("2024-02-29 23:59", &v) && v == INT64_C(1709251140) * 1000000);
+    CHECK(zetl_time_parse("1969-12-31 23:59:59.5", &v) && v == -500000);
+    CHECK(zetl_time_parse("2024-03-05 12:34:56.5", &v) && v % 1000000 == 500000);
+    zetl_time_format(want, out, sizeof(out));
+    CHECK_STR(out, "2024-03-05 12:34:56.789012+00");
+    zetl_time_format(-500000, out, sizeof(out));
+    CHECK_STR(out, "1969-12-31 23:59:59.500000+00");
+    CHECK(zetl_time_parse(out, &v) && v == -500000);
+}
+
 int main(void)
 {
+    test_time_parse();
     test_err();
     test_alloc();
     test_arena();

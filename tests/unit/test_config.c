@@ -130,6 +130,9 @@ static void test_full(void)
     CHECK_STR(cfg->archive.s3.endpoint, "http://127.0.0.1:4569");
     CHECK(cfg->archive.s3.path_style == false);
     CHECK(cfg->archive.s3.part_size == 16ull * 1024 * 1024);
+    CHECK(cfg->archive.retention_ms == 45ull * 60 * 1000);
+    CHECK(cfg->archive.retention_interval_ms == 30000);
+    CHECK(cfg->archive.retention_ignore_snapshot);
 
     CHECK(cfg->warehouse.kind == ZETL_WH_REDSHIFT);
     CHECK_STR(cfg->warehouse.dsn, "host=wh.example port=5439 dbname=dw user=loader");
@@ -628,6 +631,81 @@ static void test_sizes(void)
     }
 }
 
+static void test_durations(void)
+{
+    static const struct {
+        const char *s;
+        bool ok;
+        uint64_t want;
+    } cases[] = {
+        {"90s", true, 90000},
+        {"45m", true, 2700000},
+        {"12h", true, 43200000},
+        {"30d", true, 2592000000ull},
+        {"500ms", true, 500},
+        {"0s", false, 0},
+        {"30", false, 0},
+        {"-5s", false, 0},
+        {"", false, 0},
+        {"d", false, 0},
+        {"1.5h", false, 0},
+        {"30 d", false, 0},
+        {"30D", false, 0},
+        {"30days", false, 0},
+        {" 30d", false, 0},
+        {"213503982335d", false, 0},
+        {"99999999999999999999999s", false, 0},
+    };
+    struct zetl_config *cfg;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t got = 0;
+        bool ok = zetl_config_parse_duration(cases[i].s, &got);
+        if (ok != cases[i].ok || (ok && got != cases[i].want))
+            fprintf(stderr, "duration \"%s\": got ok=%d %llu\n", cases[i].s, ok,
+                    (unsigned long long)got);
+        CHECK(ok == cases[i].ok);
+        if (ok && cases[i].ok)
+            CHECK(got == cases[i].want);
+    }
+
+    /* archive.retention and its companions: off by default. */
+    clear_env();
+    cfg = PARSE_OK(SRC ARCHIVE);
+    if (cfg != NULL) {
+        CHECK(cfg->archive.retention_ms == 0);
+        CHECK(cfg->archive.retention_interval_ms == 600000);
+        CHECK(!cfg->archive.retention_ignore_snapshot);
+        zetl_config_free(cfg);
+    }
+    cfg = PARSE_OK(SRC ARCHIVE "  retention: 30d\n  retention_interval_ms: 250\n"
+                               "  retention_ignore_snapshot: true\n");
+    if (cfg != NULL) {
+        CHECK(cfg->archive.retention_ms == 30ull * 86400 * 1000);
+        CHECK(cfg->archive.retention_interval_ms == 250);
+        CHECK(cfg->archive.retention_ignore_snapshot);
+        zetl_config_free(cfg);
+    }
+    EXPECT_USAGE(SRC ARCHIVE "  retention: 30\n",
+                 "zetl.yaml:7: archive.retention: invalid duration \"30\" (expected a number "
+                 "with a unit");
+    EXPECT_USAGE(SRC ARCHIVE "  retention: 2 weeks\n",
+                 "zetl.yaml:7: archive.retention: invalid duration \"2 weeks\"");
+    EXPECT_USAGE(SRC ARCHIVE "  retention: 0d\n",
+                 "zetl.yaml:7: archive.retention: duration \"0d\" must be greater than 0");
+    EXPECT_USAGE(SRC ARCHIVE "  retention: 500ms\n",
+                 "zetl.yaml:7: archive.retention: duration \"500ms\" is below the minimum of "
+                 "1000 ms");
+    EXPECT_USAGE(SRC ARCHIVE "  retention: [1d]\n",
+                 "zetl.yaml:7: archive.retention: expected a duration such as 30d, got a list");
+    EXPECT_USAGE(SRC ARCHIVE "  retention_interval_ms: 10\n",
+                 "zetl.yaml:7: archive.retention_interval_ms: must be between 100 and 86400000");
+    EXPECT_USAGE(SRC ARCHIVE "  retention_ignore_snapshot: yes\n",
+                 "zetl.yaml:7: archive.retention_ignore_snapshot: expected true or false");
+    EXPECT_USAGE(SRC ARCHIVE "  retension: 30d\n",
+                 "zetl.yaml:7: archive.retension: unknown key (did you mean archive.retention?)");
+}
+
 static void test_redact(void)
 {
     static const struct {
@@ -685,6 +763,7 @@ int main(void)
     test_syntax_and_io();
     test_truncations();
     test_sizes();
+    test_durations();
     test_redact();
     return zetl_tap_done();
 }

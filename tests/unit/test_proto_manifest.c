@@ -507,6 +507,42 @@ static void test_names(void)
     }
 }
 
+/* Manifest times back to microseconds, as retention reads them. */
+static void test_times(void)
+{
+    static const struct {
+        const char *s;
+        bool ok;
+        int64_t want;
+    } cases[] = {
+        {"2024-03-05T12:34:57.000001Z", true, INT64_C(1709642097000001)},
+        /* what zetl_batch_format_time renders for the tests' TS1 */
+        {"2024-03-05T12:34:56.789012Z", true, INT64_C(762957296789012) + INT64_C(946684800000000)},
+        {"2024-03-05T12:34:57Z", true, INT64_C(1709642097000000)},
+        {"2024-03-05T12:34:57.5Z", true, INT64_C(1709642097500000)},
+        {"1970-01-01T00:00:00.000000Z", true, 0},
+        {"1969-12-31T23:59:59.000000Z", true, -INT64_C(1000000)},
+        {"", false, 0},
+        {"2024-03-05 12:34:57.000001+00", false, 0},
+        {"2024-03-05T12:34:57.0000001Z", false, 0},
+        {"2024-03-05T12:34:57.Z", false, 0},
+        {"2024-03-05T12:34:57.000001", false, 0},
+        {"2024-13-05T12:34:57Z", false, 0},
+        {"2024-03-05T24:00:00Z", false, 0},
+        {"2024-03-05T12:34:57ZZ", false, 0},
+        {"x024-03-05T12:34:57Z", false, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int64_t got = 0;
+        bool ok = zetl_manifest_parse_time(cases[i].s, &got);
+        if (ok != cases[i].ok || (ok && got != cases[i].want))
+            fprintf(stderr, "time \"%s\": got ok=%d %lld\n", cases[i].s, ok, (long long)got);
+        CHECK(ok == cases[i].ok);
+        if (ok && cases[i].ok)
+            CHECK(got == cases[i].want);
+    }
+}
+
 int main(void)
 {
     test_golden();
@@ -516,5 +552,6 @@ int main(void)
     test_cut_everywhere();
     test_read_file();
     test_names();
+    test_times();
     return zetl_tap_done();
 }

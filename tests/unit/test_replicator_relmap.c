@@ -178,7 +178,7 @@ static enum zetl_err h_sabort(void *a, uint32_t xid, uint32_t subxid, struct zet
 
 static const struct zetl_change_handlers handlers = {
     h_begin,  h_commit, h_rel,   h_type,    h_change, h_trunc,
-    h_sstart, h_sstop,  h_sdata, h_scommit, h_sabort,
+    h_sstart, h_sstop,  h_sdata, h_scommit, h_sabort, NULL,
 };
 
 static enum zetl_err send(enum zetl_pgo_kind kind, bool in_stream, struct zetl_errbuf *eb)

@@ -3,18 +3,24 @@
  * defined here: batches go through the sinks in order, the flush position is
  * the minimum over the sinks that must be durable, ZETL_ERR_RETRY is retried
  * with backoff, a fatal error stops the queue, a stop while a sink is down
- * abandons it, catch-up (start) and idle notes run on the runner.
+ * abandons it, catch-up (start) and idle notes run on the runner, and
+ * archive retention removes only what every sink applied, above the keep
+ * floor, at start and between batches.
  */
 #include "replicator/sinkq.h"
 #include "tests/unit/tap.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/mem.h"
 #include "replicator/stop.h"
+#include "sinks/archive.h"
 
 /* A scripted sink: what it was opened with, how it fails, what it saw. */
 struct test_sink {
@@ -118,7 +124,8 @@ static const struct zetl_sink_ops ops_b = {"b", true, NULL, t_open1, t_start, t_
 /* A sink the flush position does not wait for. */
 static const struct zetl_sink_ops ops_c = {"c", false, NULL, t_open2, NULL, t_put, NULL, t_close};
 
-static const struct zetl_sinkq_opts fast = {2, 1, 4, 10};
+static const struct zetl_sinkq_opts fast = {
+    .capacity = 2, .retry_initial_ms = 1, .retry_max_ms = 4, .idle_note_ms = 10};
 
 static void reset(void)
 {
@@ -317,6 +324,136 @@ static void test_idle_note(void)
     zetl_sinkq_free(q);
 }
 
+/* Retention's keep floor as the snapshot state would give it; records its calls. */
+static uint64_t floor_lsn = UINT64_MAX;
+static int floor_calls;
+static char floor_stream[16];
+
+static uint64_t t_floor(void *arg, const char *stream)
+{
+    (void)arg;
+    floor_calls++;
+    snprintf(floor_stream, sizeof(floor_stream), "%s", stream);
+    return floor_lsn;
+}
+
+/* A batch directory with a manifest only (last commit in 2024: old), as the archive lists it. */
+static void archived(const char *root, uint64_t first, uint64_t last)
+{
+    char dir[512], path[600];
+    FILE *f;
+
+    snprintf(dir, sizeof(dir), "%s/s/%016llX-%016llX", root, (unsigned long long)first,
+             (unsigned long long)last);
+    CHECK(mkdir(dir, 0755) == 0);
+    snprintf(path, sizeof(path), "%s/manifest.json", dir);
+    f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (f == NULL)
+        return;
+    fprintf(f,
+            "{\"version\": 1, \"stream\": \"s\", \"first_lsn\": \"0/%llX\", \"last_lsn\": "
+            "\"0/%llX\", \"end_lsn\": \"0/%llX\", \"last_commit_time\": "
+            "\"2024-03-05T12:34:57.000001Z\", \"files\": []}\n",
+            (unsigned long long)first, (unsigned long long)last, (unsigned long long)last + 8);
+    fclose(f);
+}
+
+static bool archived_exists(const char *root, uint64_t first, uint64_t last)
+{
+    char dir[512];
+    struct stat st;
+
+    snprintf(dir, sizeof(dir), "%s/s/%016llX-%016llX", root, (unsigned long long)first,
+             (unsigned long long)last);
+    return stat(dir, &st) == 0;
+}
+
+static void test_retention(void)
+{
+    const struct zetl_sink_ops *ops[] = {&ops_a, &ops_c, NULL};
+    char root[] = "/tmp/zetl-test-sinkq-XXXXXX";
+    char url[64], cmd[128], sdir[64];
+    struct zetl_config cfg;
+    struct zetl_archive *ar = NULL;
+    struct zetl_sinkq_opts o = fast;
+    struct zetl_sink_env env;
+    struct zetl_sinkq *q = NULL;
+    struct zetl_errbuf eb;
+
+    reset();
+    if (mkdtemp(root) == NULL) {
+        CHECK(false);
+        return;
+    }
+    snprintf(url, sizeof(url), "file://%s", root);
+    snprintf(sdir, sizeof(sdir), "%s/s", root);
+    CHECK(mkdir(sdir, 0755) == 0);
+    for (uint64_t i = 1; i <= 5; i++)
+        archived(root, i * 0x1000, i * 0x1000 + 0x100);
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.archive.url = url;
+    cfg.archive.retention_ms = 1000;
+    cfg.archive.retention_interval_ms = 60000;
+    CHECK(zetl_archive_open(&cfg, &ar, &eb) == ZETL_OK);
+    env = (struct zetl_sink_env){&cfg, "s", ar};
+
+    /* a applied up to batch 3, c (not waited for by the slot) only up to batch 2. */
+    sinks[0].open_pos = (struct zetl_sink_pos){0x3100, 0x3108};
+    sinks[2].open_pos = (struct zetl_sink_pos){0x2100, 0x2108};
+    o.retention_floor = t_floor;
+    floor_lsn = 0x2000; /* the last snapshot started inside batch 2's range */
+    floor_calls = 0;
+    CHECK(zetl_sinkq_new(&env, ops, &o, &q, &eb) == ZETL_OK);
+    CHECK(zetl_sinkq_start(q, &eb) == ZETL_OK);
+    /* The pass at start: the floor keeps batch 2 although every sink applied it. */
+    CHECK(zetl_sinkq_drain(q, &eb) == ZETL_OK);
+    CHECK(floor_calls == 1);
+    CHECK_STR(floor_stream, "s");
+    CHECK(!archived_exists(root, 0x1000, 0x1100));
+    CHECK(archived_exists(root, 0x2000, 0x2100));
+    zetl_sinkq_free(q);
+
+    /* No floor: the pass stops at the slowest sink, c, which has not applied batch 3. */
+    reset();
+    sinks[0].open_pos = (struct zetl_sink_pos){0x3100, 0x3108};
+    sinks[2].open_pos = (struct zetl_sink_pos){0x2100, 0x2108};
+    floor_lsn = UINT64_MAX;
+    cfg.archive.retention_interval_ms = 1;
+    CHECK(zetl_sinkq_new(&env, ops, &o, &q, &eb) == ZETL_OK);
+    CHECK(zetl_sinkq_start(q, &eb) == ZETL_OK);
+    /* The pass at start runs before any batch comes. */
+    for (int i = 0; i < 2000 && archived_exists(root, 0x2000, 0x2100); i++)
+        wait_ms(1);
+    CHECK(!archived_exists(root, 0x2000, 0x2100));
+    CHECK(archived_exists(root, 0x3000, 0x3100));
+    /* Both sinks apply a batch past batch 4: the pass after it takes 3 and 4, never 5 (the newest).
+     */
+    wait_ms(5);
+    CHECK(zetl_sinkq_push(q, batch(1, 0x6100)));
+    CHECK(zetl_sinkq_drain(q, &eb) == ZETL_OK);
+    CHECK(!archived_exists(root, 0x3000, 0x3100));
+    CHECK(!archived_exists(root, 0x4000, 0x4100));
+    CHECK(archived_exists(root, 0x5000, 0x5100));
+    zetl_sinkq_free(q);
+
+    /* Retention off (the default): nothing is touched. */
+    reset();
+    cfg.archive.retention_ms = 0;
+    archived(root, 0x100, 0x200);
+    CHECK(zetl_sinkq_new(&env, ops, &o, &q, &eb) == ZETL_OK);
+    CHECK(zetl_sinkq_start(q, &eb) == ZETL_OK);
+    CHECK(zetl_sinkq_push(q, batch(1, 0x7100)));
+    CHECK(zetl_sinkq_drain(q, &eb) == ZETL_OK);
+    CHECK(archived_exists(root, 0x100, 0x200));
+    zetl_sinkq_free(q);
+
+    zetl_archive_free(ar);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", root);
+}
+
 int main(void)
 {
     test_order_and_positions();
@@ -325,5 +462,6 @@ int main(void)
     test_fatal();
     test_abandon_on_stop();
     test_idle_note();
+    test_retention();
     return zetl_tap_done();
 }

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define LSN1 UINT64_C(0x16B374D848)
@@ -53,9 +54,12 @@ static struct zetl_value T(const char *s) {
     return v;
 }
 
-/* Seals a batch of two transactions (first, last) with rows in two tables and two tenants. */
+/*
+ * Seals a batch of two transactions (first, last) with rows in two tables and
+ * two tenants, the last committed at ts_last.
+ */
 static struct zetl_batch *
-make_batch(const char *spool, const char *stream, uint64_t first, uint64_t last)
+make_batch_at(const char *spool, const char *stream, uint64_t first, uint64_t last, int64_t ts_last)
 {
     struct zetl_batch_writer *w = NULL;
     struct zetl_batch *b = NULL;
@@ -82,7 +86,7 @@ make_batch(const char *spool, const char *stream, uint64_t first, uint64_t last)
         zetl_batch_add(w, &(struct zetl_row){ZETL_OP_INSERT, events_a, &rel_events, ve}, &eb) ||
         zetl_batch_end_txn(w, first + 8, &eb) != ZETL_OK)
         goto fail;
-    if (zetl_batch_begin_txn(w, last, TS2, &eb) != ZETL_OK ||
+    if (zetl_batch_begin_txn(w, last, ts_last, &eb) != ZETL_OK ||
         zetl_batch_add(w, &(struct zetl_row){ZETL_OP_UPDATE, users_b, &rel_users, vu}, &eb) ||
         zetl_batch_end_txn(w, last + 0x28, &eb) != ZETL_OK)
         goto fail;
@@ -95,6 +99,12 @@ fail:
     fprintf(stderr, "make_batch: %s\n", eb.msg);
     zetl_batch_writer_free(w);
     return NULL;
+}
+
+static struct zetl_batch *make_batch(const char *spool, const char *stream, uint64_t first,
+                                     uint64_t last)
+{
+    return make_batch_at(spool, stream, first, last, TS2);
 }
 
 static bool path_exists(const char *p)
@@ -605,6 +615,168 @@ static void test_cross_device(void)
     zetl_buf_release(&url);
 }
 
+/* Bytes of the plain files in a directory. */
+static uint64_t dir_bytes(const char *path)
+{
+    struct dirent **ents = NULL;
+    int n = scandir(path, &ents, NULL, alphasort);
+    uint64_t bytes = 0;
+    char p[600];
+    struct stat st;
+
+    for (int i = 0; i < n; i++) {
+        snprintf(p, sizeof(p), "%s/%s", path, ents[i]->d_name);
+        if (stat(p, &st) == 0 && S_ISREG(st.st_mode))
+            bytes += (uint64_t)st.st_size;
+        free(ents[i]);
+    }
+    free(ents);
+    return bytes;
+}
+
+static int64_t now_pg_usec(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000 - INT64_C(946684800000000);
+}
+
+static int64_t now_unix_usec(void)
+{
+    return now_pg_usec() + INT64_C(946684800000000);
+}
+
+#define HOUR_USEC INT64_C(3600000000)
+
+/*
+ * Retention (zetl_archive_prune): only the oldest batches go, only below the
+ * applied LSN, only older than the cut-off, never the newest; removal is
+ * crash-safe and leaves last_lsn and list answering as before for what stays.
+ */
+static void test_prune(void)
+{
+    struct zetl_archive *ar = NULL;
+    struct zetl_archive_prune_result res;
+    struct zetl_errbuf eb = {""};
+    struct zetl_buf url, spool, p, ls;
+    struct zetl_strlist names = {NULL, 0};
+    uint64_t last = 0, end = 0, b1 = 0, b2 = 0;
+    /* B4 committed now; the others in 2024, B5 (the newest) included. */
+    uint64_t ranges[][2] = {
+        {0x1000, 0x1100}, {0x2000, 0x2100}, {0x3000, 0x3100}, {0x4000, 0x4100}, {0x5000, 0x5100}};
+    FILE *f;
+
+    zetl_buf_init(&url, 0);
+    zetl_buf_init(&spool, 0);
+    zetl_buf_init(&p, 0);
+    zetl_buf_init(&ls, 0);
+    zetl_buf_printf(&url, "file://%s/arch4", tmpdir);
+    zetl_buf_printf(&spool, "%s/spool4", tmpdir);
+    CHECK(open_url(url.data, &ar, &eb) == ZETL_OK);
+    if (ar == NULL)
+        goto done;
+
+    /* A stream without batches: nothing to do. */
+    CHECK(zetl_archive_prune(ar, "r", now_unix_usec(), UINT64_MAX, &res, &eb) == ZETL_OK);
+    CHECK(res.removed == 0 && res.oldest[0] == '\0');
+
+    for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
+        struct zetl_batch *b = make_batch_at(spool.data, "r", ranges[i][0], ranges[i][1],
+                                             i == 3 ? now_pg_usec() : TS2);
+        CHECK(b != NULL);
+        if (b != NULL)
+            CHECK(zetl_archive_put(ar, b, &eb) == ZETL_OK);
+        zetl_batch_free(b);
+    }
+    zetl_buf_printf(&p, "%s/arch4/r/0000000000001000-0000000000001100", tmpdir);
+    b1 = dir_bytes(p.data);
+    zetl_buf_reset(&p);
+    zetl_buf_printf(&p, "%s/arch4/r/0000000000002000-0000000000002100", tmpdir);
+    b2 = dir_bytes(p.data);
+    CHECK(b1 > 0 && b2 > 0);
+    zetl_buf_reset(&p);
+    zetl_buf_printf(&p, "%s/arch4/r", tmpdir);
+
+    /* Nothing applied: nothing goes, however old. */
+    CHECK(zetl_archive_prune(ar, "r", now_unix_usec(), 0, &res, &eb) == ZETL_OK);
+    CHECK(res.removed == 0 && res.bytes == 0 && !res.more);
+    CHECK_STR(res.oldest, "0000000000001000-0000000000001100");
+
+    /* Applied up to B2's last commit LSN exactly: B2 itself is not below it and stays. */
+    CHECK(zetl_archive_prune(ar, "r", now_unix_usec() - HOUR_USEC, 0x2100, &res, &eb) == ZETL_OK);
+    CHECK(res.removed == 1 && res.bytes == b1);
+    CHECK_STR(res.oldest, "0000000000002000-0000000000002100");
+    list_dir(p.data, &ls);
+    CHECK_STR(ls.data, "0000000000002000-0000000000002100,0000000000003000-0000000000003100,"
+                       "0000000000004000-0000000000004100,0000000000005000-0000000000005100");
+
+    /* Too recent: B2 was committed before the cut-off of an earlier moment. */
+    CHECK(zetl_archive_prune(ar, "r", TS1 + INT64_C(946684800000000), UINT64_MAX, &res, &eb) ==
+          ZETL_OK);
+    CHECK(res.removed == 0);
+
+    /* A crash between the rename aside and the removal: the next pass finishes it. */
+    zetl_buf_reset(&ls);
+    zetl_buf_printf(&ls, "%s/arch4/r/.del-0000000000000100-0000000000000200", tmpdir);
+    CHECK(mkdir(ls.data, 0755) == 0);
+    zetl_buf_puts(&ls, "/users.csv.zst");
+    f = fopen(ls.data, "w");
+    if (f != NULL) {
+        fputs("12345", f);
+        fclose(f);
+    }
+    /* Everything applied: B2 and B3 go; B4 is too recent, so B5 stays although old. */
+    CHECK(zetl_archive_prune(ar, "r", now_unix_usec() - HOUR_USEC, UINT64_MAX, &res, &eb) ==
+          ZETL_OK);
+    CHECK(res.removed == 2 && res.leftovers == 1 && res.bytes > b2 + 5);
+    CHECK_STR(res.oldest, "0000000000004000-0000000000004100");
+    list_dir(p.data, &ls);
+    CHECK_STR(ls.data, "0000000000004000-0000000000004100,0000000000005000-0000000000005100");
+
+    /* All old and applied: the newest batch still stays, and the stream's position with it. */
+    CHECK(zetl_archive_prune(ar, "r", now_unix_usec() + HOUR_USEC, UINT64_MAX, &res, &eb) ==
+          ZETL_OK);
+    CHECK(res.removed == 1);
+    CHECK_STR(res.oldest, "0000000000005000-0000000000005100");
+    CHECK(zetl_archive_prune(ar, "r", now_unix_usec() + HOUR_USEC, UINT64_MAX, &res, &eb) ==
+          ZETL_OK);
+    CHECK(res.removed == 0);
+    list_dir(p.data, &ls);
+    CHECK_STR(ls.data, "0000000000005000-0000000000005100");
+    CHECK(zetl_archive_last_lsn(ar, "r", &last, &end, &eb) == ZETL_OK);
+    CHECK(last == 0x5100 && end == 0x5100 + 0x28);
+    CHECK(zetl_archive_list(ar, "r", 0, &names, &eb) == ZETL_OK);
+    CHECK(names.n == 1 && strcmp(names.items[0], "0000000000005000-0000000000005100") == 0);
+    zetl_strlist_release(&names);
+
+    /* A damaged old batch stops the pass with its name; nothing after it goes. */
+    {
+        struct zetl_batch *b = make_batch(spool.data, "r", 0x6000, 0x6100);
+        CHECK(b != NULL);
+        if (b != NULL)
+            CHECK(zetl_archive_put(ar, b, &eb) == ZETL_OK);
+        zetl_batch_free(b);
+    }
+    zetl_buf_reset(&ls);
+    zetl_buf_printf(&ls, "%s/arch4/r/0000000000000010-0000000000000020", tmpdir);
+    CHECK(mkdir(ls.data, 0755) == 0);
+    CHECK(zetl_archive_prune(ar, "r", now_unix_usec(), UINT64_MAX, &res, &eb) == ZETL_ERR_IO);
+    CHECK(strstr(eb.msg, "0000000000000010-0000000000000020") != NULL);
+    CHECK(res.removed == 0);
+    list_dir(p.data, &ls);
+    CHECK_STR(ls.data, "0000000000000010-0000000000000020,0000000000005000-0000000000005100,"
+                       "0000000000006000-0000000000006100");
+    CHECK(zetl_archive_prune(ar, "..", now_unix_usec(), UINT64_MAX, &res, &eb) == ZETL_ERR_USAGE);
+
+done:
+    zetl_archive_free(ar);
+    zetl_buf_release(&ls);
+    zetl_buf_release(&p);
+    zetl_buf_release(&spool);
+    zetl_buf_release(&url);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/zetl-test-archive-XXXXXX");
@@ -616,6 +788,7 @@ int main(void)
     test_last_lsn_and_leftovers();
     test_urls();
     test_cross_device();
+    test_prune();
     {
         char cmd[300];
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);

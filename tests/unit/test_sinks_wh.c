@@ -136,6 +136,8 @@ static void test_hostile_names(void)
         check_quoted("copy", zetl_wh_pg_copy_sql(&t, &shapes[1]));
         check_quoted("stats", zetl_wh_pg_stage_stats_sql(&t, shapes, 2));
         check_quoted("skip", zetl_wh_pg_skip_applied_sql(&t));
+        check_quoted("replay filter", zetl_wh_pg_replay_filter_sql(&t, 2));
+        check_quoted("purge", zetl_wh_pg_purge_sql(&t));
         check_quoted("truncate", zetl_wh_pg_truncate_sql(&t));
         check_quoted("fill prepare", zetl_wh_pg_fill_prepare_sql(&t, shapes, 2));
         check_quoted("fill round", zetl_wh_pg_fill_round_sql(&t));
@@ -273,7 +275,7 @@ static void test_dialect_tables(void)
         CHECK(d->begin_sql && d->offsets_sql && d->catalog_type && d->text_type && d->tenant_type &&
               d->col_type && d->type_change && d->stage && d->skip_applied_sql &&
               d->stage_stats_sql && d->truncate_sql && d->fill_prepare_sql && d->fill_round_sql &&
-              d->merge_sql);
+              d->merge_sql && d->replay_filter_sql && d->purge_sql);
         CHECK(d->open != NULL || d->release == NULL);
         for (int w = ZETL_WH_SQL_OFFSET_GET; w <= ZETL_WH_SQL_COLUMNS; w++) {
             int np = -1;
@@ -286,9 +288,41 @@ static void test_dialect_tables(void)
     }
 }
 
+/* zetl replay's stage filter and zetl tenant purge, in both dialects: values only as parameters. */
+static void test_replay_and_purge_sql(void)
+{
+    struct zetl_wh_col cols[] = {{"id", "int4", true}};
+    struct zetl_wh_table t = {"zetl_raw",        "users", "tenant_id", "_zetl_stage_7",
+                              ZETL_DELETES_HARD, 1,       cols,        false};
+    char *sql;
+
+    sql = zetl_wh_pg_replay_filter_sql(&t, 0);
+    CHECK_STR(sql, "DELETE FROM pg_temp.\"_zetl_stage_7\" WHERE _zetl_lsn < CAST($1 AS BIGINT) OR "
+                   "_zetl_lsn > CAST($2 AS BIGINT)");
+    free(sql);
+    sql = zetl_wh_pg_replay_filter_sql(&t, 2);
+    CHECK_STR(sql, "DELETE FROM pg_temp.\"_zetl_stage_7\" WHERE _zetl_lsn < CAST($1 AS BIGINT) OR "
+                   "_zetl_lsn > CAST($2 AS BIGINT) OR \"tenant_id\" NOT IN (CAST($3 AS text), "
+                   "CAST($4 AS text))");
+    free(sql);
+    sql = zetl_wh_rs_replay_filter_sql(&t, 1);
+    CHECK_STR(sql, "DELETE FROM \"_zetl_stage_7\" WHERE _zetl_lsn < CAST($1 AS BIGINT) OR "
+                   "_zetl_lsn > CAST($2 AS BIGINT) OR \"tenant_id\" NOT IN (CAST($3 AS "
+                   "VARCHAR(128)))");
+    free(sql);
+    sql = zetl_wh_pg_purge_sql(&t);
+    CHECK_STR(sql, "DELETE FROM \"zetl_raw\".\"users\" WHERE \"tenant_id\" = $1");
+    free(sql);
+    sql = zetl_wh_rs_purge_sql(&t);
+    CHECK_STR(sql, "DELETE FROM \"zetl_raw\".\"users\" WHERE \"tenant_id\" = CAST($1 AS "
+                   "VARCHAR(128))");
+    free(sql);
+}
+
 int main(void)
 {
     test_dialect_tables();
+    test_replay_and_purge_sql();
     test_type_mapping();
     test_type_change();
     test_hostile_names();
