@@ -166,6 +166,15 @@ static enum zetl_err add_tuple_row(struct zetl_capture *cap, enum zetl_op op,
     return zetl_batch_add(cap->env.bw, &row, eb);
 }
 
+/* The batch transaction of the source transaction, begun with its first captured row. */
+static enum zetl_err txn_begin_once(struct zetl_capture *cap, struct zetl_errbuf *eb)
+{
+    if (cap->txn_begun)
+        return ZETL_OK;
+    cap->txn_begun = true;
+    return zetl_batch_begin_txn(cap->env.bw, cap->txn_commit_lsn, cap->txn_commit_time, eb);
+}
+
 /*
  * Whether a change of the current transaction is kept, with its relation and
  * plan, the batch transaction begun on the first captured row.  *plan is
@@ -184,10 +193,9 @@ static enum zetl_err row_target(struct zetl_capture *cap, char kind, uint32_t re
     if ((*rel = zetl_relcache_get(cap->env.rc, relid)) == NULL)
         return zetl_err_set(eb, ZETL_ERR_PROTOCOL,
                             "change for relation %u before its Relation message", relid);
-    if ((*plan = zetl_relmap_plan(cap->env.rm, *rel)) == NULL || cap->txn_begun)
+    if ((*plan = zetl_relmap_plan(cap->env.rm, *rel)) == NULL)
         return ZETL_OK;
-    cap->txn_begun = true;
-    return zetl_batch_begin_txn(cap->env.bw, cap->txn_commit_lsn, cap->txn_commit_time, eb);
+    return txn_begin_once(cap, eb);
 }
 
 /* Insert, Update, Delete of the current transaction. */
@@ -253,15 +261,19 @@ static enum zetl_err snapshot_row(void *arg, enum zetl_op op, const struct zetl_
                                   struct zetl_arena *ar, struct zetl_errbuf *eb)
 {
     struct zetl_capture *cap = arg;
-    enum zetl_err err;
+    enum zetl_err err = txn_begin_once(cap, eb);
 
-    if (!cap->txn_begun) {
-        cap->txn_begun = true;
-        err = zetl_batch_begin_txn(cap->env.bw, cap->txn_commit_lsn, cap->txn_commit_time, eb);
-        if (err)
-            return err;
-    }
-    return add_tuple_row(cap, op, rel, plan, tup, ar, eb);
+    return err ? err : add_tuple_row(cap, op, rel, plan, tup, ar, eb);
+}
+
+static enum zetl_err snapshot_truncate(void *arg, const struct zetl_relation *rel,
+                                       const struct zetl_table_plan *plan, struct zetl_errbuf *eb)
+{
+    struct zetl_capture *cap = arg;
+    struct zetl_row row = {ZETL_OP_TRUNCATE, target_of(plan), rel, NULL};
+    enum zetl_err err = txn_begin_once(cap, eb);
+
+    return err ? err : zetl_batch_add(cap->env.bw, &row, eb);
 }
 
 static void snapshot_note(void *arg, uint64_t n)
@@ -275,7 +287,7 @@ static enum zetl_err on_message(void *arg, const struct zetl_pgo_msg *m, struct 
 {
     struct zetl_capture *cap = arg;
     const struct zetl_slice *prefix = &m->u.message.prefix;
-    struct zetl_snap_sink sink = {snapshot_row, snapshot_note, cap, cap->env.rc};
+    struct zetl_snap_sink sink = {snapshot_row, snapshot_truncate, snapshot_note, cap, cap->env.rc};
 
     /* Watermarks are transactional: they order with the changes by commit. */
     if (!(m->u.message.flags & 1) || !cap->in_txn || cap->env.snap == NULL ||

@@ -257,6 +257,7 @@ static enum zetl_err run_claim_source(PGconn *conn, const struct zetl_config *cf
     if ((err = zetl_slots_preflight(conn, cfg, plan, ar, eb)) != ZETL_OK)
         return err;
     if ((err = mark_initial_snapshots(conn, cfg, plan, eb)) != ZETL_OK ||
+        (err = zetl_tenants_mark_new(conn, cfg, plan, eb)) != ZETL_OK ||
         (err = zetl_source_setup(conn, cfg, plan, eb)) != ZETL_OK)
         return err;
     if (opts->once) {
@@ -393,38 +394,6 @@ done:
     return rc;
 }
 
-/* True while some stream's state file lists a table not copied yet. */
-static bool snapshots_pending(const struct zetl_config *cfg)
-{
-    struct zetl_buf dir;
-    DIR *d;
-    struct dirent *de;
-    bool pending = false;
-
-    zetl_buf_init(&dir, 0);
-    zetl_buf_printf(&dir, "%s/snapshot", cfg->buffer.dir);
-    if ((d = opendir(dir.data)) != NULL) {
-        while (!pending && (de = readdir(d)) != NULL) {
-            struct zetl_buf path, text;
-            struct zetl_errbuf eb;
-            size_t n = strlen(de->d_name);
-
-            if (n < 6 || strcmp(de->d_name + n - 5, ".json") != 0)
-                continue;
-            zetl_buf_init(&path, 0);
-            zetl_buf_init(&text, 0);
-            zetl_buf_printf(&path, "%s/%s", dir.data, de->d_name);
-            if (zetl_fs_read_file(path.data, 64u << 20, &text, &eb) == ZETL_OK && text.data)
-                pending = strstr(text.data, "\"pending\"") != NULL;
-            zetl_buf_release(&path);
-            zetl_buf_release(&text);
-        }
-        closedir(d);
-    }
-    zetl_buf_release(&dir);
-    return pending;
-}
-
 /*
  * zetl snapshot: a running zetl run (holding buffer.dir) takes the request
  * and copies the tables while it streams; without one, this process runs the
@@ -445,8 +414,13 @@ static int cmd_snapshot(const struct zetl_config *cfg, const struct zetl_strlist
     if (check_buffer_dir(cfg->buffer.dir, &eb) == ZETL_OK &&
         zetl_fs_lock_dir(cfg->buffer.dir, &fd, &eb) == ZETL_OK) {
         close(fd);
+        int rc;
         zetl_logmsg("no zetl run holds %s: copying here", cfg->buffer.dir);
-        return cmd_run(cfg, true, &req);
+        rc = cmd_run(cfg, true, &req);
+        /* Interrupted: the tables are not all copied (they resume at the next start). */
+        if (rc == 0 && zetl_stop_requested() && zetl_snapshot_pending(cfg))
+            rc = EXIT_JOB;
+        return rc;
     }
     if (zetl_tenants_leave_request(cfg, tenants, tables, &path, &eb) != ZETL_OK) {
         zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
@@ -481,8 +455,20 @@ static int cmd_snapshot(const struct zetl_config *cfg, const struct zetl_strlist
     }
     free(path);
     zetl_logmsg("the running zetl queued the snapshot; waiting until the tables are copied");
-    while (snapshots_pending(cfg) && !zetl_stop_requested())
+    while (zetl_snapshot_pending(cfg) && !zetl_stop_requested()) {
         zetl_stop_sleep(500);
+        /* The lock free again: the daemon is gone before it finished. */
+        if (zetl_fs_lock_dir(cfg->buffer.dir, &fd, &eb) == ZETL_OK) {
+            close(fd);
+            if (zetl_snapshot_pending(cfg)) {
+                zetl_log(ZETL_LOG_FATAL,
+                         "the zetl run holding %s stopped before the snapshot was done; it "
+                         "resumes at its next start",
+                         cfg->buffer.dir);
+                return EXIT_JOB;
+            }
+        }
+    }
     if (zetl_stop_requested())
         return EXIT_JOB;
     zetl_logmsg("snapshot done");

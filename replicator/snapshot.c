@@ -5,6 +5,7 @@
  */
 #include "replicator/snapshot_int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -26,7 +27,7 @@
 #include "replicator/source.h"
 #include "replicator/stop.h"
 
-#define CHUNK_ROWS 20000 /* rows per chunk of a table with a primary key */
+#define CHUNK_ROWS 50000 /* rows per chunk of a table with a primary key */
 #define MAX_READY 4      /* chunks copied ahead of the stream, per stream */
 #define RETRY_INITIAL_MS 1000
 #define RETRY_MAX_MS 30000
@@ -135,6 +136,61 @@ static enum zetl_err write_json(const char *path, json_t *root, struct zetl_errb
     return err;
 }
 
+static json_t *onboard_json(const struct snap_onboard *list)
+{
+    json_t *a = json_array();
+
+    for (const struct snap_onboard *o = list; o; o = o->next) {
+        json_t *j = json_object(), *t = json_array();
+        for (size_t i = 0; i < o->tables.n; i++)
+            json_array_append_new(t, json_string(o->tables.items[i]));
+        json_object_set_new(j, "schema", json_string(o->schema));
+        json_object_set_new(j, "tables", t);
+        json_array_append_new(a, j);
+    }
+    return a;
+}
+
+/* Adds (or widens) the record of `schema` joining; tables NULL or empty: all of it. */
+static void onboard_add(struct snap_onboard **list, const char *schema,
+                        const struct zetl_strlist *tables)
+{
+    struct snap_onboard *o;
+
+    for (o = *list; o; o = o->next)
+        if (strcmp(o->schema, schema) == 0)
+            break;
+    if (o == NULL) {
+        o = zetl_calloc(1, sizeof(*o));
+        o->schema = zetl_strdup(schema);
+        for (size_t i = 0; tables && i < tables->n; i++)
+            zetl_strlist_add(&o->tables, tables->items[i]);
+        o->next = *list;
+        *list = o;
+        return;
+    }
+    if (o->tables.n == 0)
+        return; /* all of it already */
+    if (tables == NULL || tables->n == 0) {
+        zetl_strlist_release(&o->tables);
+        return;
+    }
+    for (size_t i = 0; i < tables->n; i++) {
+        bool have = false;
+        for (size_t k = 0; k < o->tables.n && !have; k++)
+            have = strcmp(o->tables.items[k], tables->items[i]) == 0;
+        if (!have)
+            zetl_strlist_add(&o->tables, tables->items[i]);
+    }
+}
+
+static void onboard_free(struct snap_onboard *o)
+{
+    free(o->schema);
+    zetl_strlist_release(&o->tables);
+    free(o);
+}
+
 enum zetl_err zetl_snap_save(struct zetl_snapwin *w, struct zetl_errbuf *eb)
 {
     json_t *root = json_object(), *tables = json_array();
@@ -164,6 +220,7 @@ enum zetl_err zetl_snap_save(struct zetl_snapwin *w, struct zetl_errbuf *eb)
         json_array_append_new(tables, o);
     }
     json_object_set_new(root, "tables", tables);
+    json_object_set_new(root, "onboarding", onboard_json(w->onboard));
     err = write_json(w->state_path, root, eb);
     json_decref(root);
     return err;
@@ -212,6 +269,20 @@ static struct snap_task *task_add(struct zetl_snapwin *w, const char *schema, co
     return t;
 }
 
+void zetl_snap_task_again(struct snap_task *t, const char *reason)
+{
+    t->state = TASK_PENDING;
+    t->restart = false;
+    zetl_snap_key_free(&t->after);
+    t->rows_durable = t->rows_copied = 0;
+    t->started_lsn = 0;
+    t->started_ms = 0;
+    if (reason != NULL) {
+        free(t->reason);
+        t->reason = zetl_strdup(reason);
+    }
+}
+
 static struct snap_task *task_find(struct zetl_snapwin *w, const char *schema, const char *table)
 {
     for (struct snap_task *t = w->tasks; t; t = t->next)
@@ -238,6 +309,20 @@ static enum zetl_err load_state(struct zetl_snapwin *w, bool *initial, struct ze
                             w->state_path, jerr.text, jerr.line);
     *initial = json_is_string(json_object_get(root, "initial")) &&
                strcmp(json_string_value(json_object_get(root, "initial")), "pending") == 0;
+    json_array_foreach(json_object_get(root, "onboarding"), i, o)
+    {
+        const char *schema = json_string_value(json_object_get(o, "schema"));
+        struct zetl_strlist names = {0};
+        json_t *v;
+        size_t k;
+
+        if (schema == NULL)
+            continue;
+        json_array_foreach(json_object_get(o, "tables"), k, v) if (json_is_string(v))
+            zetl_strlist_add(&names, json_string_value(v));
+        onboard_add(&w->onboard, schema, &names);
+        zetl_strlist_release(&names);
+    }
     tables = json_object_get(root, "tables");
     json_array_foreach(tables, i, o)
     {
@@ -333,6 +418,11 @@ void zetl_snapshotter_free(struct zetl_snapshotter *s)
             w->chunks = c->next;
             zetl_snap_chunk_free(c);
         }
+        while (w->onboard) {
+            struct snap_onboard *o = w->onboard;
+            w->onboard = o->next;
+            onboard_free(o);
+        }
         free(w->name);
         free(w->spool);
         free(w->state_path);
@@ -370,6 +460,197 @@ static enum zetl_err queue_published(struct zetl_snapwin *w, PGconn *conn, struc
     return ZETL_OK;
 }
 
+static struct zetl_snapwin *stream_find(struct zetl_snapshotter *s, const char *stream)
+{
+    for (struct zetl_snapwin *w = s->streams; w; w = w->next)
+        if (strcmp(w->name, stream) == 0)
+            return w;
+    return NULL;
+}
+
+/*
+ * The tables of `schema` the publication `stream` publishes now (of those
+ * named in `only`, when not empty) into *out.
+ */
+static enum zetl_err published_of(PGconn *conn, const struct zetl_config *cfg, const char *stream,
+                                  const char *schema, const struct zetl_strlist *only,
+                                  struct zetl_strlist *out, struct zetl_errbuf *eb)
+{
+    const char *params[2] = {stream, schema};
+    PGresult *res;
+    enum zetl_err err;
+
+    err = zetl_source_exec(conn,
+                           "SELECT tablename FROM pg_publication_tables WHERE pubname = $1 AND "
+                           "schemaname = $2 ORDER BY 1",
+                           2, params, &res, eb);
+    if (err) {
+        zetl_err_prefix(eb, "could not list the tables publication \"%s\" publishes of \"%s\"",
+                        stream, schema);
+        return err;
+    }
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *t = PQgetvalue(res, r, 0);
+        bool named = only->n == 0;
+
+        for (size_t i = 0; i < only->n && !named; i++)
+            named = strcmp(only->items[i], t) == 0;
+        if (named && zetl_transform_table_selected(cfg, t))
+            zetl_strlist_add(out, t);
+    }
+    PQclear(res);
+    return ZETL_OK;
+}
+
+/* Queues the copies of what a joined schema brought; the caller holds the lock. */
+static void queue_joined(struct zetl_snapwin *w, const char *schema,
+                         const struct zetl_strlist *tables, bool all)
+{
+    const char *reason = all ? "new tenant" : "new table";
+
+    for (size_t i = 0; i < tables->n; i++) {
+        struct snap_task *t = task_find(w, schema, tables->items[i]);
+        if (t == NULL)
+            t = task_add(w, schema, tables->items[i], reason);
+        else if (t->state == TASK_DONE)
+            zetl_snap_task_again(t, reason);
+        zetl_logmsg("stream %s: snapshot of \"%s\".\"%s\" queued (%s)", w->name, schema,
+                    tables->items[i], reason);
+    }
+}
+
+enum zetl_err zetl_snapshotter_onboard_begin(struct zetl_snapshotter *s, const char *stream,
+                                             const char *schema, const struct zetl_strlist *tables,
+                                             struct zetl_errbuf *eb)
+{
+    struct zetl_snapwin *w;
+    enum zetl_err err;
+
+    pthread_mutex_lock(&s->mu);
+    if ((w = stream_find(s, stream)) == NULL) {
+        pthread_mutex_unlock(&s->mu);
+        return zetl_err_set(eb, ZETL_ERR_FATAL, "no stream %s for tenant \"%s\"", stream, schema);
+    }
+    onboard_add(&w->onboard, schema, tables);
+    err = zetl_snap_save(w, eb);
+    pthread_mutex_unlock(&s->mu);
+    return err;
+}
+
+enum zetl_err zetl_snapshotter_onboard_end(struct zetl_snapshotter *s, void *conn,
+                                           const char *stream, const char *schema,
+                                           struct zetl_errbuf *eb)
+{
+    struct zetl_strlist only = {0}, tables = {0};
+    struct snap_onboard **pp, *o = NULL;
+    struct zetl_snapwin *w;
+    enum zetl_err err;
+
+    pthread_mutex_lock(&s->mu);
+    if ((w = stream_find(s, stream)) != NULL)
+        for (o = w->onboard; o && strcmp(o->schema, schema) != 0; o = o->next)
+            ;
+    for (size_t i = 0; o && i < o->tables.n; i++)
+        zetl_strlist_add(&only, o->tables.items[i]);
+    pthread_mutex_unlock(&s->mu);
+    if (o == NULL)
+        return ZETL_OK;
+    /* The catalog query without the lock: the stream and the workers go on meanwhile. */
+    err = published_of(conn, s->cfg, stream, schema, &only, &tables, eb);
+    pthread_mutex_lock(&s->mu);
+    if (err == ZETL_OK) {
+        for (pp = &w->onboard; *pp; pp = &(*pp)->next)
+            if (strcmp((*pp)->schema, schema) == 0) {
+                o = *pp;
+                *pp = o->next;
+                onboard_free(o);
+                break;
+            }
+        queue_joined(w, schema, &tables, only.n == 0);
+        err = zetl_snap_save(w, eb);
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    zetl_strlist_release(&only);
+    zetl_strlist_release(&tables);
+    return err;
+}
+
+enum zetl_err zetl_snapshot_mark_onboarding(const struct zetl_config *cfg, const char *stream,
+                                            const char *schema, const struct zetl_strlist *tables,
+                                            struct zetl_errbuf *eb)
+{
+    char *path = state_path(cfg, stream);
+    struct zetl_buf dir;
+    json_t *root, *list, *entry, *t;
+    enum zetl_err err;
+
+    zetl_buf_init(&dir, 0);
+    zetl_buf_printf(&dir, "%s/snapshot", cfg->buffer.dir);
+    if ((err = zetl_fs_mkdirs(dir.data, eb)) != ZETL_OK)
+        goto done;
+    if ((root = json_load_file(path, 0, NULL)) == NULL) {
+        root = json_object();
+        json_object_set_new(root, "version", json_integer(1));
+        json_object_set_new(root, "stream", json_string(stream));
+        json_object_set_new(root, "initial", json_string("done"));
+        json_object_set_new(root, "tables", json_array());
+    }
+    if (!json_is_array(list = json_object_get(root, "onboarding"))) {
+        list = json_array();
+        json_object_set_new(root, "onboarding", list);
+    }
+    entry = json_object();
+    t = json_array();
+    for (size_t i = 0; tables && i < tables->n; i++)
+        json_array_append_new(t, json_string(tables->items[i]));
+    json_object_set_new(entry, "schema", json_string(schema));
+    json_object_set_new(entry, "tables", t);
+    json_array_append_new(list, entry);
+    err = write_json(path, root, eb);
+    json_decref(root);
+done:
+    zetl_buf_release(&dir);
+    free(path);
+    return err;
+}
+
+bool zetl_snapshot_pending(const struct zetl_config *cfg)
+{
+    struct zetl_buf dir;
+    DIR *d;
+    struct dirent *de;
+    bool pending = false;
+
+    zetl_buf_init(&dir, 0);
+    zetl_buf_printf(&dir, "%s/snapshot", cfg->buffer.dir);
+    if ((d = opendir(dir.data)) != NULL) {
+        while (!pending && (de = readdir(d)) != NULL) {
+            size_t n = strlen(de->d_name), i;
+            struct zetl_buf path;
+            json_t *root, *o;
+
+            if (n < 6 || de->d_name[0] == '.' || strcmp(de->d_name + n - 5, ".json") != 0)
+                continue;
+            zetl_buf_init(&path, 0);
+            zetl_buf_printf(&path, "%s/%s", dir.data, de->d_name);
+            if ((root = json_load_file(path.data, 0, NULL)) != NULL) {
+                json_array_foreach(json_object_get(root, "tables"), i, o)
+                {
+                    const char *st = json_string_value(json_object_get(o, "state"));
+                    pending |= st != NULL && strcmp(st, "done") != 0;
+                }
+                pending |= json_array_size(json_object_get(root, "onboarding")) > 0;
+                json_decref(root);
+            }
+            zetl_buf_release(&path);
+        }
+        closedir(d);
+    }
+    zetl_buf_release(&dir);
+    return pending;
+}
+
 enum zetl_err zetl_snapshotter_add_stream(struct zetl_snapshotter *s, void *conn,
                                           const char *stream, const char *spool_dir,
                                           struct zetl_snapwin **out, struct zetl_errbuf *eb)
@@ -398,20 +679,26 @@ enum zetl_err zetl_snapshotter_add_stream(struct zetl_snapshotter *s, void *conn
         goto done;
     if (initial && (err = queue_published(w, conn, eb)) != ZETL_OK)
         goto done;
+    /* Tenants and tables that joined the publication at this start, or before a crash. */
+    while (w->onboard) {
+        struct snap_onboard *o = w->onboard;
+        struct zetl_strlist tables = {0};
+
+        if ((err = published_of(conn, s->cfg, stream, o->schema, &o->tables, &tables, eb)) !=
+            ZETL_OK)
+            goto done;
+        queue_joined(w, o->schema, &tables, o->tables.n == 0);
+        zetl_strlist_release(&tables);
+        w->onboard = o->next;
+        onboard_free(o);
+        initial = true; /* save */
+    }
     if (initial || w->tasks)
         err = zetl_snap_save(w, eb);
 done:
     pthread_mutex_unlock(&s->mu);
     zetl_buf_release(&dir);
     return err;
-}
-
-static struct zetl_snapwin *stream_find(struct zetl_snapshotter *s, const char *stream)
-{
-    for (struct zetl_snapwin *w = s->streams; w; w = w->next)
-        if (strcmp(w->name, stream) == 0)
-            return w;
-    return NULL;
 }
 
 enum zetl_err zetl_snapshotter_request(struct zetl_snapshotter *s, const char *stream,
@@ -432,14 +719,16 @@ enum zetl_err zetl_snapshotter_request(struct zetl_snapshotter *s, const char *s
     if (t == NULL) {
         t = task_add(w, schema, table, reason);
     } else if (t->state == TASK_DONE) {
-        t->state = TASK_PENDING;
-        zetl_snap_key_free(&t->after);
-        t->rows_durable = 0;
-        t->started_lsn = 0;
-        free(t->reason);
-        t->reason = zetl_strdup(reason);
+        zetl_snap_task_again(t, reason);
+    } else if (t->state == TASK_PENDING) {
+        goto done; /* queued already */
     } else {
-        goto done; /* queued or being copied already */
+        /* Being copied: the rows copied so far may predate what the request is for. */
+        t->restart = true;
+        zetl_logmsg("stream %s: snapshot of \"%s\".\"%s\" is being copied; it is copied "
+                    "again when done (%s)",
+                    stream, schema, table, reason);
+        goto done;
     }
     zetl_logmsg("stream %s: snapshot of \"%s\".\"%s\" queued (%s)", stream, schema, table, reason);
     err = zetl_snap_save(w, eb);
@@ -447,18 +736,6 @@ enum zetl_err zetl_snapshotter_request(struct zetl_snapshotter *s, const char *s
 done:
     pthread_mutex_unlock(&s->mu);
     return err;
-}
-
-size_t zetl_snapshotter_busy(struct zetl_snapshotter *s)
-{
-    size_t n = 0;
-
-    pthread_mutex_lock(&s->mu);
-    for (struct zetl_snapwin *w = s->streams; w; w = w->next)
-        for (struct snap_task *t = w->tasks; t; t = t->next)
-            n += t->state != TASK_DONE;
-    pthread_mutex_unlock(&s->mu);
-    return n;
 }
 
 enum zetl_err zetl_snapshotter_error(struct zetl_snapshotter *s, struct zetl_errbuf *eb)
@@ -632,8 +909,55 @@ static enum zetl_err watermark(PGconn *conn, struct zetl_snapwin *w, const char 
     return ZETL_OK;
 }
 
+/*
+ * Waits until every transaction in progress right after the low watermark
+ * has ended.  A transaction can write its commit record before the low
+ * watermark and still be invisible to a snapshot taken after it (it leaves
+ * the proc array a moment later, e.g. after a synchronous standby
+ * answered): the copy would hold its old rows while the stream saw its
+ * change before the window.  Once those have ended, the copy sees every
+ * transaction committed before the low watermark.
+ */
+static enum zetl_err wait_in_progress(PGconn *conn, struct zetl_snapwin *w, struct zetl_errbuf *eb)
+{
+    int64_t started = zetl_now_ms();
+    bool told = false;
+    PGresult *res;
+    enum zetl_err err;
+    char xmax[32];
+
+    err = zetl_source_exec(conn, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text", 0, NULL,
+                           &res, eb);
+    if (err)
+        return err;
+    snprintf(xmax, sizeof(xmax), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    for (;;) {
+        const char *params[1] = {xmax};
+        bool ended;
+
+        /* The oldest transaction running now is younger than all of those. */
+        err = zetl_source_exec(conn, "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::xid8",
+                               1, params, &res, eb);
+        if (err)
+            return err;
+        ended = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        PQclear(res);
+        if (ended || zetl_stop_requested())
+            return ZETL_OK;
+        if (!told && zetl_now_ms() - started > 5000) {
+            told = true;
+            zetl_logmsg("stream %s: snapshot waits for the transactions in progress at its low "
+                        "watermark (transaction ids below %s) to end",
+                        w->name, xmax);
+        }
+        zetl_stop_sleep(5);
+    }
+}
+
 /* The chunk's query: the rows after `after`, in key order, at most `limit` (0: all). */
-static char *chunk_sql(const struct table_meta *m, const struct snap_key *after, int limit)
+static char *chunk_sql(PGconn *conn, const struct table_meta *m, const struct snap_key *after,
+                       int limit)
 {
     struct zetl_buf b;
 
@@ -645,9 +969,10 @@ static char *chunk_sql(const struct table_meta *m, const struct snap_key *after,
         for (uint16_t i = 0; i < m->rel->ncols && k < after->n; i++) {
             if (!m->rel->cols[i].key)
                 continue;
-            char *lit = zetl_sql_quote_literal(after->vals[k]);
-            zetl_buf_printf(&b, "%s%s::%s", k ? ", " : "", lit, m->types[i]);
-            free(lit);
+            /* The server's quoting rules (standard_conforming_strings): key values are data. */
+            char *lit = PQescapeLiteral(conn, after->vals[k], strlen(after->vals[k]));
+            zetl_buf_printf(&b, "%s%s::%s", k ? ", " : "", lit ? lit : "NULL", m->types[i]);
+            PQfreemem(lit);
             k++;
         }
         zetl_buf_puts(&b, ")");
@@ -657,6 +982,30 @@ static char *chunk_sql(const struct table_meta *m, const struct snap_key *after,
         zetl_buf_printf(&b, " LIMIT %d", limit);
     zetl_buf_puts(&b, ") TO STDOUT");
     return b.data;
+}
+
+/*
+ * Why a chunk's COPY failed.  A table or column that went away (DDL while
+ * it is copied) is retried with its columns read again; a lost connection is
+ * retried; anything else (permissions, snapshot too old) is the server's
+ * reason, fatal.
+ */
+static enum zetl_err copy_failed(PGconn *conn, const PGresult *res, struct zetl_errbuf *eb)
+{
+    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+    if (msg == NULL)
+        msg = PQerrorMessage(conn);
+    if (PQstatus(conn) != CONNECTION_OK)
+        return zetl_err_set(eb, ZETL_ERR_RETRY, "%s", msg);
+    if (state && (strcmp(state, "42P01") == 0 || strcmp(state, "42703") == 0 ||
+                  strcmp(state, "3F000") == 0 || strcmp(state, "42804") == 0))
+        return zetl_err_set(eb, ZETL_ERR_RETRY,
+                            "the table changed while it was copied (%s); its columns are read "
+                            "again",
+                            msg);
+    return zetl_err_set(eb, ZETL_ERR_FATAL, "%s", msg);
 }
 
 /* Copies one chunk into path; *rows, *last_line (owned) of what was copied. */
@@ -671,9 +1020,7 @@ static enum zetl_err copy_chunk(PGconn *conn, const char *sql, const char *path,
 
     *rows = 0;
     if (PQresultStatus(res) != PGRES_COPY_OUT) {
-        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-        err = zetl_err_set(eb, PQstatus(conn) == CONNECTION_OK ? ZETL_ERR_FATAL : ZETL_ERR_RETRY,
-                           "%s", msg ? msg : PQerrorMessage(conn));
+        err = copy_failed(conn, res, eb);
         PQclear(res);
         return err;
     }
@@ -692,11 +1039,8 @@ static enum zetl_err copy_chunk(PGconn *conn, const char *sql, const char *path,
     if (f && fclose(f) != 0 && err == ZETL_OK)
         err = zetl_err_set(eb, ZETL_ERR_IO, "could not write %s: %s", path, strerror(errno));
     res = PQgetResult(conn);
-    if (err == ZETL_OK && (n != -1 || PQresultStatus(res) != PGRES_COMMAND_OK)) {
-        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-        err = zetl_err_set(eb, PQstatus(conn) == CONNECTION_OK ? ZETL_ERR_FATAL : ZETL_ERR_RETRY,
-                           "%s", msg ? msg : PQerrorMessage(conn));
-    }
+    if (err == ZETL_OK && (n != -1 || PQresultStatus(res) != PGRES_COMMAND_OK))
+        err = copy_failed(conn, res, eb);
     PQclear(res);
     while ((res = PQgetResult(conn)) != NULL)
         PQclear(res);
@@ -768,7 +1112,7 @@ static void cancel_chunk(struct zetl_snapshotter *s, struct snap_chunk *c)
 {
     pthread_mutex_lock(&s->mu);
     /* A high watermark the server did take (the answer was lost) was already handled. */
-    if (c->state == CHUNK_REGISTERED || c->state == CHUNK_OPEN || c->state == CHUNK_READY) {
+    if (c->state == CHUNK_REGISTERED || c->state == CHUNK_READY) {
         if (c->state == CHUNK_READY)
             c->task->w->ready--;
         c->state = CHUNK_CANCELLED;
@@ -861,7 +1205,11 @@ static enum zetl_err copy_task(struct zetl_snapshotter *s, PGconn *conn, struct 
         if (t->started_lsn == 0)
             t->started_lsn = lw_lsn;
         pthread_mutex_unlock(&s->mu);
-        sql = chunk_sql(&m, next, limit);
+        if ((err = wait_in_progress(conn, w, eb)) != ZETL_OK) {
+            cancel_chunk(s, c);
+            break;
+        }
+        sql = chunk_sql(conn, &m, next, limit);
         err = copy_chunk(conn, sql, c->path, &c->rows, &last, eb);
         free(sql);
         if (err == ZETL_OK && c->rows > 0 && m.has_key && !key_of_line(&m, &last, &c->end))
@@ -929,8 +1277,8 @@ static void *worker_main(void *arg)
             continue;
         }
         t->state = TASK_RUNNING;
-        if (t->rows_copied < t->rows_durable || t->started_ms == 0) {
-            t->rows_copied = t->rows_durable;
+        t->rows_copied = t->rows_durable; /* chunks not durable are copied again */
+        if (t->started_ms == 0) {
             t->started_ms = zetl_now_ms();
             zetl_info("stream %s: snapshot of \"%s\".\"%s\" starts (%s)", t->w->name, t->schema,
                       t->table, t->reason);
@@ -943,6 +1291,13 @@ static void *worker_main(void *arg)
                 PQfinish(conn);
             conn = NULL;
             err = zetl_source_connect(s->cfg->source.dsn, false, "zetl snapshot", &conn, &eb);
+            /*
+             * A watermark is only seen once its WAL is flushed: with
+             * synchronous_commit off the stream would wait for the WAL
+             * writer at every chunk.  Standbys are not waited for.
+             */
+            if (err == ZETL_OK)
+                err = zetl_source_exec(conn, "SET synchronous_commit TO local", 0, NULL, NULL, &eb);
         }
         if (err == ZETL_OK)
             err = copy_task(s, conn, t, &next, &finished, &eb);
@@ -950,15 +1305,17 @@ static void *worker_main(void *arg)
 
         pthread_mutex_lock(&s->mu);
         if (err == ZETL_OK && finished) {
-            t->state = TASK_DISPATCHED;
             zetl_backoff_reset(&bo);
-            if (t->inflight == 0 && t->state != TASK_DONE) {
+            /* Its last chunk may be durable already (then the stream finished the task). */
+            if (t->state == TASK_RUNNING)
+                t->state = TASK_DISPATCHED;
+            if (t->state == TASK_DISPATCHED && t->inflight == 0) {
                 /* Nothing to wait for: a dropped table. */
                 t->state = TASK_DONE;
                 if (zetl_snap_save(t->w, &eb) != ZETL_OK)
                     zetl_warn("%s", eb.msg);
             }
-        } else {
+        } else if (t->state == TASK_RUNNING) {
             /* Stopped, or failed: it goes again from its durable position. */
             t->state = TASK_PENDING;
         }

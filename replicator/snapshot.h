@@ -36,6 +36,7 @@
 
 #include "common/err.h"
 #include "common/mem.h"
+#include "common/strlist.h"
 #include "config/config.h"
 #include "proto/pgoutput.h"
 #include "proto/relcache.h"
@@ -89,14 +90,35 @@ enum zetl_err zetl_snapshotter_request(struct zetl_snapshotter *s, const char *s
                                        const char *schema, const char *table, const char *reason,
                                        struct zetl_errbuf *eb);
 
+/*
+ * Tenants and tables joining a publication: their rows must be copied, and
+ * only after they joined (a copy taken before would miss what is committed
+ * until then).  Begin records the schema (with `tables`, only those; NULL or
+ * empty: all of it) in the stream's state file before the publication
+ * changes; end, once it changed, queues the copies of what the publication
+ * now publishes of it.  A record left by a crash is ended when the stream is
+ * added (the publications are set at every start).
+ */
+enum zetl_err zetl_snapshotter_onboard_begin(struct zetl_snapshotter *s, const char *stream,
+                                             const char *schema, const struct zetl_strlist *tables,
+                                             struct zetl_errbuf *eb);
+enum zetl_err zetl_snapshotter_onboard_end(struct zetl_snapshotter *s, void *conn,
+                                           const char *stream, const char *schema,
+                                           struct zetl_errbuf *eb);
+/* Begin, straight into the state file: at start, before the snapshotter exists. */
+enum zetl_err zetl_snapshot_mark_onboarding(const struct zetl_config *cfg, const char *stream,
+                                            const char *schema, const struct zetl_strlist *tables,
+                                            struct zetl_errbuf *eb);
+
+/* True while a state file under buffer.dir lists a table not copied yet. */
+bool zetl_snapshot_pending(const struct zetl_config *cfg);
+
 /* Starts source.snapshot_workers copying threads. */
 enum zetl_err zetl_snapshotter_start(struct zetl_snapshotter *s, struct zetl_errbuf *eb);
 /* Stops and joins the workers; unfinished chunks are abandoned (they resume next time). */
 void zetl_snapshotter_stop(struct zetl_snapshotter *s);
 /* A worker's fatal error (a table the source cannot serve), ZETL_OK when none. */
 enum zetl_err zetl_snapshotter_error(struct zetl_snapshotter *s, struct zetl_errbuf *eb);
-/* Tables queued, being copied or not yet durable, over every stream. */
-size_t zetl_snapshotter_busy(struct zetl_snapshotter *s);
 
 /* ---- a stream's side: called by the stream's own thread only ---------------- */
 
@@ -106,6 +128,12 @@ struct zetl_snap_sink {
     enum zetl_err (*row)(void *arg, enum zetl_op op, const struct zetl_relation *rel,
                          const struct zetl_table_plan *plan, const struct zetl_tuple *tup,
                          struct zetl_arena *ar, struct zetl_errbuf *eb);
+    /*
+     * Empties the tenant's rows of rel's table (a table without a primary key
+     * is replaced, not added to, by its copy).
+     */
+    enum zetl_err (*truncate)(void *arg, const struct zetl_relation *rel,
+                              const struct zetl_table_plan *plan, struct zetl_errbuf *eb);
     /* `n` rows were added by a chunk (the batch's manifest counts them). */
     void (*note)(void *arg, uint64_t n);
     void *arg;

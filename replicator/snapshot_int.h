@@ -41,8 +41,8 @@ struct snap_task {
 
 enum snap_chunk_state {
     CHUNK_REGISTERED, /* low watermark being written */
-    CHUNK_OPEN,       /* the stream saw the low watermark: keys are recorded */
     CHUNK_READY,      /* copied; the high watermark is (being) written */
+    CHUNK_EMITTING,   /* the stream is adding its rows: no longer the worker's to cancel */
     CHUNK_EMITTED,    /* rows added at the high watermark's transaction */
     CHUNK_QUEUED,     /* that transaction is queued to the sinks */
     CHUNK_CANCELLED,  /* the worker failed between the watermarks */
@@ -84,6 +84,13 @@ struct snap_chunk {
     int *livekeys; /* chunk key k -> live column, -1 */
 };
 
+/* A schema (or some of its tables) joining the publication, whose copies follow. */
+struct snap_onboard {
+    struct snap_onboard *next;
+    char *schema;               /* owned */
+    struct zetl_strlist tables; /* empty: all of it */
+};
+
 struct zetl_snapwin {
     struct zetl_snapshotter *s;
     struct zetl_snapwin *next;
@@ -91,6 +98,7 @@ struct zetl_snapwin {
     char *spool;      /* owned: chunk files */
     char *state_path; /* owned */
     struct snap_task *tasks;
+    struct snap_onboard *onboard;
     struct snap_chunk *chunks; /* under the lock; windows: stream thread */
     int ready;                 /* chunks copied but not emitted (worker backpressure) */
     int open;                  /* windows open (stream thread only) */
@@ -116,6 +124,8 @@ struct zetl_snapshotter {
 void zetl_snap_key_free(struct snap_key *k);
 void zetl_snap_key_copy(struct snap_key *dst, const struct snap_key *src);
 void zetl_snap_chunk_free(struct snap_chunk *c);
+/* A finished table to copy again from its start (reason NULL: keep the old one). */
+void zetl_snap_task_again(struct snap_task *t, const char *reason);
 /* Saves w's state file; the caller holds s->mu. */
 enum zetl_err zetl_snap_save(struct zetl_snapwin *w, struct zetl_errbuf *eb);
 

@@ -199,15 +199,19 @@ static void map_live(struct snap_chunk *c, const struct zetl_relation *rel)
     (void)k;
 }
 
+static bool has_key(const struct snap_chunk *c)
+{
+    for (uint16_t i = 0; i < c->rel->ncols; i++)
+        if (c->rel->cols[i].key)
+            return true;
+    return false;
+}
+
 /* Whether the copy's column j is part of the key a row is matched by. */
 static bool chunk_key(const struct snap_chunk *c, uint16_t j)
 {
-    bool any = false;
-
-    for (uint16_t i = 0; i < c->rel->ncols; i++)
-        any |= c->rel->cols[i].key;
     /* Without a primary key a row is matched by all its values. */
-    return any ? c->rel->cols[j].key : true;
+    return has_key(c) ? c->rel->cols[j].key : true;
 }
 
 /* The key of a live tuple in the copy's terms; false when a key column is missing. */
@@ -439,11 +443,21 @@ enum zetl_err zetl_snapwin_message(struct zetl_snapwin *w, const struct zetl_sli
             c->window = true;
             w->open++;
         }
+        /*
+         * Without a key the copy cannot be told from rows already there: it
+         * replaces the tenant's rows of the table, from the low watermark on
+         * (the window's changes land on the empty table, the copy at the end).
+         */
+        if (!skipped && !has_key(c))
+            err = sink->truncate(sink->arg, c->rel, c->plan, eb);
         goto done;
     }
-    /* The high watermark. */
+    /* The high watermark: from here on the chunk is the stream's, not the worker's to cancel. */
     if (skipped || state != CHUNK_READY)
         goto done;
+    pthread_mutex_lock(&w->s->mu);
+    c->state = CHUNK_EMITTING;
+    pthread_mutex_unlock(&w->s->mu);
     if (!c->window) {
         err = zetl_err_set(eb, ZETL_ERR_FATAL,
                            "snapshot chunk %s of \"%s\".\"%s\": high watermark at " ZETL_LSN_FMT
@@ -506,7 +520,9 @@ void zetl_snapwin_reconnect(struct zetl_snapwin *w, uint64_t last_sealed)
     if (w == NULL)
         return;
     pthread_mutex_lock(&w->s->mu);
-    for (struct snap_chunk *c = w->chunks; c; c = c->next)
+    for (struct snap_chunk *c = w->chunks; c; c = c->next) {
+        /* The relation cache starts over: an entry may come back at the same address. */
+        c->map_rel = NULL;
         if (c->state == CHUNK_EMITTED && c->lsn > last_sealed) {
             /* Its batch was never queued: the server sends the window again. */
             c->state = CHUNK_READY;
@@ -516,6 +532,7 @@ void zetl_snapwin_reconnect(struct zetl_snapwin *w, uint64_t last_sealed)
                 w->open++;
             }
         }
+    }
     pthread_mutex_unlock(&w->s->mu);
 }
 
@@ -559,11 +576,8 @@ enum zetl_err zetl_snapwin_durable(struct zetl_snapwin *w, uint64_t lsn, struct 
                             ZETL_LSN_ARGS(c->lsn));
                 zetl_snap_key_free(&t->after);
                 t->started_lsn = 0;
-                if (t->restart) {
-                    t->restart = false;
-                    t->state = TASK_PENDING;
-                    t->rows_durable = 0;
-                }
+                if (t->restart)
+                    zetl_snap_task_again(t, NULL);
             }
         }
         *pp = c->next;

@@ -52,19 +52,16 @@ static bool in_list(const struct zetl_strlist *l, const char *s)
     return false;
 }
 
-/* The selected tables of a schema: plain tables and partitions (relkind r). */
+/* The selected tables of a schema, as a table-list publication names them. */
 static enum zetl_err schema_tables(PGconn *conn, const struct zetl_config *cfg, const char *schema,
-                                   bool partitions, struct zetl_strlist *out,
-                                   struct zetl_errbuf *eb)
+                                   struct zetl_strlist *out, struct zetl_errbuf *eb)
 {
     const char *params[1] = {schema};
     PGresult *res;
     enum zetl_err err = zetl_source_exec(
         conn,
-        partitions ? "SELECT c.relname FROM pg_class c WHERE c.relnamespace = $1::regnamespace "
-                     "AND c.relkind = 'r' ORDER BY 1"
-                   : "SELECT c.relname FROM pg_class c WHERE c.relnamespace = $1::regnamespace "
-                     "AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1",
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
+        "n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1",
         1, params, &res, eb);
 
     if (err)
@@ -76,39 +73,54 @@ static enum zetl_err schema_tables(PGconn *conn, const struct zetl_config *cfg, 
     return ZETL_OK;
 }
 
-/* Snapshot first (persisted), then publish: a crash in between still copies the rows. */
+/*
+ * Publishes a schema (whole_schema: ADD TABLES IN SCHEMA) or some of its
+ * tables, between the two halves of the onboarding record: the record is
+ * on disk before the publication changes (a crash in between still copies),
+ * the copies start after it changed (a copy taken before would miss what is
+ * committed until then).
+ */
 static enum zetl_err onboard(struct zetl_tenants *t, PGconn *conn,
                              const struct zetl_source_group *g, const char *schema,
                              const struct zetl_strlist *tables, bool whole_schema, bool new_tenant,
                              struct zetl_errbuf *eb)
 {
-    const char *reason = new_tenant ? "new tenant" : "new table";
+    bool copy = t->cfg->source.snapshot;
     char *qpub = zetl_sql_quote_ident(g->name), *qs = zetl_sql_quote_ident(schema);
-    struct zetl_buf sql;
+    struct zetl_buf sql, names;
     enum zetl_err err = ZETL_OK;
 
     zetl_buf_init(&sql, 0);
-    for (size_t i = 0; i < tables->n && err == ZETL_OK && t->cfg->source.snapshot; i++)
-        err = zetl_snapshotter_request(t->snap, g->name, schema, tables->items[i], reason, eb);
+    zetl_buf_init(&names, 0);
+    for (size_t i = 0; tables && i < tables->n; i++)
+        zetl_buf_printf(&names, "%s\"%s\"", i ? ", " : "", tables->items[i]);
+    if (copy)
+        err = zetl_snapshotter_onboard_begin(t->snap, g->name, schema, whole_schema ? NULL : tables,
+                                             eb);
     if (err == ZETL_OK && whole_schema) {
         zetl_buf_printf(&sql, "ALTER PUBLICATION %s ADD TABLES IN SCHEMA %s", qpub, qs);
         err = zetl_source_exec(conn, sql.data, 0, NULL, NULL, eb);
     }
-    for (size_t i = 0; i < tables->n && err == ZETL_OK && !whole_schema; i++) {
+    for (size_t i = 0; err == ZETL_OK && !whole_schema && tables && i < tables->n; i++) {
         char *qt = zetl_sql_quote_ident(tables->items[i]);
         zetl_buf_reset(&sql);
         zetl_buf_printf(&sql, "ALTER PUBLICATION %s ADD TABLE %s.%s", qpub, qs, qt);
         free(qt);
         err = zetl_source_exec(conn, sql.data, 0, NULL, NULL, eb);
     }
-    if (err)
-        zetl_err_prefix(eb, "could not add %s \"%s\" to publication \"%s\"", reason, schema,
-                        g->name);
-    else
-        zetl_logmsg("%s \"%s\": added to publication \"%s\" (slot group %s), %zu table(s)%s",
-                    reason, schema, g->name, g->name, tables->n,
-                    t->cfg->source.snapshot ? " queued for a snapshot" : "");
+    if (err) {
+        zetl_err_prefix(eb, "could not add %s \"%s\"%s%s to publication \"%s\"",
+                        new_tenant ? "new tenant" : "new tables of", schema, names.len ? " " : "",
+                        names.len ? names.data : "", g->name);
+    } else {
+        zetl_logmsg("%s \"%s\"%s%s: added to publication \"%s\"",
+                    new_tenant ? "new tenant" : "new tables of", schema, names.len ? " " : "",
+                    names.len ? names.data : "", g->name);
+        if (copy)
+            err = zetl_snapshotter_onboard_end(t->snap, conn, g->name, schema, eb);
+    }
     zetl_buf_release(&sql);
+    zetl_buf_release(&names);
     free(qpub);
     free(qs);
     return err;
@@ -127,9 +139,12 @@ static enum zetl_err published(PGconn *conn, const struct zetl_config *cfg, bool
                                 "pg_namespace n ON n.oid = pn.pnnspid WHERE p.pubname LIKE $1 || "
                                 "'\\_%'",
                                 1, params, res, eb);
+    /* Direct members, as ADD TABLE names them (pg_publication_tables lists partitions). */
     return zetl_source_exec(conn,
-                            "SELECT pr.schemaname, pr.pubname, pr.tablename FROM "
-                            "pg_publication_tables pr WHERE pr.pubname LIKE $1 || '\\_%'",
+                            "SELECT n.nspname, p.pubname, c.relname FROM pg_publication_rel pr "
+                            "JOIN pg_publication p ON p.oid = pr.prpubid JOIN pg_class c ON "
+                            "c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                            "WHERE p.pubname LIKE $1 || '\\_%'",
                             1, params, res, eb);
 }
 
@@ -168,10 +183,9 @@ static enum zetl_err refresh(struct zetl_tenants *t, PGconn *conn, struct zetl_e
         if ((g = group_of(t->plan, cfg, s)) == NULL)
             continue;
         if (schema_mode) {
-            if (!is_published(pub, g->name, s, NULL) &&
-                (err = schema_tables(conn, cfg, s, true, &tables, eb)) == ZETL_OK)
-                err = onboard(t, conn, g, s, &tables, true, true, eb);
-        } else if ((err = schema_tables(conn, cfg, s, false, &tables, eb)) == ZETL_OK) {
+            if (!is_published(pub, g->name, s, NULL))
+                err = onboard(t, conn, g, s, NULL, true, true, eb);
+        } else if ((err = schema_tables(conn, cfg, s, &tables, eb)) == ZETL_OK) {
             for (size_t i = 0; i < tables.n; i++)
                 if (!is_published(pub, g->name, s, tables.items[i]))
                     zetl_strlist_add(&missing, tables.items[i]);
@@ -194,6 +208,62 @@ static enum zetl_err refresh(struct zetl_tenants *t, PGconn *conn, struct zetl_e
         zetl_strlist_release(&now);
     }
     PQclear(res);
+    PQclear(pub);
+    return err;
+}
+
+enum zetl_err zetl_tenants_mark_new(PGconn *conn, const struct zetl_config *cfg,
+                                    const struct zetl_source_plan *plan, struct zetl_errbuf *eb)
+{
+    bool schema_mode = zetl_source_schema_publication(cfg, plan);
+    PGresult *pub = NULL;
+    enum zetl_err err;
+
+    if (!cfg->source.snapshot)
+        return ZETL_OK;
+    if ((err = published(conn, cfg, schema_mode, &pub, eb)) != ZETL_OK)
+        return err;
+    for (size_t gi = 0; err == ZETL_OK && gi < plan->ngroups; gi++) {
+        const struct zetl_source_group *g = &plan->groups[gi];
+        const char *params[1] = {g->name};
+        PGresult *res;
+        bool streamed;
+
+        /* A slot created now copies everything (the initial snapshot). */
+        err = zetl_source_exec(conn,
+                               "SELECT 1 FROM pg_replication_slots s JOIN pg_publication p ON "
+                               "p.pubname = s.slot_name WHERE s.slot_name = $1",
+                               1, params, &res, eb);
+        if (err)
+            break;
+        streamed = PQntuples(res) > 0;
+        PQclear(res);
+        for (size_t i = 0; streamed && err == ZETL_OK && i < g->nschemas; i++) {
+            const char *s = g->schemas[i];
+            struct zetl_strlist tables = {0}, missing = {0};
+
+            if (schema_mode) {
+                if (!is_published(pub, g->name, s, NULL)) {
+                    zetl_logmsg("tenant \"%s\" appeared while zetl was stopped: its rows are "
+                                "copied",
+                                s);
+                    err = zetl_snapshot_mark_onboarding(cfg, g->name, s, NULL, eb);
+                }
+            } else if ((err = schema_tables(conn, cfg, s, &tables, eb)) == ZETL_OK) {
+                for (size_t k = 0; k < tables.n; k++)
+                    if (!is_published(pub, g->name, s, tables.items[k]))
+                        zetl_strlist_add(&missing, tables.items[k]);
+                if (missing.n) {
+                    zetl_logmsg("%zu table(s) of tenant \"%s\" appeared while zetl was "
+                                "stopped: their rows are copied",
+                                missing.n, s);
+                    err = zetl_snapshot_mark_onboarding(cfg, g->name, s, &missing, eb);
+                }
+            }
+            zetl_strlist_release(&tables);
+            zetl_strlist_release(&missing);
+        }
+    }
     PQclear(pub);
     return err;
 }

@@ -29,6 +29,15 @@ enum zetl_err zetl_tenants_start(const struct zetl_config *cfg, const struct zet
 void zetl_tenants_stop(struct zetl_tenants *t);
 
 /*
+ * At start, before the publications are set: tenant schemas (or, with
+ * table-list publications, tables) that the set will add to a publication
+ * whose slot exists appeared while zetl was stopped; they are recorded for
+ * a snapshot (zetl_snapshot_mark_onboarding), copied once the streams run.
+ */
+enum zetl_err zetl_tenants_mark_new(PGconn *conn, const struct zetl_config *cfg,
+                                    const struct zetl_source_plan *plan, struct zetl_errbuf *eb);
+
+/*
  * Queues snapshots of the published tables of `tenants` (none: all) named
  * `tables` (none: all), over the groups of plan.  *queued: how many.  A
  * tenant or table that matches nothing is an error naming it.

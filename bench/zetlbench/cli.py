@@ -11,7 +11,7 @@ from .runner import Bench
 from .report import markdown
 from .plots import plot_lag, plot_summary, plot_workload
 # Imported for their @measurement classes: the registration order is the run order.
-from . import capture, e2e  # noqa: F401
+from . import capture, e2e, snapshot  # noqa: F401
 
 
 # `make bench` (bench/run.sh build/zetl with no workload named).
@@ -40,9 +40,15 @@ def parse_args(argv):
     g.add_argument("--preload", type=int, help="mixed: rows per tenant before the run")
     g.add_argument("--scale", type=int, help="pgbench: scale factor per schema (default 1)")
     g.add_argument("--clients", type=int, help="pgbench: clients per schema (default 1)")
+    g.add_argument("--snapshot-workers", type=int, dest="snapshot_workers",
+                   help="snapshot, new-tenant: zetl's source.snapshot_workers, and the "
+                        "connections of the source COPY baseline (default 2, zetl's)")
+    g.add_argument("--refresh-ms", type=int, dest="refresh_ms",
+                   help="new-tenant: zetl's source.tenants.refresh_ms (default 5000, zetl's)")
     m = ap.add_argument_group("method")
-    m.add_argument("--repeat", type=int, default=2,
-                   help="runs of each reader on the same WAL; the best is reported (default 2)")
+    m.add_argument("--repeat", type=int, default=3,
+                   help="runs of each reader on the same WAL (new-tenant: new tenants, one "
+                        "after another); the median is reported (default 3)")
     m.add_argument("--baseline-proto", type=int, dest="baseline_proto",
                    help="pgoutput proto_version for pg_recvlogical (default: what zetl uses)")
     m.add_argument("--baseline-streaming", dest="baseline_streaming",
@@ -100,6 +106,8 @@ def parse_args(argv):
         ap.error(f"zetl binary {args.zetl_bin} not found or not executable (run make build)")
     if args.repeat < 1:
         ap.error("--repeat must be at least 1")
+    if args.snapshot_workers is not None and not 1 <= args.snapshot_workers <= 64:
+        ap.error("--snapshot-workers must be 1..64 (zetl's source.snapshot_workers)")
     return args
 
 

@@ -25,25 +25,32 @@ def gp_label(text):
     return text.replace('"', "'")
 
 
+RUN_COLOR, MEDIAN_COLOR = 0x4472c4, 0xed7d31
+
+
 def plot_workload(res, path):
-    """Left: rows/s of every run of each reader. Right: RSS over time of each run."""
+    """Left: rows/s of every run of each reader, then (orange) the median the tables
+    report. Right: RSS over time of each run."""
     bars = []
     for name, runs in res["runs"].items():
         for r in runs:
             if "rows_per_s" in r and "lag" not in r:
-                bars.append((f"{name} #{r['repetition']}", r["rows_per_s"]))
+                bars.append((f"{name} #{r['repetition']}", r["rows_per_s"], RUN_COLOR))
+        m = (res.get("median") or {}).get(name) or {}
+        if m.get("rows_per_s") is not None and "lag" not in m and len(runs) > 1:
+            bars.append((f"{name} median of {len(runs)}", m["rows_per_s"], MEDIAN_COLOR))
     series = []
     for name, runs in res["runs"].items():
         for r in runs:
             if r.get("rss_samples_kb"):
                 series.append((f"{name} #{r['repetition']}", r["rss_samples_kb"]))
-    data = "$bars << EOD\n" + "".join(f'"{gp_label(l)}" {v}\n' for l, v in bars) + "EOD\n"
+    data = "$bars << EOD\n" + "".join(f'"{gp_label(l)}" {v} {c}\n' for l, v, c in bars) + "EOD\n"
     for i, (_, s) in enumerate(series):
         data += f"$rss{i} << EOD\n" + "".join(f"{t} {kb / 1024:.2f}\n" for t, kb in s) + "EOD\n"
     title = gp_label(f"{res['workload']}: {fmt(res['summary'].get('rows'))} rows, "
                      f"{res['machine']['nproc']} CPU, {res['timestamp']}")
     rss_plot = ", ".join(f'$rss{i} using 1:2 with lines lw 2 title "{gp_label(l)}"'
-                         for i, (l, _) in enumerate(series)) or "NaN notitle"
+                         for i, (l, _) in enumerate(series)) or "0 with lines notitle"
     script = f"""{data}
 set terminal svg size 1000,420 dynamic enhanced font "sans,11" background rgb "white"
 set output "{path}"
@@ -53,9 +60,9 @@ set boxwidth 0.6
 set grid ytics
 set yrange [0:*]
 set ylabel "rows/s"
-set title "throughput (each run)"
+set title "throughput (each run; orange: the median reported)"
 set xtics rotate by -30 noenhanced
-plot $bars using 0:2:xtic(1) with boxes lc rgb "#4472c4" notitle, \\
+plot $bars using 0:2:3:xtic(1) with boxes lc rgb variable notitle, \\
      $bars using 0:2:(sprintf("%.0f", $2)) with labels offset 0,0.7 notitle
 set title "resident memory over time"
 set xtics norotate enhanced
@@ -122,7 +129,9 @@ def plot_summary(results_dir):
             with open(os.path.join(results_dir, name)) as f:
                 res = json.load(f)
             s = res["summary"]
-            rows.append((res["workload"], s["baseline_rows_per_s"], s["zetl_rows_per_s"]))
+            n = s.get("median_of_runs")
+            label = f"{res['workload']} ({'median of %d' % n if n else 'best run, old JSON'})"
+            rows.append((label, s["baseline_rows_per_s"], s["zetl_rows_per_s"]))
         except (OSError, ValueError, KeyError):
             continue
     if not rows:
@@ -132,7 +141,7 @@ def plot_summary(results_dir):
     script = f"""{data}
 set terminal svg size 900,420 dynamic enhanced font "sans,11" background rgb "white"
 set output "{path}"
-set title "capture throughput per workload (best run)"
+set title "capture throughput per workload (the median of its runs; see each label)"
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.7 border -1

@@ -29,13 +29,71 @@ SUMMARY_COLUMNS = [
 ]
 
 
+def median_of(results):
+    """"median of N runs" for a table's caption (N per workload if they differ)."""
+    ns = sorted({r["summary"].get("median_of_runs") for r in results} - {None})
+    return f"median of {' / '.join(str(n) for n in ns) or '?'} run(s)"
+
+
 def markdown(results):
-    lines = ["| " + " | ".join(c[0] for c in SUMMARY_COLUMNS) + " |",
-             "|" + "|".join("---" if c[1] is None else "---:" for c in SUMMARY_COLUMNS) + "|"]
-    for res in results:
+    lines = []
+    capture = [r for r in results if "baseline_rows_per_s" in r["summary"]]
+    if capture:
+        lines.append(f"Capture ({median_of(capture)} of each reader; peak RSS: the highest):")
+        lines.append("")
+        lines.append("| " + " | ".join(c[0] for c in SUMMARY_COLUMNS) + " |")
+        lines.append("|" + "|".join("---" if c[1] is None else "---:" for c in SUMMARY_COLUMNS)
+                     + "|")
+    for res in capture:
         s = res["summary"]
         cells = [res["workload"]] + [fmt(s.get(k), nd) for _, k, nd in SUMMARY_COLUMNS[1:]]
         lines.append("| " + " | ".join(cells) + " |")
+    snaps = [r for r in results if r["summary"].get("snapshot")]
+    if snaps:
+        lines.append("")
+        lines.append(f"Initial snapshot, archive only ({median_of(snaps)} of each reader):")
+        lines.append("")
+        lines.append("| workload | rows | tables | snapshot_workers | source COPY rows/s "
+                     "(workers conn.) | source COPY rows/s (1 conn.) | zetl rows/s "
+                     "| zetl / COPY | zetl / COPY 1 conn. | zetl / COPY per run "
+                     "| zetl snapshot-only rows/s | zetl wall s | zetl peak RSS MB "
+                     "| zetl CPU s / M rows | archive B/row | rows match |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:"
+                     "|---:|---|")
+        for res in snaps:
+            x = res["summary"]["snapshot"]
+            lines.append(f"| {res['workload']} | {fmt(x['rows'])} | {fmt(x['tables'])} "
+                         f"| {fmt(x['snapshot_workers'])} | {fmt(x['copy_rows_per_s'])} "
+                         f"| {fmt(x['copy_single_rows_per_s'])} | {fmt(x['zetl_rows_per_s'])} "
+                         f"| {fmt(x['ratio_vs_copy'], 2)} "
+                         f"| {fmt(x['ratio_vs_copy_single'], 2)} "
+                         f"| {', '.join(fmt(v, 2) for v in x['ratio_vs_copy_per_rep'])} "
+                         f"| {fmt(x['zetl_snapshot_only_rows_per_s'])} "
+                         f"| {fmt(x['zetl_wall_s'], 2)} | {fmt(x['zetl_peak_rss_mb'], 1)} "
+                         f"| {fmt(x['zetl_cpu_s_per_million_rows'], 2)} "
+                         f"| {fmt(x['archive_bytes_per_row'], 1)} | {fmt(x['rows_match'])} |")
+    tenants = [r for r in results if r["summary"].get("new_tenant")]
+    if tenants:
+        lines.append("")
+        lines.append(f"New tenant while zetl runs ({median_of(tenants)}, one new tenant each):")
+        lines.append("")
+        lines.append("| workload | rows | refresh_ms | s to warehouse | min s | max s "
+                     "| every run s | found s | found → in warehouse s | snapshot s (log) | verify "
+                     "| zetl daemon peak RSS MB |")
+        lines.append("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---:|")
+        for res in tenants:
+            x = res["summary"]["new_tenant"]
+            v = x["verify_exit_code"]
+            lines.append(f"| {res['workload']} | {fmt(x['rows'])} | {fmt(x['refresh_ms'])} "
+                         f"| {fmt(x['seconds'], 2)} | {fmt(x['seconds_min'], 2)} "
+                         f"| {fmt(x['seconds_max'], 2)} "
+                         f"| {', '.join(fmt(s, 2) for s in x['seconds_runs'])} "
+                         f"| {fmt(x['discovered_s'], 2)} "
+                         f"| {fmt(x['after_discovery_s'], 2)} | {fmt(x['snapshot_s'], 1)} "
+                         f"| {'–' if v is None else 'exit 0' if v == 0 else f'exit {v} FAILED'} "
+                         f"| {fmt((x.get('daemon') or {}).get('peak_rss_mb'), 1)} |")
+    lines.append("")
+    lines.append("Every run:")
     lines.append("")
     lines.append("| workload | reader | run | rows | wall s | rows/s | WAL MB/s | CPU s "
                  "| peak RSS MB |")
@@ -51,6 +109,8 @@ def markdown(results):
                              f"{fmt(r.get('cpu_s'), 2)} | {fmt(r.get('peak_rss_mb'), 1)} |")
     e2e = [r for r in results if r["summary"].get("e2e")]
     if e2e:
+        lines.append("")
+        lines.append(f"End to end ({median_of(e2e)} of each; peak RSS: the highest):")
         lines.append("")
         lines.append("| workload | rows | zetl e2e rows/s | e2e wall s | bare COPY rows/s "
                      "| e2e / bare COPY | verify | zetl peak RSS MB | zetl CPU s / M rows "
@@ -73,6 +133,8 @@ def markdown(results):
     s3s = [r for r in results if r["summary"].get("s3")]
     if s3s:
         lines.append("")
+        lines.append(f"S3 archive ({median_of(s3s)} of each):")
+        lines.append("")
         lines.append("| workload | rows | file archive rows/s | S3 archive rows/s | S3 / file "
                      "| S3 / file per run | rows match | file CPU s / M rows "
                      "| S3 CPU s / M rows | s3rver CPU s | file peak RSS MB | S3 peak RSS MB "
@@ -91,6 +153,8 @@ def markdown(results):
                          f"| {fmt(x['objects'])} | {fmt(x['archive_bytes_per_row'], 1)} |")
     lagged = [r for r in results if r["summary"].get("lag")]
     if lagged:
+        lines.append("")
+        lines.append("Lag (one daemon run, during the workload's generation):")
         lines.append("")
         lines.append("| workload | target rows/s | achieved rows/s | s | changes | batches "
                      "| lag p50 s | p95 s | p99 s | max s | verify | zetl peak RSS MB "
@@ -128,6 +192,10 @@ def markdown(results):
         if "s3_ratio" in t:
             parts.append(f"s3 archive capture {t['s3_ratio']:.2f} x file archive (>= "
                          f"{t['s3_ratio_min']} x file archive: {met(t['s3_met'])})")
+        if "snapshot_ratio" in t:
+            parts.append(f"initial snapshot {t['snapshot_ratio']:.2f} x the source's COPY over "
+                         f"{t['snapshot_connections']} connection(s) (>= "
+                         f"{t['snapshot_ratio_min']}: {met(t['snapshot_met'])})")
         if "lag_p99_s" in t:
             parts.append(f"lag p99 {t['lag_p99_s']:.3f} s at {fmt(t['lag_rate'])} rows/s "
                          f"(< {t['lag_p99_s_max']} s: {met(t['lag_met'])})")
@@ -147,4 +215,4 @@ def markdown(results):
         lines.append(f"machine: {m['nproc']} CPU ({m['cpu']}), {m['mem_total']}, Linux "
                      f"{m['kernel']}; {m['postgresql'].split(' on ')[0]}; "
                      f"{m['zetl_version']} ({m['zetl_git']})")
-    return "\n".join(lines)
+    return "\n".join(lines).lstrip("\n")

@@ -14,6 +14,7 @@ from .procs import cluster_cpu_s
 from .workloads import WORKLOADS
 from .measure import MEASUREMENTS
 from .warehouse import SAME_CLUSTER_EXTRA, Warehouse
+from .snapshot import new_tenant_summary, snapshot_summary
 
 
 class Bench:
@@ -142,110 +143,12 @@ class Bench:
                     if "rows_per_s" in r:
                         log(f"  {r['rows']} rows in {r['wall_s']:.2f}s = "
                             f"{r['rows_per_s']:.0f} rows/s, peak RSS {r.get('peak_rss_mb')} MB")
-        best = {m.name: m.summarize(runs[m.name], self) for m in measures if runs[m.name]}
-        for r in best.values():
+        med = {m.name: m.summarize(runs[m.name], self) for m in measures if runs[m.name]}
+        for r in med.values():
             r.pop("rss_samples_kb", None)  # kept in "runs"
             if isinstance(r.get("lag"), dict):
                 r["lag"] = {k: v for k, v in r["lag"].items() if k != "series"}  # in "runs"
-
-        summary = {}
-        if "baseline" in best and "zetl" in best:
-            b, z = best["baseline"], best["zetl"]
-            summary = {
-                "rows": self.rows,
-                "wal_mb": round(self.wal_bytes / 1e6, 2),
-                "generate_s": round(gen_s, 2),
-                "baseline_rows_per_s": b["rows_per_s"],
-                "zetl_rows_per_s": z["rows_per_s"],
-                "ratio_rows_per_s": round(z["rows_per_s"] / b["rows_per_s"], 3),
-                "zetl_raw_mb_per_s": z["raw_mb_per_s"],
-                "zetl_wal_mb_per_s": z["wal_mb_per_s"],
-                "baseline_wal_mb_per_s": b["wal_mb_per_s"],
-                "zetl_peak_rss_mb": max(r["peak_rss_mb"] for r in runs["zetl"]),
-                "zetl_cpu_s_per_million_rows": z.get("cpu_s_per_million_rows"),
-                "zetl_compressed_bytes_per_row": z["compressed_bytes_per_row"],
-                "rows_match": b["rows"] == z["rows"],
-            }
-            if "baseline_devnull" in best:
-                d = best["baseline_devnull"]
-                summary["devnull_rows_per_s"] = d["rows_per_s"]
-                summary["ratio_vs_devnull"] = round(z["rows_per_s"] / d["rows_per_s"], 3)
-        targets = {}
-        if wl.name == "insert-1m" and summary:
-            targets = {
-                "capture_ratio_min": 0.9,
-                "capture_ratio": summary["ratio_rows_per_s"],
-                "capture_ratio_met": summary["ratio_rows_per_s"] >= 0.9,
-                "peak_rss_mb_max": 64,
-                "peak_rss_mb": summary["zetl_peak_rss_mb"],
-                "peak_rss_met": summary["zetl_peak_rss_mb"] < 64,
-            }
-        if "zetl_s3" in best and "zetl" in best:
-            f, s3 = best["zetl"], best["zetl_s3"]
-            ratio = round(s3["rows_per_s"] / f["rows_per_s"], 3)
-            summary["s3"] = {
-                "rows": s3["rows"],
-                "file_rows_per_s": f["rows_per_s"],
-                "s3_rows_per_s": s3["rows_per_s"],
-                "ratio": ratio,
-                "ratio_same_rep": [r.get("ratio_vs_file_same_rep") for r in runs["zetl_s3"]],
-                "rows_match": s3["rows"] == f["rows"],
-                "file_wall_s": f["wall_s"],
-                "s3_wall_s": s3["wall_s"],
-                "file_cpu_s_per_million_rows": f.get("cpu_s_per_million_rows"),
-                "s3_cpu_s_per_million_rows": s3.get("cpu_s_per_million_rows"),
-                "s3rver_cpu_s": s3.get("s3rver_cpu_s"),
-                "file_peak_rss_mb": max(r["peak_rss_mb"] for r in runs["zetl"]),
-                "s3_peak_rss_mb": max(r["peak_rss_mb"] for r in runs["zetl_s3"]),
-                "batches": s3.get("batches"),
-                "objects": s3.get("objects"),
-                "archive_bytes_per_row": s3.get("archive_bytes_per_row"),
-            }
-            targets.update({"s3_ratio_min": 0.8, "s3_ratio": ratio,
-                            "s3_met": ratio >= 0.8 and s3["rows"] == f["rows"]})
-        if "zetl_e2e" in best:
-            e = best["zetl_e2e"]
-            e2e = {
-                "rows": e["rows"],
-                "e2e_rows_per_s": e["rows_per_s"],
-                "e2e_wall_s": e["wall_s"],
-                "verify_exit_codes": [r["verify"]["exit_code"] for r in runs["zetl_e2e"]],
-                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs["zetl_e2e"]),
-                "zetl_cpu_s_per_million_rows": e.get("cpu_s_per_million_rows"),
-                "warehouse_cpu_s_per_million_rows": e.get("warehouse_cpu_s_per_million_rows"),
-                "archive_bytes_per_row": e.get("archive_bytes_per_row"),
-                "compressed_bytes_per_row": e.get("compressed_bytes_per_row"),
-                "batches": e.get("batches"),
-                "warehouse_rows": e.get("warehouse_rows"),
-            }
-            if "bare_copy" in best:
-                c = best["bare_copy"]
-                e2e["bare_copy_rows_per_s"] = c["rows_per_s"]
-                e2e["ratio_vs_bare_copy"] = round(e["rows_per_s"] / c["rows_per_s"], 3)
-                e2e["bare_copy_warehouse_cpu_s_per_million_rows"] = c.get(
-                    "warehouse_cpu_s_per_million_rows")
-            summary["e2e"] = e2e
-            if wl.name.startswith("mixed"):
-                targets.update({"e2e_rows_per_s_min": 50000,
-                                "e2e_rows_per_s": e["rows_per_s"],
-                                "e2e_met": e["rows_per_s"] >= 50000})
-        if "zetl_lag" in best:
-            l = best["zetl_lag"]
-            lag = dict(l["lag"])
-            lag.pop("series", None)
-            summary["lag"] = dict(lag, rate=wl.p.get("rate"), duration_s=wl.p.get("duration"),
-                                  generate_rows_per_s=round(rows_stat / gen_s, 1),
-                                  verify_exit_code=l["verify"]["exit_code"],
-                                  peak_rss_mb=l["peak_rss_mb"],
-                                  zetl_cpu_s_per_million_rows=l.get("cpu_s_per_million_rows"),
-                                  warehouse_cpu_s_per_million_rows=l.get(
-                                      "warehouse_cpu_s_per_million_rows"),
-                                  archive_bytes_per_row=l.get("archive_bytes_per_row"),
-                                  drain_s_after_generate=l.get("drain_s_after_generate"))
-            if l["lag"]["p99_s"] is not None:
-                targets.update({"lag_p99_s_max": 2.0, "lag_p99_s": l["lag"]["p99_s"],
-                                "lag_rate": wl.p.get("rate"),
-                                "lag_met": l["lag"]["p99_s"] < 2.0})
+        summary, targets = self.summarize(med, runs, gen_s, rows_stat)
         return {
             "workload": wl.name,
             "description": wl.description,
@@ -262,8 +165,12 @@ class Bench:
             },
             "warehouse": self.wh.describe() if self.wh is not None else None,
             "method": {
-                "selection": (f"best of {args.repeat} run(s) per reader (lowest wall-clock "
-                              "time); runs alternate pg_recvlogical, zetl on the same WAL"),
+                "selection": (f"median of {args.repeat} run(s) per reader: every figure in "
+                              "'median' and 'summary' is the median of the runs' values (for "
+                              "an even count the mean of the two middle ones), ratios are "
+                              "ratios of medians (*_per_rep: each repetition's own); 'runs' "
+                              "keeps every run; peak RSS is the highest of the runs; readers "
+                              "alternate on the same WAL within a repetition"),
                 "same_wal": ("all slots were created before the workload; each reader "
                              "decodes the WAL from start_lsn to end_lsn from its own slot"),
                 "baseline": ("pg_recvlogical --start --endpos end_lsn+1 -f FILE with pgoutput "
@@ -278,8 +185,8 @@ class Bench:
                             "WAL, run right after the file-archive zetl run of the same "
                             "repetition; rows and raw_bytes from the manifest.json objects "
                             "read back from s3rver; s3rver_cpu_s = the node process's CPU "
-                            "during the run (not in cpu_s); ratio = best zetl_s3 rows/s / "
-                            "best zetl rows/s (ratio_same_rep: per repetition)"),
+                            "during the run (not in cpu_s); ratio = median zetl_s3 rows/s / "
+                            "median zetl rows/s (ratio_same_rep: per repetition)"),
                 "zetl_e2e": ("zetl run --once with a postgres warehouse (deletes: hard), own "
                              "slot over the same WAL, empty warehouse schema; wall clock from "
                              "process start until exit (everything up to the WAL position at "
@@ -306,9 +213,128 @@ class Bench:
                              rows_per_s=round(rows_stat / gen_s, 1) if gen_s else None),
             "summary": summary,
             "targets": targets,
-            "best": best,
+            "median": med,
             "runs": runs,
         }
+
+    def summarize(self, med, runs, gen_s, rows_stat):
+        """summary and targets of the JSON, from the median figures of each reader (med) and
+        every run (runs); ratios are ratios of medians, with the ratio of each repetition's
+        own runs next to them (*_per_rep)."""
+        wl = self.wl
+        summary = {}
+        if "baseline" in med and "zetl" in med:
+            b, z = med["baseline"], med["zetl"]
+            summary = {
+                "rows": self.rows,
+                "wal_mb": round(self.wal_bytes / 1e6, 2),
+                "generate_s": round(gen_s, 2),
+                "baseline_rows_per_s": b["rows_per_s"],
+                "zetl_rows_per_s": z["rows_per_s"],
+                "ratio_rows_per_s": round(z["rows_per_s"] / b["rows_per_s"], 3),
+                "ratio_per_rep": per_rep_ratio(runs["zetl"], runs["baseline"]),
+                "zetl_raw_mb_per_s": z["raw_mb_per_s"],
+                "zetl_wal_mb_per_s": z["wal_mb_per_s"],
+                "baseline_wal_mb_per_s": b["wal_mb_per_s"],
+                "zetl_peak_rss_mb": max(r["peak_rss_mb"] for r in runs["zetl"]),
+                "zetl_cpu_s_per_million_rows": z.get("cpu_s_per_million_rows"),
+                "zetl_compressed_bytes_per_row": z["compressed_bytes_per_row"],
+                "rows_match": b["rows"] == z["rows"],
+            }
+            if "baseline_devnull" in med:
+                d = med["baseline_devnull"]
+                summary["devnull_rows_per_s"] = d["rows_per_s"]
+                summary["ratio_vs_devnull"] = round(z["rows_per_s"] / d["rows_per_s"], 3)
+        targets = {}
+        if wl.name == "insert-1m" and summary:
+            targets = {
+                "capture_ratio_min": 0.9,
+                "capture_ratio": summary["ratio_rows_per_s"],
+                "capture_ratio_met": summary["ratio_rows_per_s"] >= 0.9,
+                "peak_rss_mb_max": 64,
+                "peak_rss_mb": summary["zetl_peak_rss_mb"],
+                "peak_rss_met": summary["zetl_peak_rss_mb"] < 64,
+            }
+        if "zetl_s3" in med and "zetl" in med:
+            f, s3 = med["zetl"], med["zetl_s3"]
+            ratio = round(s3["rows_per_s"] / f["rows_per_s"], 3)
+            summary["s3"] = {
+                "rows": s3["rows"],
+                "file_rows_per_s": f["rows_per_s"],
+                "s3_rows_per_s": s3["rows_per_s"],
+                "ratio": ratio,
+                "ratio_same_rep": [r.get("ratio_vs_file_same_rep") for r in runs["zetl_s3"]],
+                "rows_match": s3["rows"] == f["rows"],
+                "file_wall_s": f["wall_s"],
+                "s3_wall_s": s3["wall_s"],
+                "file_cpu_s_per_million_rows": f.get("cpu_s_per_million_rows"),
+                "s3_cpu_s_per_million_rows": s3.get("cpu_s_per_million_rows"),
+                "s3rver_cpu_s": s3.get("s3rver_cpu_s"),
+                "file_peak_rss_mb": max(r["peak_rss_mb"] for r in runs["zetl"]),
+                "s3_peak_rss_mb": max(r["peak_rss_mb"] for r in runs["zetl_s3"]),
+                "batches": s3.get("batches"),
+                "objects": s3.get("objects"),
+                "archive_bytes_per_row": s3.get("archive_bytes_per_row"),
+            }
+            targets.update({"s3_ratio_min": 0.8, "s3_ratio": ratio,
+                            "s3_met": ratio >= 0.8 and s3["rows"] == f["rows"]})
+        if "zetl_e2e" in med:
+            e = med["zetl_e2e"]
+            e2e = {
+                "rows": e["rows"],
+                "e2e_rows_per_s": e["rows_per_s"],
+                "e2e_wall_s": e["wall_s"],
+                "verify_exit_codes": [r["verify"]["exit_code"] for r in runs["zetl_e2e"]],
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs["zetl_e2e"]),
+                "zetl_cpu_s_per_million_rows": e.get("cpu_s_per_million_rows"),
+                "warehouse_cpu_s_per_million_rows": e.get("warehouse_cpu_s_per_million_rows"),
+                "archive_bytes_per_row": e.get("archive_bytes_per_row"),
+                "compressed_bytes_per_row": e.get("compressed_bytes_per_row"),
+                "batches": e.get("batches"),
+                "warehouse_rows": e.get("warehouse_rows"),
+            }
+            if "bare_copy" in med:
+                c = med["bare_copy"]
+                e2e["bare_copy_rows_per_s"] = c["rows_per_s"]
+                e2e["ratio_vs_bare_copy"] = round(e["rows_per_s"] / c["rows_per_s"], 3)
+                e2e["ratio_vs_bare_copy_per_rep"] = per_rep_ratio(runs["zetl_e2e"],
+                                                                  runs["bare_copy"])
+                e2e["bare_copy_warehouse_cpu_s_per_million_rows"] = c.get(
+                    "warehouse_cpu_s_per_million_rows")
+            summary["e2e"] = e2e
+            if wl.name.startswith("mixed"):
+                targets.update({"e2e_rows_per_s_min": 50000,
+                                "e2e_rows_per_s": e["rows_per_s"],
+                                "e2e_met": e["rows_per_s"] >= 50000})
+        if "zetl_lag" in med:
+            l = med["zetl_lag"]
+            lag = dict(l["lag"])
+            lag.pop("series", None)
+            summary["lag"] = dict(lag, rate=wl.p.get("rate"), duration_s=wl.p.get("duration"),
+                                  generate_rows_per_s=round(rows_stat / gen_s, 1),
+                                  verify_exit_code=l["verify"]["exit_code"],
+                                  peak_rss_mb=l["peak_rss_mb"],
+                                  zetl_cpu_s_per_million_rows=l.get("cpu_s_per_million_rows"),
+                                  warehouse_cpu_s_per_million_rows=l.get(
+                                      "warehouse_cpu_s_per_million_rows"),
+                                  archive_bytes_per_row=l.get("archive_bytes_per_row"),
+                                  drain_s_after_generate=l.get("drain_s_after_generate"))
+            if l["lag"]["p99_s"] is not None:
+                targets.update({"lag_p99_s_max": 2.0, "lag_p99_s": l["lag"]["p99_s"],
+                                "lag_rate": wl.p.get("rate"),
+                                "lag_met": l["lag"]["p99_s"] < 2.0})
+        if wl.kind == "snapshot":
+            snap, t = snapshot_summary(med, runs, self)
+            if snap:
+                summary["snapshot"] = snap
+                targets.update(t)
+        if wl.kind == "new-tenant":
+            nt = new_tenant_summary(med, runs, self)
+            if nt:
+                summary["new_tenant"] = nt
+        if summary:
+            summary["median_of_runs"] = self.args.repeat
+        return summary, targets
 
     def row_stats(self):
         rows = self.src.psql(
@@ -316,6 +342,14 @@ class Bench:
             "FROM pg_stat_user_tables WHERE schemaname LIKE "
             + qlit(self.prefix_schemas.replace("_", "\\_") + "%"))
         return {r[0]: int(r[1]) for r in rows}
+
+
+def per_rep_ratio(runs_a, runs_b):
+    """rows/s of a over rows/s of b, per repetition both ran in."""
+    by_rep = {r["repetition"]: r for r in runs_b}
+    return [round(r["rows_per_s"] / by_rep[r["repetition"]]["rows_per_s"], 3)
+            for r in runs_a if r["repetition"] in by_rep
+            and r.get("rows_per_s") and by_rep[r["repetition"]].get("rows_per_s")]
 
 
 def machine(src, zetl_bin):

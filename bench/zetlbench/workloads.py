@@ -34,6 +34,10 @@ class Workload:
     description = ""
     defaults = {}
     enables = ()  # measurement flags on by default for this workload ("e2e", "lag")
+    # What the measurements read: "changes" (the WAL of generate(): pg_recvlogical, zetl
+    # capture, end to end, lag), "snapshot" (the tables setup() filled: COPY, zetl's
+    # initial snapshot), "new-tenant" (a tenant created while zetl runs).
+    kind = "changes"
 
     def __init__(self, args, prefix):
         self.p = dict(self.defaults)
@@ -53,6 +57,16 @@ class Workload:
     def generate(self, src, work):
         """Generates the workload; returns a dict (at least "rows_expected")."""
         raise NotImplementedError
+
+    def tables(self, src):
+        """[(schema, table, [columns])] of the tenant tables, in schema order."""
+        rows = src.psql(
+            "SELECT n.nspname, c.relname, string_agg(quote_ident(a.attname), ', ' "
+            "ORDER BY a.attnum) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+            "WHERE c.relkind = 'r' AND n.nspname = ANY (ARRAY["
+            + ",".join(qlit(s) for s in self.schemas) + "]::text[]) GROUP BY 1, 2 ORDER BY 1, 2")
+        return [(r[0], r[1], r[2].split(", ")) for r in rows]
 
     def seed_sql(self):
         # setseed() takes [-1, 1]; any integer seed maps to a fixed value.
@@ -273,6 +287,65 @@ class MixedLag(Mixed):
                    "into the warehouse: commit-to-warehouse lag")
     defaults = dict(Mixed.defaults, rate=5000, duration=60)
     enables = ("lag",)
+
+
+@workload
+class Snapshot(InsertWorkload):
+    name = "snapshot"
+    kind = "snapshot"
+    description = ("3,000,000 users rows preloaded over 3 tenants before zetl's first start: "
+                   "PostgreSQL's own COPY of the tables, zetl's initial snapshot (archive only "
+                   "and into the warehouse)")
+    defaults = {"rows": 3_000_000, "tenants": 3, "txn_rows": 100_000, "snapshot_workers": 2}
+    enables = ("e2e",)
+
+    def setup(self, src):
+        """The tables and their rows (insert-1m's generator), then VACUUM ANALYZE: hint
+        bits and the visibility map are set and reltuples is known before any reader, so
+        the first reader of the first repetition pays no more than the others."""
+        super().setup(src)
+        self.loaded = super().generate(src, None)
+        src.psql("".join(f"VACUUM (ANALYZE) {qident(s)}.users;\n" for s in self.schemas)
+                 + "CHECKPOINT;\n", timeout=self.p.get("timeout", 86400))
+
+    def generate(self, src, work):
+        # Nothing is generated: what is measured is reading what setup() loaded.
+        return dict(self.loaded, rows_expected=self.p["rows"])
+
+
+@workload
+class NewTenant(Workload):
+    name = "new-tenant"
+    kind = "new-tenant"
+    description = ("with zetl running as a daemon into the warehouse, a new tenant schema "
+                   "with a 100,000-row users table is created in one transaction: seconds "
+                   "until all its rows are in the warehouse (one new tenant per repetition)")
+    defaults = {"rows": 100_000, "tenants": 3, "preload": 10_000, "refresh_ms": 5000,
+                "snapshot_workers": 2}
+
+    def setup(self, src):
+        parts = [self.seed_sql()]
+        for s in self.schemas:
+            parts.append(USERS_DDL.format(s=qident(s)))
+            if self.p["preload"]:
+                parts.append(f"INSERT INTO {qident(s)}.users "
+                             + USERS_SELECT.format(domain=s.replace("'", ""), lo=1,
+                                                   hi=self.p["preload"]) + ";\n")
+        src.psql("".join(parts))
+
+    def generate(self, src, work):
+        # The measured change is the new tenant of each repetition (new_tenant_sql()).
+        return {"rows_expected": 0}
+
+    def new_tenant_schema(self, prefix, rep):
+        return f"{prefix}new{rep}"
+
+    def new_tenant_sql(self, schema):
+        """One transaction: CREATE SCHEMA, CREATE TABLE and the rows."""
+        return ("BEGIN;\n" + USERS_DDL.format(s=qident(schema))
+                + f"INSERT INTO {qident(schema)}.users "
+                + USERS_SELECT.format(domain=schema.replace("'", ""), lo=1, hi=self.p["rows"])
+                + ";\nCOMMIT;\n")
 
 
 @workload

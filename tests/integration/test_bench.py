@@ -42,6 +42,59 @@ class BenchTest(unittest.TestCase):
             pg.destroy()
             shutil.rmtree(work, ignore_errors=True)
 
+    def test_snapshot_workloads_against_the_configured_source_and_warehouse(self):
+        """The snapshot and new-tenant workloads, tiny, with the config's warehouse (a
+        database of the same cluster): every reader got every row, the medians are of
+        the repetitions, and nothing is left behind on either server."""
+        pg = Cluster()
+        work = tempfile.mkdtemp(prefix="zetl-test-")
+        try:
+            pg.psql("CREATE DATABASE wh OWNER zetl")
+            cfg = os.path.join(work, "zetl.yaml")
+            with open(cfg, "w") as f:
+                f.write(f'source:\n  dsn: "{pg.dsn()}"\n  tenants:\n    schemas: ["zetlbench_*"]\n'
+                        f'archive:\n  url: file://{work}/archive\n'
+                        f'warehouse:\n  kind: postgres\n  dsn: "{pg.dsn("wh")}"\n'
+                        f'  schema: unused\n')
+            res = os.path.join(work, "results")
+            rc, out, err = run_zetl(["bench", "--config", cfg, "snapshot", "new-tenant",
+                                     "--rows", "3000", "--preload", "100", "--refresh-ms", "300",
+                                     "--repeat", "2", "--results", res], cwd=work, timeout=600)
+            self.assertEqual(rc, 0, out + err)
+            self.assertNotIn(pg.dsn().split("password=")[1], out + err)
+            self.assertIn("Initial snapshot, archive only (median of 2 run(s)", out)
+            self.assertIn("New tenant while zetl runs (median of 2 run(s)", out)
+            with open(os.path.join(res, "snapshot.json")) as f:
+                snap = json.load(f)
+            runs = snap["runs"]
+            for reader in ("copy_workers", "copy_single", "zetl_snapshot", "zetl_e2e",
+                           "bare_copy"):
+                self.assertEqual([r["rows"] for r in runs[reader]], [3000, 3000], reader)
+            self.assertEqual([r["verify"]["exit_code"] for r in runs["zetl_e2e"]], [0, 0])
+            self.assertEqual([r["warehouse_rows"] for r in runs["zetl_e2e"]], [3000, 3000])
+            s = snap["summary"]["snapshot"]
+            self.assertTrue(s["rows_match"])
+            self.assertEqual(s["median_of_runs"], 2)
+            # The reported figure is the median (here: the mean of the two runs).
+            rates = [r["rows_per_s"] for r in runs["zetl_snapshot"]]
+            self.assertAlmostEqual(s["zetl_rows_per_s"], sum(rates) / 2, delta=1)
+            with open(os.path.join(res, "new-tenant.json")) as f:
+                nt = json.load(f)
+            runs = nt["runs"]["zetl_new_tenant"]
+            self.assertEqual([r["tenant"] for r in runs], ["zetlbench_new1", "zetlbench_new2"])
+            self.assertEqual([r["rows"] for r in runs], [3000, 3000])
+            self.assertTrue(all(r["seconds_to_warehouse"] > 0 for r in runs), runs)
+            self.assertEqual(nt["summary"]["new_tenant"]["verify_exit_code"], 0)
+            # Nothing left behind: slots, tenant schemas, warehouse schemas.
+            self.assertEqual(pg.psql("SELECT count(*) FROM pg_replication_slots"), [["0"]])
+            self.assertEqual(pg.psql("SELECT count(*) FROM pg_namespace "
+                                     "WHERE nspname LIKE 'zetlbench%'"), [["0"]])
+            self.assertEqual(pg.psql("SELECT count(*) FROM pg_namespace "
+                                     "WHERE nspname LIKE 'zetlbench%'", db="wh"), [["0"]])
+        finally:
+            pg.destroy()
+            shutil.rmtree(work, ignore_errors=True)
+
 
 if __name__ == "__main__":
     main()

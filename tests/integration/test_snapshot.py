@@ -99,19 +99,19 @@ class SnapshotBase(unittest.TestCase):
                 f"CASE WHEN g % 97 = 0 THEN repeat(md5(g::text), 400) END "
                 f"FROM generate_series({lo}, {hi}) g;")
 
-    def rows(self, side, t, table):
+    def rows(self, side, t, table, schema="zetl_raw"):
         cols = ", ".join(COLS[table])
         if side == "src":
             q = f"SELECT id, md5(ROW({cols})::text) FROM {t}.{table}"
             return sorted(map(tuple, self.sql(q)))
-        q = (f"SELECT id, md5(ROW({cols})::text) FROM zetl_raw.{table} "
+        q = (f"SELECT id, md5(ROW({cols})::text) FROM {schema}.{table} "
              f"WHERE tenant_id = '{t}'")
         return sorted(map(tuple, self.wh(q)))
 
-    def assert_same(self, tenants, tables=("users", "types")):
+    def assert_same(self, tenants, tables=("users", "types"), schema="zetl_raw"):
         for t in tenants:
             for table in tables:
-                src, dst = self.rows("src", t, table), self.rows("wh", t, table)
+                src, dst = self.rows("src", t, table), self.rows("wh", t, table, schema)
                 if src != dst:
                     s, d = set(src), set(dst)
                     self.fail(f"{t}.{table}: {len(src)} source rows, {len(dst)} warehouse rows; "
@@ -212,6 +212,11 @@ class InitialSnapshot(SnapshotBase):
         self.assertGreater(resumed, 0, "no snapshot resumed after a kill:\n" + log[-3000:])
         self.assert_same(tenants)
         self.verify()
+        # The archive holds the snapshot too: replayed into an empty schema, it gives the source.
+        rc, out, err = run_zetl(["replay", "--config", z.config, "--into", "zetl_copy"],
+                                cwd=self.work, timeout=300)
+        self.assertEqual(rc, 0, out + err)
+        self.assert_same(tenants, schema="zetl_copy")
         # The archive marks the batches that carry snapshot rows.
         marked = 0
         for p in glob.glob(os.path.join(self.work, "archive/*/*/manifest.json")):
