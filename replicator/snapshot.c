@@ -263,6 +263,7 @@ static struct snap_task *task_add(struct zetl_snapwin *w, const char *schema, co
     t->table = zetl_strdup(table);
     t->reason = zetl_strdup(reason);
     t->state = TASK_PENDING;
+    t->replace = true;
     while (*tail)
         tail = &(*tail)->next;
     *tail = t;
@@ -272,6 +273,7 @@ static struct snap_task *task_add(struct zetl_snapwin *w, const char *schema, co
 void zetl_snap_task_again(struct snap_task *t, const char *reason)
 {
     t->state = TASK_PENDING;
+    t->replace = true;
     t->restart = false;
     zetl_snap_key_free(&t->after);
     t->rows_durable = t->rows_copied = 0;
@@ -453,7 +455,7 @@ static enum zetl_err queue_published(struct zetl_snapwin *w, PGconn *conn, struc
     for (int r = 0; r < n; r++) {
         const char *schema = PQgetvalue(res, r, 0), *table = PQgetvalue(res, r, 1);
         if (zetl_transform_table_selected(w->s->cfg, table) && !task_find(w, schema, table))
-            task_add(w, schema, table, "initial");
+            task_add(w, schema, table, "initial")->replace = false; /* nothing copied yet */
     }
     PQclear(res);
     zetl_logmsg("stream %s: initial snapshot of %d table(s) queued", w->name, n);
@@ -1174,6 +1176,7 @@ static enum zetl_err copy_task(struct zetl_snapshotter *s, PGconn *conn, struct 
         }
         snprintf(c->id, sizeof(c->id), "%s-%" PRIu64, s->run_id, ++s->next_chunk);
         c->task = t;
+        c->replace = t->replace;
         c->state = CHUNK_REGISTERED;
         c->relid = m.rel->relid;
         c->rel = relation_clone(m.rel);

@@ -37,6 +37,12 @@ struct snap_task {
     int64_t started_ms;
     int inflight; /* chunks registered and not yet durable */
     bool restart; /* asked again while running: copy again when done */
+    /*
+     * The warehouse may hold rows of an earlier copy (a re-copy, a resumed
+     * or onboarded one): a table without a key is replaced, not added to.
+     * False only for the first attempt of an initial snapshot.
+     */
+    bool replace;
 };
 
 enum snap_chunk_state {
@@ -71,6 +77,7 @@ struct snap_chunk {
     uint64_t rows;
     struct snap_key end; /* key of its last row: where the next chunk starts */
     bool last;           /* the task's final chunk */
+    bool replace;        /* its task's replace, at registration */
     uint64_t lsn;        /* commit LSN it was emitted at */
 
     /* the window: stream thread only */

@@ -448,7 +448,7 @@ enum zetl_err zetl_snapwin_message(struct zetl_snapwin *w, const struct zetl_sli
          * replaces the tenant's rows of the table, from the low watermark on
          * (the window's changes land on the empty table, the copy at the end).
          */
-        if (!skipped && !has_key(c))
+        if (!skipped && !has_key(c) && c->replace)
             err = sink->truncate(sink->arg, c->rel, c->plan, eb);
         goto done;
     }
