@@ -6,7 +6,7 @@
  * KEY the dotted path of the offending key, so a user can go straight to it.
  * Unknown and duplicate keys are errors at every level: a misspelt key that
  * silently falls back to a default is worse than a refusal to start.
- * Secrets (DSNs) can come from the environment instead of the file.
+ * Secrets (DSNs) can come from the environment or from secret files (secret.c).
  *
  * This file loads the text and the YAML document; config_sections.c walks
  * it with the readers of config_node.c and config_value.c (config_parse.h).

@@ -41,7 +41,7 @@ struct zetl_config {
     char *path; /* owned: the file this came from */
 
     struct {
-        char *dsn;                   /* owned; ZETL_SOURCE_DSN overrides */
+        char *dsn;                   /* owned; see zetl_config_load for where it comes from */
         struct zetl_strlist schemas; /* source.tenants.schemas */
         struct zetl_strlist tables;  /* source.tables; default ["*"] */
         char *slot;                  /* owned; default "zetl" */
@@ -88,7 +88,7 @@ struct zetl_config {
 
     struct {
         enum zetl_wh_kind kind;       /* ZETL_WH_NONE when the section is absent */
-        char *dsn;                    /* owned; ZETL_WAREHOUSE_DSN overrides */
+        char *dsn;                    /* owned; see zetl_config_load */
         char *schema;                 /* owned; default "zetl_raw" */
         enum zetl_wh_deletes deletes; /* default hard */
         char *iam_role;               /* owned or NULL; redshift only */
@@ -101,7 +101,9 @@ struct zetl_config {
  * Parses and validates `path`.  On success *out is an owned config (free with
  * zetl_config_free).  On failure returns ZETL_ERR_USAGE with
  * "FILE:LINE: KEY: what is wrong" in eb (ZETL_ERR_IO when the file cannot be read).
- * Environment overrides (ZETL_SOURCE_DSN, ZETL_WAREHOUSE_DSN) are applied here.
+ * The DSNs are resolved here, first found wins: ZETL_SOURCE_DSN, the file named
+ * by ZETL_SOURCE_DSN_FILE, the file named by source.dsn_file, source.dsn (and
+ * likewise ZETL_WAREHOUSE_DSN[_FILE], warehouse.dsn_file, warehouse.dsn).
  */
 enum zetl_err zetl_config_load(const char *path, struct zetl_config **out, struct zetl_errbuf *eb);
 /* Same, from a string; `name` stands in for the file name in messages. */
@@ -118,6 +120,15 @@ bool zetl_config_parse_size(const char *s, uint64_t *out);
  * large.
  */
 bool zetl_config_parse_duration(const char *s, uint64_t *ms);
+
+/*
+ * Reads the secret in the file at `path` (trailing newlines stripped) into
+ * *out (owned).  Refuses, with ZETL_ERR_USAGE and a message naming the path
+ * but never the content: a file that cannot be opened or read, that is not a
+ * regular file, whose mode gives other users any access (mode & 007), that
+ * is empty, larger than 64 KiB or holds a NUL byte.
+ */
+enum zetl_err zetl_config_read_secret(const char *path, char **out, struct zetl_errbuf *eb);
 
 /*
  * Copies a libpq conninfo string with any password value replaced by "********",

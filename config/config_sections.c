@@ -1,9 +1,9 @@
 /*
  * The sections of the configuration file, one parser each (source,
  * transforms, buffer, archive, warehouse, then the root that ties them
- * together): defaults, environment overrides and the checks that need more
- * than one value's type, such as slot names, bucket names and which
- * destinations are configured.
+ * together): defaults, environment overrides, DSNs from secret files and
+ * the checks that need more than one value's type, such as slot names,
+ * bucket names and which destinations are configured.
  */
 #include "config/config_parse.h"
 
@@ -21,7 +21,7 @@ static const char *env_nonempty(const char *name)
     return v != NULL && v[0] != '\0' ? v : NULL;
 }
 
-/* Slot and publication names get "_g<N>" appended, so stay well inside NAMEDATALEN. */
+/* Slot and publication names get "_<N>" appended (zetl_0), so stay well inside NAMEDATALEN. */
 static bool slot_name_valid(const char *s)
 {
     size_t n = strlen(s);
@@ -36,12 +36,66 @@ static bool slot_name_valid(const char *s)
     return true;
 }
 
+/*
+ * Resolves SECTION.dsn into *out (owned), the first found winning: env
+ * `env` (ZETL_SOURCE_DSN), the file named by env `env`_FILE, the file named
+ * by SECTION.dsn_file, SECTION.dsn.  A config that gives both keys is
+ * refused even when the environment wins: it is wrong wherever it is used.  A lower
+ * source is not read once a higher one is set, so a stale path left in the
+ * file does not stop a deployment that sets the environment.  *out stays
+ * NULL when nothing gives a DSN; *line is then the section's line.
+ */
+static enum zetl_err resolve_dsn(struct cfg_parse *cp, const struct cfg_map *m, const char *section,
+                                 const char *env, char **out, int *line)
+{
+    char key[ZETL_CONFIG_PATH_MAX], key_file[ZETL_CONFIG_PATH_MAX], env_file[64];
+    struct zetl_errbuf eb;
+    yaml_node_t *x, *xf;
+    int xl, xfl;
+    char *path = NULL;
+    const char *v;
+    enum zetl_err err;
+
+    *out = NULL;
+    zetl_config_child_path(key, section, "dsn");
+    zetl_config_child_path(key_file, section, "dsn_file");
+    snprintf(env_file, sizeof(env_file), "%s_FILE", env);
+    x = zetl_config_map_get_value(cp, m, "dsn", &xl);
+    xf = zetl_config_map_get_value(cp, m, "dsn_file", &xfl);
+    *line = xl;
+    if (x != NULL && xf != NULL)
+        return zetl_config_err(cp, xfl, key_file, "give %s or %s, not both (%s is on line %d)", key,
+                               key_file, key, xl);
+
+    if ((v = env_nonempty(env)) != NULL) {
+        *out = zetl_strdup(v);
+        return ZETL_OK;
+    }
+    if ((v = env_nonempty(env_file)) != NULL) {
+        if (zetl_config_read_secret(v, out, &eb) != ZETL_OK)
+            return zetl_err_set(cp->eb, ZETL_ERR_USAGE, "%s: %s", env_file, eb.msg);
+        return ZETL_OK;
+    }
+    if (xf != NULL) {
+        if ((err = zetl_config_get_string(cp, xf, xfl, key_file, true, &path)) != ZETL_OK)
+            return err;
+        err = zetl_config_read_secret(path, out, &eb);
+        free(path);
+        if (err != ZETL_OK)
+            return zetl_config_err(cp, xfl, key_file, "%s", eb.msg);
+        return ZETL_OK;
+    }
+    if (x != NULL)
+        return zetl_config_get_string(cp, x, xl, key, true, out);
+    return ZETL_OK;
+}
+
 static enum zetl_err parse_source(struct cfg_parse *cp, yaml_node_t *v, int line,
                                   struct zetl_config *cfg)
 {
-    static const char *const keys[] = {"dsn",      "tenants",          "tables",
-                                       "slot",     "slot_groups",      "receive_timeout_ms",
-                                       "snapshot", "snapshot_workers", NULL};
+    static const char *const keys[] = {
+        "dsn",         "dsn_file",           "tenants",  "tables",           "slot",
+        "slot_groups", "receive_timeout_ms", "snapshot", "snapshot_workers", NULL};
     static const char *const tkeys[] = {"schemas", "refresh_ms", NULL};
     static const char *const snapshot_modes[] = {"initial", "never", NULL};
     struct cfg_map m, tm;
@@ -55,21 +109,12 @@ static enum zetl_err parse_source(struct cfg_parse *cp, yaml_node_t *v, int line
     if ((err = zetl_config_map_open(cp, v, line, "source", keys, &m)) != ZETL_OK)
         return err;
 
-    const char *env = env_nonempty("ZETL_SOURCE_DSN");
-    x = zetl_config_map_get_value(cp, &m, "dsn", &xl);
-    if (x != NULL) {
-        char *dsn = NULL;
-        if ((err = zetl_config_get_string(cp, x, xl, "source.dsn", true, &dsn)) != ZETL_OK)
-            return err;
-        cfg->source.dsn = dsn;
-    }
-    if (env != NULL) {
-        free(cfg->source.dsn);
-        cfg->source.dsn = zetl_strdup(env);
-    } else if (cfg->source.dsn == NULL) {
+    if ((err = resolve_dsn(cp, &m, "source", "ZETL_SOURCE_DSN", &cfg->source.dsn, &xl)) != ZETL_OK)
+        return err;
+    if (cfg->source.dsn == NULL)
         return zetl_config_err(cp, xl, "source.dsn",
-                               "missing required key (or set ZETL_SOURCE_DSN)");
-    }
+                               "missing required key (or set source.dsn_file, ZETL_SOURCE_DSN or "
+                               "ZETL_SOURCE_DSN_FILE)");
 
     x = zetl_config_map_get_value(cp, &m, "tenants", &xl);
     if (x != NULL && x->type == YAML_SEQUENCE_NODE)
@@ -454,7 +499,8 @@ static enum zetl_err parse_archive(struct cfg_parse *cp, yaml_node_t *v, int lin
 static enum zetl_err parse_warehouse(struct cfg_parse *cp, yaml_node_t *v, int line,
                                      struct zetl_config *cfg)
 {
-    static const char *const keys[] = {"kind", "dsn", "schema", "deletes", "iam_role", NULL};
+    static const char *const keys[] = {"kind",    "dsn",      "dsn_file", "schema",
+                                       "deletes", "iam_role", NULL};
     static const char *const kinds[] = {"postgres", "redshift", NULL};
     static const char *const deletes[] = {"hard", "soft", "history", NULL};
     struct cfg_map m;
@@ -477,18 +523,14 @@ static enum zetl_err parse_warehouse(struct cfg_parse *cp, yaml_node_t *v, int l
         return err;
     cfg->warehouse.kind = k == 0 ? ZETL_WH_POSTGRES : ZETL_WH_REDSHIFT;
 
-    const char *env = env_nonempty("ZETL_WAREHOUSE_DSN");
-    x = zetl_config_map_get_value(cp, &m, "dsn", &xl);
-    if (x != NULL && (err = zetl_config_get_string(cp, x, xl, "warehouse.dsn", true,
-                                                   &cfg->warehouse.dsn)) != ZETL_OK)
+    if ((err = resolve_dsn(cp, &m, "warehouse", "ZETL_WAREHOUSE_DSN", &cfg->warehouse.dsn, &xl)) !=
+        ZETL_OK)
         return err;
-    if (env != NULL) {
-        free(cfg->warehouse.dsn);
-        cfg->warehouse.dsn = zetl_strdup(env);
-    } else if (cfg->warehouse.dsn == NULL) {
-        return zetl_config_err(cp, xl, "warehouse.dsn",
-                               "missing required key (or set ZETL_WAREHOUSE_DSN)");
-    }
+    if (cfg->warehouse.dsn == NULL)
+        return zetl_config_err(
+            cp, xl, "warehouse.dsn",
+            "missing required key (or set warehouse.dsn_file, ZETL_WAREHOUSE_DSN or "
+            "ZETL_WAREHOUSE_DSN_FILE)");
 
     x = zetl_config_map_get_value(cp, &m, "schema", &xl);
     if (x != NULL) {

@@ -133,10 +133,15 @@ int zetl_cmd_check(const struct zetl_config *cfg)
         goto out;
     }
     finding(&f, "ok", "source: connected (server version %d)", PQserverVersion(conn));
-    if (zetl_source_preflight(conn, &eb) != ZETL_OK)
+    /* The role before anything else: without it every later step fails for that reason. */
+    if (zetl_source_preflight_role(conn, &eb) != ZETL_OK)
+        finding(&f, "error", "%s", eb.msg); /* "source role ... lacks ..." */
+    else
+        finding(&f, "ok", "source: the role may replicate");
+    if (zetl_source_preflight_server(conn, &eb) != ZETL_OK)
         finding(&f, "error", "source: %s", eb.msg);
     else
-        finding(&f, "ok", "source: wal_level is logical and the role may replicate");
+        finding(&f, "ok", "source: wal_level is logical");
 
     res = PQexec(conn, "SELECT current_setting('max_replication_slots')::int - "
                        "(SELECT count(*) FROM pg_replication_slots), "

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -18,6 +19,7 @@
 #include "common/mem.h"
 #include "config/config.h"
 #include "replicator/commands.h"
+#include "replicator/help.h"
 #include "replicator/replay.h"
 #include "replicator/slots.h"
 #include "replicator/snapshot.h"
@@ -30,58 +32,6 @@
 
 #define EXIT_JOB 1
 #define EXIT_USAGE 2
-
-static const char usage_text[] =
-    "zetl - streaming change data capture from PostgreSQL tenant schemas\n"
-    "\n"
-    "Usage:\n"
-    "  zetl run    --config FILE [--once]   stream changes into the archive (and warehouse)\n"
-    "                                        until SIGTERM/SIGINT; with --once, catch up to\n"
-    "                                        the source's WAL position at start, then exit\n"
-    "  zetl verify --config FILE            compare source and warehouse per tenant and table\n"
-    "  zetl check  --config FILE            preflight: wal_level, privileges, replica identity\n"
-    "  zetl apply-batch --config FILE DIR   apply one archived batch directory to the warehouse\n"
-    "                                        (replay; batches at or below the offset are skipped)\n"
-    "  zetl replay --config FILE [--from LSN|TIME] [--to LSN|TIME] [--tenant T]...\n"
-    "              [--table X]... [--into SCHEMA]\n"
-    "                                        apply the archived batches of every stream to the\n"
-    "                                        warehouse (or into SCHEMA, created if missing);\n"
-    "                                        what the schema's offsets hold is skipped; --tenant,\n"
-    "                                        --table and --from need --into and record nothing\n"
-    "                                        (LSN: 16/B374D848; TIME: 2024-03-05 12:34:56+01,\n"
-    "                                        UTC without a zone; see docs/replay.md)\n"
-    "  zetl tenant purge --config FILE TENANT\n"
-    "                                        delete every row of TENANT from the warehouse\n"
-    "                                        tables, in one transaction\n"
-    "  zetl resync --config FILE [--rebuild] (TABLE | --all)\n"
-    "                                        re-apply every archived batch's rows of TABLE (or\n"
-    "                                        of every table) to the warehouse after a stopped\n"
-    "                                        table was fixed; --rebuild deletes the table's\n"
-    "                                        rows first and rebuilds it from the archive\n"
-    "                                        (stop zetl run first; see docs/warehouse.md)\n"
-    "  zetl snapshot --config FILE [--tenant T]... [--table X]...\n"
-    "                                        copy those tables' rows again (all tenants and\n"
-    "                                        tables when none is named) while changes keep\n"
-    "                                        streaming; a running zetl run does it, else this\n"
-    "                                        command does and exits when they are copied\n"
-    "  zetl slots drop-unused --config FILE\n"
-    "                                        drop the zetl replication slots and publications\n"
-    "                                        the configuration no longer uses (they hold WAL)\n"
-    "  zetl slots regroup --config FILE     after a change of source.slot_groups or tenant\n"
-    "                                        patterns: re-spread the tenant schemas over the\n"
-    "                                        slots (see docs/operations.md first)\n"
-    "  zetl bench  --config FILE [WORKLOAD...] [OPTION...]\n"
-    "                                        run benchmark workloads against the config's source\n"
-    "                                        (and warehouse); options: bench/README.md\n"
-    "  zetl --help | --version\n"
-    "\n"
-    "Environment:\n"
-    "  ZETL_SOURCE_DSN      overrides source.dsn (keep passwords out of files)\n"
-    "  ZETL_WAREHOUSE_DSN   overrides warehouse.dsn\n"
-    "  ZETL_MASK_SALT       salt for transforms.clean rules with mask: sha256\n"
-    "  ZETL_LOG_LEVEL       debug | info | log | warning | error (default log)\n"
-    "\n"
-    "Exit status: 0 ok, 1 the job failed, 2 bad usage or invalid config.\n";
 
 static void on_signal(int sig)
 {
@@ -569,9 +519,17 @@ static int cmd_bench(int argc, char **argv)
     struct zetl_config *cfg = NULL;
     struct zetl_errbuf eb;
     const char *dir = getenv("ZETL_BENCH_DIR");
+    bool help = false;
     int n = 0;
     ssize_t len;
 
+    for (int i = 2; i < argc; i++)
+        help = help || strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0;
+    if (help) {
+        /* zetl's own page, then the harness's options (its --help needs no config). */
+        zetl_help_print(stdout, "bench", NULL);
+        fflush(stdout);
+    }
     len = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (len <= 0) {
         fprintf(stderr, "zetl bench: could not find the zetl binary: %s\n", strerror(errno));
@@ -583,6 +541,26 @@ static int cmd_bench(int argc, char **argv)
     else
         snprintf(script, sizeof(script), "%.*s/../bench/zetlbench.py",
                  (int)(strrchr(self, '/') - self), self);
+    if (help && access(script, R_OK) != 0) {
+        printf("\nThe harness is not at \"%s\": set ZETL_BENCH_DIR to list its workloads and "
+               "options.\n",
+               script);
+        free(args);
+        return 0;
+    }
+    if (help) {
+        printf("\nThe harness's workloads and options (zetl passes zetl_bin itself):\n\n");
+        fflush(stdout);
+        args[n++] = "python3";
+        args[n++] = script;
+        args[n++] = self;
+        args[n++] = "--help";
+        args[n] = NULL;
+        execvp("python3", args);
+        fprintf(stderr, "zetl bench: could not run python3: %s\n", strerror(errno));
+        free(args);
+        return EXIT_JOB;
+    }
     if (access(script, R_OK) != 0) {
         fprintf(stderr,
                 "zetl bench: could not find the harness at \"%s\" (set ZETL_BENCH_DIR to "
@@ -617,6 +595,37 @@ static int cmd_bench(int argc, char **argv)
     execvp("python3", args);
     fprintf(stderr, "zetl bench: could not run python3: %s\n", strerror(errno));
     return EXIT_JOB;
+}
+
+/*
+ * Prints the help of cmd (NULL: the overview) to stdout and returns 0, or
+ * names an unknown command or subcommand on stderr and returns EXIT_USAGE.
+ */
+static int print_help(const char *cmd, const char *sub)
+{
+    if (cmd == NULL) {
+        fputs(zetl_help_usage(), stdout);
+        return 0;
+    }
+    if (zetl_help_print(stdout, cmd, sub))
+        return 0;
+    if (sub != NULL && zetl_help_known(cmd))
+        fprintf(stderr, "zetl help: unknown subcommand \"%s %s\"\n", cmd, sub);
+    else
+        fprintf(stderr, "zetl: unknown command \"%s\"\n", cmd);
+    fputs("Try \"zetl help\" for the list of commands.\n", stderr);
+    return EXIT_USAGE;
+}
+
+/* zetl help [COMMAND [SUBCOMMAND]]: argv[1] is "help". */
+static int cmd_help(int argc, char **argv)
+{
+    if (argc > 4 ||
+        (argc == 4 && strcmp(argv[2], "tenant") != 0 && strcmp(argv[2], "slots") != 0)) {
+        fprintf(stderr, "zetl help: unexpected argument \"%s\"\n", argv[argc - 1]);
+        return EXIT_USAGE;
+    }
+    return print_help(argc >= 3 ? argv[2] : NULL, argc == 4 ? argv[3] : NULL);
 }
 
 /* The command line of every command but bench; strings are borrowed from argv. */
@@ -681,12 +690,12 @@ static bool parse_args(int argc, char **argv, struct cli_args *a, int *rc)
             a->replay.into = optarg;
             break;
         case 'h':
-            fputs(usage_text, stdout);
-            *rc = 0;
+            *rc = print_help(a->cmd, NULL);
             return false;
         case 'V':
-            printf("zetl %s\n", ZETL_VERSION);
-            *rc = 0;
+            /* zetl --version alone is answered in main; anything with it is a mistake. */
+            fputs("zetl: --version takes no other argument (zetl --version)\n", stderr);
+            *rc = EXIT_USAGE;
             return false;
         default:
             fputs("Try \"zetl --help\" for more information.\n", stderr);
@@ -756,7 +765,7 @@ static bool check_args(struct cli_args *a)
     const char *operand = a->operand;
 
     if (cmd == NULL) {
-        fputs(usage_text, stderr);
+        fputs(zetl_help_usage(), stderr);
         return false;
     }
     if (strcmp(cmd, "run") != 0 && strcmp(cmd, "verify") != 0 && strcmp(cmd, "check") != 0 &&
@@ -857,9 +866,25 @@ int main(int argc, char **argv)
     struct zetl_errbuf eb;
     int rc;
 
+    if (argc == 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)) {
+        printf("zetl %s\n", ZETL_VERSION);
+        return 0;
+    }
+    if (argc >= 2 && strcmp(argv[1], "help") == 0)
+        return cmd_help(argc, argv);
     /* bench passes its own options through to the harness. */
     if (argc >= 2 && strcmp(argv[1], "bench") == 0)
         return cmd_bench(argc, argv);
+    /*
+     * Archive, spool, spill and snapshot files hold row data: whatever the
+     * caller's umask, they are created 0600 and their directories 0700 (the
+     * umask takes the group and other bits off the 0644/0755 the code asks
+     * for; one place instead of every open and mkdir).  bench is left
+     * alone: it runs a Python harness that shares files with PostgreSQL
+     * servers running as another user, and the zetl processes it starts set
+     * this themselves.
+     */
+    umask(077);
     if (!parse_args(argc, argv, &a, &rc))
         goto done;
     rc = EXIT_USAGE;

@@ -90,18 +90,14 @@ enum zetl_err zetl_source_exec(PGconn *conn, const char *sql, int n, const char 
     return ZETL_OK;
 }
 
-enum zetl_err zetl_source_preflight(PGconn *conn, struct zetl_errbuf *eb)
+enum zetl_err zetl_source_preflight_role(PGconn *conn, struct zetl_errbuf *eb)
 {
     PGresult *res = NULL;
     enum zetl_err err;
+    char *q;
 
-    if (PQserverVersion(conn) < 140000)
-        return zetl_err_set(eb, ZETL_ERR_FATAL,
-                            "source server version %d is not supported (PostgreSQL 14 or later is "
-                            "required for pgoutput streaming)",
-                            PQserverVersion(conn));
     err = query(conn,
-                "SELECT current_setting('wal_level'), r.rolsuper OR r.rolreplication OR "
+                "SELECT r.rolsuper OR r.rolreplication OR "
                 "coalesce((SELECT pg_has_role(current_user, oid, 'member') FROM pg_roles "
                 "WHERE rolname = 'rds_replication'), false), current_user "
                 "FROM pg_roles r WHERE r.rolname = current_user",
@@ -112,26 +108,50 @@ enum zetl_err zetl_source_preflight(PGconn *conn, struct zetl_errbuf *eb)
         PQclear(res);
         return zetl_err_set(eb, ZETL_ERR_FATAL, "could not read the source role's privileges");
     }
-    if (strcmp(PQgetvalue(res, 0, 0), "logical") != 0) {
+    if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
+        PQclear(res);
+        return ZETL_OK;
+    }
+    q = zetl_sql_quote_ident(PQgetvalue(res, 0, 1));
+    err = zetl_err_set(eb, ZETL_ERR_FATAL,
+                       "source role \"%s\" lacks the REPLICATION privilege: run ALTER ROLE %s "
+                       "REPLICATION (on Aurora/RDS: GRANT rds_replication TO %s)",
+                       PQgetvalue(res, 0, 1), q, q);
+    free(q);
+    PQclear(res);
+    return err;
+}
+
+enum zetl_err zetl_source_preflight_server(PGconn *conn, struct zetl_errbuf *eb)
+{
+    PGresult *res = NULL;
+    enum zetl_err err;
+
+    if (PQserverVersion(conn) < 140000)
+        return zetl_err_set(eb, ZETL_ERR_FATAL,
+                            "source server version %d is not supported (PostgreSQL 14 or later is "
+                            "required for pgoutput streaming)",
+                            PQserverVersion(conn));
+    if ((err = query(conn, "SELECT current_setting('wal_level')", &res, eb)) != ZETL_OK)
+        return err;
+    if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "logical") != 0)
         err = zetl_err_set(eb, ZETL_ERR_FATAL,
                            "source wal_level is \"%s\", logical replication needs \"logical\": set "
                            "wal_level = logical (on Aurora/RDS: rds.logical_replication = 1 in the "
                            "parameter group) and restart the server",
-                           PQgetvalue(res, 0, 0));
-        goto done;
-    }
-    if (strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
-        char *q = zetl_sql_quote_ident(PQgetvalue(res, 0, 2));
-        err = zetl_err_set(eb, ZETL_ERR_FATAL,
-                           "source role \"%s\" lacks the REPLICATION privilege: run ALTER ROLE %s "
-                           "REPLICATION (on Aurora/RDS: GRANT rds_replication TO %s)",
-                           PQgetvalue(res, 0, 2), q, q);
-        free(q);
-        goto done;
-    }
-done:
+                           PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "");
     PQclear(res);
     return err;
+}
+
+enum zetl_err zetl_source_preflight(PGconn *conn, struct zetl_errbuf *eb)
+{
+    enum zetl_err err;
+
+    /* The role first: it is what a newcomer's setup most often misses. */
+    if ((err = zetl_source_preflight_role(conn, eb)) != ZETL_OK)
+        return err;
+    return zetl_source_preflight_server(conn, eb);
 }
 
 int zetl_source_group_of(const char *schema, int slot_groups)

@@ -38,7 +38,15 @@ struct zetl_source_plan {
 enum zetl_err zetl_source_connect(const char *dsn, bool replication, const char *app_name,
                                   PGconn **out, struct zetl_errbuf *eb);
 
-/* wal_level, REPLICATION privilege, server version >= 14. */
+/*
+ * The connected role may replicate: superuser, the REPLICATION attribute or
+ * membership in rds_replication (Aurora/RDS); the error names the role and
+ * the statement that fixes it.
+ */
+enum zetl_err zetl_source_preflight_role(PGconn *conn, struct zetl_errbuf *eb);
+/* Server version >= 14 and wal_level = logical. */
+enum zetl_err zetl_source_preflight_server(PGconn *conn, struct zetl_errbuf *eb);
+/* Both of the above, the role first. */
 enum zetl_err zetl_source_preflight(PGconn *conn, struct zetl_errbuf *eb);
 
 /* Finds tenant schemas (source.tenants.schemas) and spreads them over slot groups. */

@@ -27,6 +27,8 @@
 #include "transforms/transform.h"
 
 #define VERIFY_WAIT_SECONDS 120
+/* Polls (200 ms apart) a slot must be seen inactive before verify stops waiting for it. */
+#define VERIFY_IDLE_POLLS 15
 #define VERIFY_MAX_KEYS 10
 
 /* True when some clean rule drops or rewrites table.column. */
@@ -106,12 +108,13 @@ static bool wait_for_warehouse(PGconn *src, PGconn *wh, const char *schema,
             PQclear(res);
             if (end >= target)
                 continue;
+            /* Inactive for a few seconds: a zetl run that is starting is not mistaken. */
             idle[i] = slot_inactive(src, plan->groups[i].name) ? idle[i] + 1 : 0;
-            if (idle[i] == 2)
+            if (idle[i] == VERIFY_IDLE_POLLS)
                 printf("stream %s: no zetl streams from its slot; comparing what the warehouse "
                        "holds (applied up to " ZETL_LSN_FMT ")\n",
                        plan->groups[i].name, ZETL_LSN_ARGS(end));
-            if (idle[i] >= 2)
+            if (idle[i] >= VERIFY_IDLE_POLLS)
                 continue;
             ok = false;
             if (end < worst) {

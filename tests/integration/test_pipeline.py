@@ -312,6 +312,7 @@ class PipelineTest(unittest.TestCase):
                 self.assertEqual(self.z.run_once(), 0, self.z.log())
                 self.assert_tenants_equal()
         self.z.start()
+        self.wait_active()
         rc, out, err = self.verify()
         self.assertEqual(rc, 0, out + err + self.z.log())
         self.assert_tenants_equal()

@@ -2,9 +2,12 @@
  * redaction. */
 #include "config/config.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tests/unit/tap.h"
 
@@ -22,6 +25,8 @@ static void clear_env(void)
 {
     unsetenv("ZETL_SOURCE_DSN");
     unsetenv("ZETL_WAREHOUSE_DSN");
+    unsetenv("ZETL_SOURCE_DSN_FILE");
+    unsetenv("ZETL_WAREHOUSE_DSN_FILE");
     unsetenv("ZETL_MASK_SALT");
     unsetenv("AWS_REGION");
 }
@@ -146,6 +151,127 @@ static void test_full(void)
     clear_env();
 }
 
+/* Reads a file of the source tree (ZETL_SOURCE_DIR) whole; NULL when it cannot be read. */
+static char *read_source_file(const char *rel)
+{
+    const char *dir = getenv("ZETL_SOURCE_DIR");
+    char path[4096];
+    char *text = NULL;
+    long n;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir ? dir : ".", rel);
+    f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+        text = calloc(1, (size_t)n + 1);
+        if (text != NULL && fread(text, 1, (size_t)n, f) != (size_t)n) {
+            free(text);
+            text = NULL;
+        }
+    }
+    fclose(f);
+    return text;
+}
+
+/* True when `key:` starts a word in text (a key, set or commented out). */
+static bool mentions_key(const char *text, const char *key)
+{
+    size_t n = strlen(key);
+
+    for (const char *p = strstr(text, key); p != NULL; p = strstr(p + 1, key)) {
+        bool starts = p == text || !((p[-1] >= 'a' && p[-1] <= 'z') || p[-1] == '_');
+        if (starts && p[n] == ':')
+            return true;
+    }
+    return false;
+}
+
+/*
+ * zetl.example.yaml at the root: the real parser takes it as it is, its
+ * values are the defaults, and it names every key the parser accepts (read
+ * from the key tables of config/config_sections.c, so a new key without an
+ * entry in the example fails here).
+ */
+static void test_example(void)
+{
+    struct zetl_config *cfg = NULL;
+    struct zetl_errbuf eb = {{0}};
+    char *example = read_source_file("zetl.example.yaml");
+    char *sections = read_source_file("config/config_sections.c");
+    const char *dir = getenv("ZETL_SOURCE_DIR");
+    char path[4096];
+    int nkeys = 0;
+
+    CHECK(example != NULL && sections != NULL);
+    if (example == NULL || sections == NULL)
+        goto done;
+    clear_env();
+    snprintf(path, sizeof(path), "%s/zetl.example.yaml", dir ? dir : ".");
+    CHECK(zetl_config_load(path, &cfg, &eb) == ZETL_OK);
+    if (cfg == NULL) {
+        fprintf(stderr, "zetl.example.yaml: %s\n", eb.msg);
+        goto done;
+    }
+    CHECK_STR(cfg->source.dsn, "host=127.0.0.1 port=5432 dbname=app user=zetl");
+    CHECK(cfg->source.schemas.n == 1);
+    CHECK_STR(cfg->source.schemas.items[0], "tenant_*");
+    CHECK(cfg->source.refresh_ms == 5000);
+    CHECK(cfg->source.tables.n == 1);
+    CHECK_STR(cfg->source.tables.items[0], "*");
+    CHECK_STR(cfg->source.slot, "zetl");
+    CHECK(cfg->source.slot_groups == 1);
+    CHECK(cfg->source.receive_timeout_ms == 60000);
+    CHECK(cfg->source.snapshot);
+    CHECK(cfg->source.snapshot_workers == 2);
+    CHECK_STR(cfg->transforms.tenant_column, "tenant_id");
+    CHECK(cfg->transforms.nclean == 2);
+    CHECK_STR(cfg->buffer.dir, "./zetl-data");
+    CHECK(cfg->buffer.max_rows == 100000);
+    CHECK(cfg->buffer.max_bytes == 64ull * 1024 * 1024);
+    CHECK(cfg->buffer.max_age_ms == 1000);
+    CHECK_STR(cfg->archive.url, "file://./zetl-data/archive");
+    CHECK(cfg->archive.retention_ms == 0);
+    CHECK(cfg->archive.retention_interval_ms == 600000);
+    CHECK(!cfg->archive.retention_ignore_snapshot);
+    CHECK_STR(cfg->archive.s3.region, "us-east-1");
+    CHECK(cfg->archive.s3.endpoint == NULL);
+    CHECK(!cfg->archive.s3.path_style);
+    CHECK(cfg->archive.s3.part_size == 8ull * 1024 * 1024);
+    CHECK(cfg->warehouse.kind == ZETL_WH_POSTGRES);
+    CHECK_STR(cfg->warehouse.schema, "zetl_raw");
+    CHECK(cfg->warehouse.deletes == ZETL_DELETES_HARD);
+    CHECK(cfg->warehouse.iam_role == NULL);
+    CHECK_STR(cfg->log_level, "log");
+    zetl_config_free(cfg);
+
+    /* Every string of every `keys[] = {...}` table of the parser. */
+    for (const char *p = strstr(sections, "keys[] = {"); p != NULL;
+         p = strstr(p + 1, "keys[] = {")) {
+        const char *end = strstr(p, "NULL}");
+        for (const char *q = strchr(p, '"'); q != NULL && end != NULL && q < end;) {
+            const char *close = strchr(q + 1, '"');
+            char key[64];
+            if (close == NULL || close - q - 1 >= (long)sizeof(key))
+                break;
+            snprintf(key, sizeof(key), "%.*s", (int)(close - q - 1), q + 1);
+            nkeys++;
+            if (!mentions_key(example, key)) {
+                fprintf(stderr, "zetl.example.yaml does not mention key \"%s\"\n", key);
+                zetl_tap_failed++;
+            }
+            q = strchr(close + 1, '"');
+        }
+    }
+    /* The tables were found (source, tenants, clean rules, transforms, buffer, archive, ...). */
+    CHECK(nkeys >= 40);
+done:
+    free(example);
+    free(sections);
+    clear_env();
+}
+
 static void test_defaults(void)
 {
     struct zetl_config *cfg = NULL;
@@ -263,14 +389,16 @@ static void test_structure_errors(void)
     EXPECT_USAGE("source:\n  dsn: x\n  tenants: {}\n" ARCHIVE,
                  "zetl.yaml:3: source.tenants.schemas: missing required key");
     EXPECT_USAGE("source:\n  tenants:\n    schemas: [a]\n" ARCHIVE,
-                 "zetl.yaml:1: source.dsn: missing required key (or set ZETL_SOURCE_DSN)");
+                 "zetl.yaml:1: source.dsn: missing required key (or set source.dsn_file, "
+                 "ZETL_SOURCE_DSN or ZETL_SOURCE_DSN_FILE)");
     EXPECT_USAGE(ARCHIVE, "zetl.yaml:1: source: missing required key");
     EXPECT_USAGE("", "zetl.yaml:1: source: missing required key");
     EXPECT_USAGE(SRC, "zetl.yaml:1: archive.url: no destination configured");
     EXPECT_USAGE(SRC "archive:\n", "zetl.yaml:5: archive.url: missing required key");
     EXPECT_USAGE(SRC "warehouse:\n", "zetl.yaml:5: warehouse.kind: missing required key");
     EXPECT_USAGE(SRC "warehouse:\n  kind: postgres\n",
-                 "zetl.yaml:5: warehouse.dsn: missing required key (or set ZETL_WAREHOUSE_DSN)");
+                 "zetl.yaml:5: warehouse.dsn: missing required key (or set warehouse.dsn_file, "
+                 "ZETL_WAREHOUSE_DSN or ZETL_WAREHOUSE_DSN_FILE)");
     EXPECT_USAGE(SRC "warehouse:\n  dsn: x\n", "zetl.yaml:5: warehouse.kind: missing required key");
 
     /* Wrong types. */
@@ -511,6 +639,169 @@ static void test_env_overrides(void)
         zetl_config_free(cfg);
     }
     clear_env();
+}
+
+/* Writes `text` to a new file in `dir` with `mode`; returns the owned path. */
+static char *secret_file(const char *dir, const char *name, const char *text, mode_t mode)
+{
+    char *path = malloc(strlen(dir) + strlen(name) + 2);
+    FILE *f;
+
+    sprintf(path, "%s/%s", dir, name);
+    f = fopen(path, "wb");
+    CHECK(f != NULL);
+    if (f != NULL) {
+        fputs(text, f);
+        fclose(f);
+    }
+    CHECK(chmod(path, mode) == 0);
+    return path;
+}
+
+/* Parses `text` and checks the DSNs; either may be NULL for "no warehouse". */
+static void expect_dsns(const char *text, const char *src, const char *wh, int line)
+{
+    struct zetl_config *cfg = parse_ok(text, line);
+
+    if (cfg == NULL)
+        return;
+    if (strcmp(cfg->source.dsn, src) == 0 &&
+        (wh == NULL ? cfg->warehouse.dsn == NULL
+                    : cfg->warehouse.dsn != NULL && strcmp(cfg->warehouse.dsn, wh) == 0)) {
+        zetl_tap_passed++;
+    } else {
+        zetl_tap_failed++;
+        fprintf(stderr, "%s:%d: got source.dsn %s, warehouse.dsn %s\n", __FILE__, line,
+                cfg->source.dsn, cfg->warehouse.dsn ? cfg->warehouse.dsn : "(null)");
+    }
+    zetl_config_free(cfg);
+}
+#define EXPECT_DSNS(text, src, wh) expect_dsns((text), (src), (wh), __LINE__)
+
+static void test_dsn_files(void)
+{
+    char dir[] = "/tmp/zetl-test-secrets-XXXXXX";
+    char text[2048], msg[1024];
+    struct zetl_config *cfg = NULL;
+    struct zetl_errbuf eb = {{0}};
+    char *src, *wh, *crlf, *other_r, *other_w, *group, *empty, *got = NULL;
+
+    clear_env();
+    CHECK(mkdtemp(dir) != NULL);
+    src = secret_file(dir, "src", "host=file-src password=s3cret-src\n", 0600);
+    wh = secret_file(dir, "wh", "host=file-wh password=s3cret-wh", 0400);
+    crlf = secret_file(dir, "crlf", "host=crlf\r\n\n", 0600);
+    group = secret_file(dir, "group", "host=group-ok\n", 0640);
+    other_r = secret_file(dir, "other-r", "host=leak password=s3cret-other\n", 0604);
+    other_w = secret_file(dir, "other-w", "host=leak password=s3cret-other\n", 0602);
+    empty = secret_file(dir, "empty", "\n", 0600);
+
+    /* The reader: trailing newlines stripped, mode checked, content never in messages. */
+    CHECK(zetl_config_read_secret(src, &got, &eb) == ZETL_OK);
+    CHECK_STR(got, "host=file-src password=s3cret-src");
+    free(got);
+    CHECK(zetl_config_read_secret(crlf, &got, &eb) == ZETL_OK);
+    CHECK_STR(got, "host=crlf");
+    free(got);
+    CHECK(zetl_config_read_secret(group, &got, &eb) == ZETL_OK);
+    free(got);
+    got = (char *)1;
+    CHECK(zetl_config_read_secret(other_r, &got, &eb) == ZETL_ERR_USAGE);
+    CHECK(got == NULL);
+    snprintf(msg, sizeof(msg), "secret file \"%s\" is accessible by other users (mode 0604)",
+             other_r);
+    CHECK(strstr(eb.msg, msg) != NULL);
+    CHECK(strstr(eb.msg, "s3cret") == NULL);
+    CHECK(zetl_config_read_secret(other_w, &got, &eb) == ZETL_ERR_USAGE);
+    CHECK(strstr(eb.msg, "(mode 0602)") != NULL);
+    CHECK(zetl_config_read_secret(empty, &got, &eb) == ZETL_ERR_USAGE);
+    CHECK(strstr(eb.msg, "is empty") != NULL);
+    CHECK(zetl_config_read_secret(dir, &got, &eb) == ZETL_ERR_USAGE);
+    CHECK(strstr(eb.msg, "is not a regular file") != NULL);
+
+    /* source.dsn_file and warehouse.dsn_file in the file. */
+    snprintf(text, sizeof(text),
+             "source:\n  dsn_file: %s\n  tenants:\n    schemas: [a]\n"
+             "warehouse:\n  kind: postgres\n  dsn_file: \"%s\"\n",
+             src, wh);
+    EXPECT_DSNS(text, "host=file-src password=s3cret-src", "host=file-wh password=s3cret-wh");
+
+    /* Precedence: ZETL_X_DSN > ZETL_X_DSN_FILE > x.dsn_file > x.dsn. */
+    setenv("ZETL_SOURCE_DSN_FILE", crlf, 1);
+    setenv("ZETL_WAREHOUSE_DSN_FILE", group, 1);
+    EXPECT_DSNS(text, "host=crlf", "host=group-ok");
+    EXPECT_DSNS(SRC "warehouse:\n  kind: postgres\n  dsn: host=inline\n", "host=crlf",
+                "host=group-ok");
+    setenv("ZETL_SOURCE_DSN", "host=env-src", 1);
+    setenv("ZETL_WAREHOUSE_DSN", "host=env-wh", 1);
+    EXPECT_DSNS(text, "host=env-src", "host=env-wh");
+    /* A higher source wins without the lower file being read at all. */
+    setenv("ZETL_SOURCE_DSN_FILE", other_r, 1);
+    snprintf(text, sizeof(text),
+             "source:\n  dsn_file: %s/missing\n  tenants:\n    schemas: [a]\n" ARCHIVE, dir);
+    EXPECT_DSNS(text, "host=env-src", NULL);
+    clear_env();
+    snprintf(text, sizeof(text), "source:\n  dsn_file: %s\n  tenants:\n    schemas: [a]\n" ARCHIVE,
+             src);
+    setenv("ZETL_SOURCE_DSN_FILE", crlf, 1);
+    EXPECT_DSNS(text, "host=crlf", NULL);
+    setenv("ZETL_SOURCE_DSN_FILE", "", 1); /* empty counts as unset */
+    EXPECT_DSNS(text, "host=file-src password=s3cret-src", NULL);
+    EXPECT_DSNS(SRC ARCHIVE, "host=127.0.0.1 dbname=app", NULL);
+    clear_env();
+
+    /* Both keys in one section: refused, whatever the environment says. */
+    snprintf(text, sizeof(text),
+             "source:\n  dsn: host=x\n  tenants:\n    schemas: [a]\n  dsn_file: %s\n" ARCHIVE, src);
+    EXPECT_USAGE(text, "zetl.yaml:5: source.dsn_file: give source.dsn or source.dsn_file, not "
+                       "both (source.dsn is on line 2)");
+    setenv("ZETL_SOURCE_DSN", "host=env-src", 1);
+    EXPECT_USAGE(text, "zetl.yaml:5: source.dsn_file: give source.dsn or source.dsn_file");
+    clear_env();
+    snprintf(text, sizeof(text),
+             SRC "warehouse:\n  kind: postgres\n  dsn_file: %s\n  dsn: host=y\n", wh);
+    EXPECT_USAGE(text, "zetl.yaml:7: warehouse.dsn_file: give warehouse.dsn or "
+                       "warehouse.dsn_file, not both (warehouse.dsn is on line 8)");
+
+    /* World-accessible, missing and empty files: located errors naming the path. */
+    snprintf(text, sizeof(text), "source:\n  tenants:\n    schemas: [a]\n  dsn_file: %s\n" ARCHIVE,
+             other_r);
+    snprintf(msg, sizeof(msg),
+             "zetl.yaml:4: source.dsn_file: secret file \"%s\" is accessible by other users "
+             "(mode 0604); refusing to use it",
+             other_r);
+    CHECK(zetl_config_parse("zetl.yaml", text, strlen(text), &cfg, &eb) == ZETL_ERR_USAGE);
+    CHECK(cfg == NULL);
+    CHECK(strstr(eb.msg, msg) != NULL);
+    CHECK(strstr(eb.msg, "s3cret") == NULL);
+    snprintf(text, sizeof(text), SRC "warehouse:\n  kind: postgres\n  dsn_file: %s/missing\n", dir);
+    snprintf(msg, sizeof(msg),
+             "zetl.yaml:7: warehouse.dsn_file: could not open secret file \"%s/missing\": No "
+             "such file or directory",
+             dir);
+    EXPECT_USAGE(text, msg);
+    snprintf(text, sizeof(text), "source:\n  dsn_file: %s\n  tenants:\n    schemas: [a]\n" ARCHIVE,
+             empty);
+    EXPECT_USAGE(text, "zetl.yaml:2: source.dsn_file: secret file");
+    EXPECT_USAGE("source:\n  dsn_file: \"\"\n  tenants:\n    schemas: [a]\n" ARCHIVE,
+                 "zetl.yaml:2: source.dsn_file: ");
+    setenv("ZETL_WAREHOUSE_DSN_FILE", other_w, 1);
+    snprintf(msg, sizeof(msg),
+             "ZETL_WAREHOUSE_DSN_FILE: secret file \"%s\" is accessible by other users (mode "
+             "0602)",
+             other_w);
+    EXPECT_USAGE(SRC "warehouse:\n  kind: postgres\n", msg);
+    setenv("ZETL_WAREHOUSE_DSN_FILE", "/nonexistent/secret", 1);
+    EXPECT_USAGE(SRC "warehouse:\n  kind: postgres\n",
+                 "ZETL_WAREHOUSE_DSN_FILE: could not open secret file \"/nonexistent/secret\"");
+    clear_env();
+
+    char *files[] = {src, wh, crlf, group, other_r, other_w, empty};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        unlink(files[i]);
+        free(files[i]);
+    }
+    rmdir(dir);
 }
 
 static void test_syntax_and_io(void)
@@ -755,11 +1046,13 @@ static void test_redact(void)
 int main(void)
 {
     test_full();
+    test_example();
     test_defaults();
     test_structure_errors();
     test_value_errors();
     test_mask_salt();
     test_env_overrides();
+    test_dsn_files();
     test_syntax_and_io();
     test_truncations();
     test_sizes();
