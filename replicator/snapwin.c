@@ -523,10 +523,11 @@ void zetl_snapwin_reconnect(struct zetl_snapwin *w, uint64_t last_sealed)
     for (struct snap_chunk *c = w->chunks; c; c = c->next) {
         /* The relation cache starts over: an entry may come back at the same address. */
         c->map_rel = NULL;
-        if (c->state == CHUNK_EMITTED && c->lsn > last_sealed) {
+        if ((c->state == CHUNK_EMITTED && c->lsn > last_sealed) || c->state == CHUNK_EMITTING) {
             /* Its batch was never queued: the server sends the window again. */
+            if (c->state == CHUNK_EMITTED)
+                w->ready++; /* an interrupted emit never left the count */
             c->state = CHUNK_READY;
-            w->ready++;
             if (!c->window) {
                 c->window = true;
                 w->open++;

@@ -205,6 +205,11 @@ class RetentionBase:
         for _ in range(3):
             self.insert()
             time.sleep(1.5)
+        # Every row applied first: a batch sealed after the check would be a second one.
+        deadline = time.time() + 60
+        while time.time() < deadline and \
+                self.wh("SELECT count(*) FROM zetl_raw.users") != [[str(self.next_id - 1)]]:
+            time.sleep(0.2)
         # Passes every 200 ms while idle: the stream keeps only its newest batch.
         deadline = time.time() + 60
         while time.time() < deadline:
