@@ -104,47 +104,60 @@ range:
                            zetl_config_quote(q, sizeof(q), s));
 }
 
-enum size_result {
-    SIZE_OK,
-    SIZE_MALFORMED,
-    SIZE_NOT_POSITIVE,
-    SIZE_OVERFLOW,
+enum unit_result {
+    UNIT_OK,
+    UNIT_MALFORMED,
+    UNIT_NOT_POSITIVE,
+    UNIT_OVERFLOW,
 };
 
-/* "<digits>[ ]<unit>" with KiB/MiB/GiB/TiB and k/K/M/G/T 1024-based, kB/KB/MB/GB/TB 1000-based. */
-static enum size_result size_parse(const char *s, uint64_t *out)
+struct unit {
+    const char *name;
+    uint64_t mult;
+};
+
+/* KiB/MiB/GiB/TiB and k/K/M/G/T 1024-based, kB/KB/MB/GB/TB 1000-based; a bare number is bytes. */
+static const struct unit size_units[] = {
+    {"", 1},
+    {"B", 1},
+    {"k", 1024ull},
+    {"K", 1024ull},
+    {"M", 1024ull * 1024},
+    {"G", 1024ull * 1024 * 1024},
+    {"T", 1024ull * 1024 * 1024 * 1024},
+    {"KiB", 1024ull},
+    {"MiB", 1024ull * 1024},
+    {"GiB", 1024ull * 1024 * 1024},
+    {"TiB", 1024ull * 1024 * 1024 * 1024},
+    {"kB", 1000ull},
+    {"KB", 1000ull},
+    {"MB", 1000ull * 1000},
+    {"GB", 1000ull * 1000 * 1000},
+    {"TB", 1000ull * 1000 * 1000 * 1000},
+};
+
+/* In milliseconds: a bare number says nothing about its unit. */
+static const struct unit duration_units[] = {
+    {"ms", 1}, {"s", 1000}, {"m", 60 * 1000}, {"h", 3600 * 1000}, {"d", 86400 * 1000},
+};
+
+/*
+ * "<digits><unit>" with one of `units`, greater than 0, into *out.  With
+ * `lax` (sizes), a leading '+' and one space before the unit are accepted.
+ */
+static enum unit_result unit_parse(const char *s, const struct unit *units, size_t nunits, bool lax,
+                                   uint64_t *out)
 {
-    static const struct {
-        const char *unit;
-        uint64_t mult;
-    } units[] = {
-        {"", 1},
-        {"B", 1},
-        {"k", 1024ull},
-        {"K", 1024ull},
-        {"M", 1024ull * 1024},
-        {"G", 1024ull * 1024 * 1024},
-        {"T", 1024ull * 1024 * 1024 * 1024},
-        {"KiB", 1024ull},
-        {"MiB", 1024ull * 1024},
-        {"GiB", 1024ull * 1024 * 1024},
-        {"TiB", 1024ull * 1024 * 1024 * 1024},
-        {"kB", 1000ull},
-        {"KB", 1000ull},
-        {"MB", 1000ull * 1000},
-        {"GB", 1000ull * 1000 * 1000},
-        {"TB", 1000ull * 1000 * 1000 * 1000},
-    };
     const char *p = s;
     uint64_t n = 0;
     bool overflow = false;
 
     if (*p == '-')
-        return p[1] >= '0' && p[1] <= '9' ? SIZE_NOT_POSITIVE : SIZE_MALFORMED;
-    if (*p == '+')
+        return p[1] >= '0' && p[1] <= '9' ? UNIT_NOT_POSITIVE : UNIT_MALFORMED;
+    if (lax && *p == '+')
         p++;
     if (*p < '0' || *p > '9')
-        return SIZE_MALFORMED;
+        return UNIT_MALFORMED;
     for (; *p >= '0' && *p <= '9'; p++) {
         unsigned d = (unsigned)(*p - '0');
         if (n > (UINT64_MAX - d) / 10)
@@ -152,75 +165,42 @@ static enum size_result size_parse(const char *s, uint64_t *out)
         else
             n = n * 10 + d;
     }
-    if (*p == ' ')
+    if (lax && *p == ' ')
         p++;
-    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-        if (strcmp(p, units[i].unit) != 0)
+    for (size_t i = 0; i < nunits; i++) {
+        if (strcmp(p, units[i].name) != 0)
             continue;
-        if (p > s && p[-1] == ' ' && units[i].unit[0] == '\0')
-            return SIZE_MALFORMED; /* trailing space */
+        if (p > s && p[-1] == ' ' && units[i].name[0] == '\0')
+            return UNIT_MALFORMED; /* trailing space */
         if (overflow || (n != 0 && n > UINT64_MAX / units[i].mult))
-            return SIZE_OVERFLOW;
+            return UNIT_OVERFLOW;
         if (n == 0)
-            return SIZE_NOT_POSITIVE;
+            return UNIT_NOT_POSITIVE;
         *out = n * units[i].mult;
-        return SIZE_OK;
+        return UNIT_OK;
     }
-    return SIZE_MALFORMED;
+    return UNIT_MALFORMED;
+}
+
+static enum unit_result size_parse(const char *s, uint64_t *out)
+{
+    return unit_parse(s, size_units, sizeof(size_units) / sizeof(size_units[0]), true, out);
+}
+
+static enum unit_result duration_parse(const char *s, uint64_t *out)
+{
+    return unit_parse(s, duration_units, sizeof(duration_units) / sizeof(duration_units[0]), false,
+                      out);
 }
 
 bool zetl_config_parse_size(const char *s, uint64_t *out)
 {
-    return size_parse(s, out) == SIZE_OK;
-}
-
-enum duration_result {
-    DURATION_OK,
-    DURATION_MALFORMED,
-    DURATION_NOT_POSITIVE,
-    DURATION_OVERFLOW,
-};
-
-/* "<digits><unit>", unit one of ms, s, m, h, d: a bare number says nothing about its unit. */
-static enum duration_result duration_parse(const char *s, uint64_t *out)
-{
-    static const struct {
-        const char *unit;
-        uint64_t ms;
-    } units[] = {
-        {"ms", 1}, {"s", 1000}, {"m", 60 * 1000}, {"h", 3600 * 1000}, {"d", 86400 * 1000},
-    };
-    const char *p = s;
-    uint64_t n = 0;
-    bool overflow = false;
-
-    if (*p == '-')
-        return p[1] >= '0' && p[1] <= '9' ? DURATION_NOT_POSITIVE : DURATION_MALFORMED;
-    if (*p < '0' || *p > '9')
-        return DURATION_MALFORMED;
-    for (; *p >= '0' && *p <= '9'; p++) {
-        unsigned d = (unsigned)(*p - '0');
-        if (n > (UINT64_MAX - d) / 10)
-            overflow = true;
-        else
-            n = n * 10 + d;
-    }
-    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-        if (strcmp(p, units[i].unit) != 0)
-            continue;
-        if (overflow || n > UINT64_MAX / units[i].ms)
-            return DURATION_OVERFLOW;
-        if (n == 0)
-            return DURATION_NOT_POSITIVE;
-        *out = n * units[i].ms;
-        return DURATION_OK;
-    }
-    return DURATION_MALFORMED;
+    return size_parse(s, out) == UNIT_OK;
 }
 
 bool zetl_config_parse_duration(const char *s, uint64_t *ms)
 {
-    return duration_parse(s, ms) == DURATION_OK;
+    return duration_parse(s, ms) == UNIT_OK;
 }
 
 enum zetl_err zetl_config_get_duration(struct cfg_parse *cp, yaml_node_t *v, int line,
@@ -235,16 +215,16 @@ enum zetl_err zetl_config_get_duration(struct cfg_parse *cp, yaml_node_t *v, int
                                zetl_config_node_kind(v));
     zetl_config_quote(q, sizeof(q), zetl_config_scalar(v));
     switch (duration_parse(zetl_config_scalar(v), &n)) {
-    case DURATION_OK:
+    case UNIT_OK:
         break;
-    case DURATION_MALFORMED:
+    case UNIT_MALFORMED:
         return zetl_config_err(cp, line, path,
                                "invalid duration %s (expected a number with a unit: ms, s, m, "
                                "h or d, such as 30d)",
                                q);
-    case DURATION_NOT_POSITIVE:
+    case UNIT_NOT_POSITIVE:
         return zetl_config_err(cp, line, path, "duration %s must be greater than 0", q);
-    case DURATION_OVERFLOW:
+    case UNIT_OVERFLOW:
         return zetl_config_err(cp, line, path, "duration %s is too large", q);
     }
     if (n < min_ms)
@@ -269,15 +249,15 @@ enum zetl_err zetl_config_get_size(struct cfg_parse *cp, yaml_node_t *v, int lin
                                zetl_config_node_kind(v));
     zetl_config_quote(q, sizeof(q), zetl_config_scalar(v));
     switch (size_parse(zetl_config_scalar(v), &n)) {
-    case SIZE_OK:
+    case UNIT_OK:
         break;
-    case SIZE_MALFORMED:
+    case UNIT_MALFORMED:
         return zetl_config_err(
             cp, line, path,
             "invalid size %s (expected a number with an optional unit such as 64MiB)", q);
-    case SIZE_NOT_POSITIVE:
+    case UNIT_NOT_POSITIVE:
         return zetl_config_err(cp, line, path, "size %s must be greater than 0", q);
-    case SIZE_OVERFLOW:
+    case UNIT_OVERFLOW:
         return zetl_config_err(cp, line, path, "size %s is too large", q);
     }
     if (n < min)
