@@ -425,6 +425,8 @@ void zetl_snapshotter_free(struct zetl_snapshotter *s)
             w->onboard = o->next;
             onboard_free(o);
         }
+        zetl_buf_release(&w->key);
+        zetl_buf_release(&w->oldkey);
         free(w->name);
         free(w->spool);
         free(w->state_path);
@@ -664,6 +666,8 @@ enum zetl_err zetl_snapshotter_add_stream(struct zetl_snapshotter *s, void *conn
 
     w->s = s;
     w->name = zetl_strdup(stream);
+    zetl_buf_init(&w->key, 0);
+    zetl_buf_init(&w->oldkey, 0);
     w->state_path = state_path(s->cfg, stream);
     zetl_buf_init(&dir, 0);
     zetl_buf_printf(&dir, "%s/snapshot", spool_dir);
@@ -1177,6 +1181,7 @@ static enum zetl_err copy_task(struct zetl_snapshotter *s, PGconn *conn, struct 
         snprintf(c->id, sizeof(c->id), "%s-%" PRIu64, s->run_id, ++s->next_chunk);
         c->task = t;
         c->replace = t->replace;
+        c->keyed = m.has_key;
         c->state = CHUNK_REGISTERED;
         c->relid = m.rel->relid;
         c->rel = relation_clone(m.rel);

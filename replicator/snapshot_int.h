@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "replicator/snapshot.h"
 
 enum snap_task_state {
@@ -78,6 +79,7 @@ struct snap_chunk {
     struct snap_key end; /* key of its last row: where the next chunk starts */
     bool last;           /* the task's final chunk */
     bool replace;        /* its task's replace, at registration */
+    bool keyed;          /* rel has a primary key: rows are matched by it, else by all values */
     uint64_t lsn;        /* commit LSN it was emitted at */
 
     /* the window: stream thread only */
@@ -106,9 +108,10 @@ struct zetl_snapwin {
     char *state_path; /* owned */
     struct snap_task *tasks;
     struct snap_onboard *onboard;
-    struct snap_chunk *chunks; /* under the lock; windows: stream thread */
-    int ready;                 /* chunks copied but not emitted (worker backpressure) */
-    int open;                  /* windows open (stream thread only) */
+    struct snap_chunk *chunks;   /* under the lock; windows: stream thread */
+    int ready;                   /* chunks copied but not emitted (worker backpressure) */
+    int open;                    /* windows open (stream thread only) */
+    struct zetl_buf key, oldkey; /* keys of the change being recorded (stream thread only) */
 };
 
 struct zetl_snapshotter {

@@ -176,8 +176,6 @@ static struct snap_touch *touch_find(struct snap_chunk *c, const struct zetl_buf
 /* The column maps between the live relation (as pgoutput sends it) and the copy's. */
 static void map_live(struct snap_chunk *c, const struct zetl_relation *rel)
 {
-    size_t k = 0;
-
     if (c->map_rel == rel && c->map_version == rel->version)
         return;
     c->map_rel = rel;
@@ -196,22 +194,13 @@ static void map_live(struct snap_chunk *c, const struct zetl_relation *rel)
             if (c->colmap[i] == j)
                 c->livekeys[j] = i;
     }
-    (void)k;
-}
-
-static bool has_key(const struct snap_chunk *c)
-{
-    for (uint16_t i = 0; i < c->rel->ncols; i++)
-        if (c->rel->cols[i].key)
-            return true;
-    return false;
 }
 
 /* Whether the copy's column j is part of the key a row is matched by. */
 static bool chunk_key(const struct snap_chunk *c, uint16_t j)
 {
     /* Without a primary key a row is matched by all its values. */
-    return has_key(c) ? c->rel->cols[j].key : true;
+    return c->keyed ? c->rel->cols[j].key : true;
 }
 
 /* The key of a live tuple in the copy's terms; false when a key column is missing. */
@@ -258,12 +247,12 @@ bool zetl_snapwin_watching(const struct zetl_snapwin *w)
 void zetl_snapwin_touch(struct zetl_snapwin *w, const struct zetl_relation *rel,
                         const struct zetl_pgo_msg *m)
 {
-    struct zetl_buf key, oldkey;
+    struct zetl_buf *key, *oldkey;
 
     if (!zetl_snapwin_watching(w))
         return;
-    zetl_buf_init(&key, 0);
-    zetl_buf_init(&oldkey, 0);
+    key = &w->key;
+    oldkey = &w->oldkey;
     /* Workers append chunks under the lock; the windows themselves are this thread's. */
     pthread_mutex_lock(&w->s->mu);
     for (struct snap_chunk *c = w->chunks; c; c = c->next) {
@@ -272,26 +261,24 @@ void zetl_snapwin_touch(struct zetl_snapwin *w, const struct zetl_relation *rel,
         map_live(c, rel);
         switch (m->kind) {
         case ZETL_PGO_INSERT:
-            record(c, &m->u.insert.newtup, false, &key);
+            record(c, &m->u.insert.newtup, false, key);
             break;
         case ZETL_PGO_UPDATE:
             /* A changed key: the old one is gone. */
-            if (m->u.update.oldkind != 0 && live_key(c, &m->u.update.oldtup, &oldkey) &&
-                live_key(c, &m->u.update.newtup, &key) &&
-                (oldkey.len != key.len || memcmp(oldkey.data, key.data, key.len) != 0))
-                record(c, &m->u.update.oldtup, true, &oldkey);
-            record(c, &m->u.update.newtup, false, &key);
+            if (m->u.update.oldkind != 0 && live_key(c, &m->u.update.oldtup, oldkey) &&
+                live_key(c, &m->u.update.newtup, key) &&
+                (oldkey->len != key->len || memcmp(oldkey->data, key->data, key->len) != 0))
+                record(c, &m->u.update.oldtup, true, oldkey);
+            record(c, &m->u.update.newtup, false, key);
             break;
         case ZETL_PGO_DELETE:
-            record(c, &m->u.delete_.oldtup, true, &key);
+            record(c, &m->u.delete_.oldtup, true, key);
             break;
         default:
             break;
         }
     }
     pthread_mutex_unlock(&w->s->mu);
-    zetl_buf_release(&key);
-    zetl_buf_release(&oldkey);
 }
 
 void zetl_snapwin_truncate(struct zetl_snapwin *w, uint32_t relid)
@@ -448,7 +435,7 @@ enum zetl_err zetl_snapwin_message(struct zetl_snapwin *w, const struct zetl_sli
          * replaces the tenant's rows of the table, from the low watermark on
          * (the window's changes land on the empty table, the copy at the end).
          */
-        if (!skipped && !has_key(c) && c->replace)
+        if (!skipped && !c->keyed && c->replace)
             err = sink->truncate(sink->arg, c->rel, c->plan, eb);
         goto done;
     }

@@ -95,16 +95,16 @@ class SourceCopy(Measurement):
 
     def run(self, rep):
         src, b = self.b.src, self.b
-        todo = list(self.tables)
+        remaining = list(self.tables)
         lock = threading.Lock()
         per_table, errors = [], []
 
         def worker():
             while True:
                 with lock:
-                    if not todo or errors:
+                    if not remaining or errors:
                         return
-                    s, t, cols = todo.pop(0)
+                    s, t, cols = remaining.pop(0)
                 sql = f"COPY (SELECT {', '.join(cols)} FROM {qident(s)}.{qident(t)}) TO STDOUT"
                 t0 = time.monotonic()
                 p = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", src.dsn,
