@@ -3,6 +3,9 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 JOBS ?= $(shell nproc)
+# Debian's python3: the demo and the crash suite import python3-avro and
+# python3-confluent-kafka, which another python3 first on PATH may not see.
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 
 .PHONY: all deps build build-asan build-fuzz test unit integration chaos fuzz demo bench clean format
 
@@ -41,13 +44,13 @@ integration: build
 SEED ?=
 FAULTS ?= 100
 chaos: build
-	ZETL_BIN=$(abspath $(BUILD))/zetl python3 tests/chaos/chaos.py --faults $(FAULTS) $(if $(SEED),--seed $(SEED))
+	ZETL_BIN=$(abspath $(BUILD))/zetl $(PYTHON) tests/chaos/chaos.py --faults $(FAULTS) $(if $(SEED),--seed $(SEED))
 
 fuzz: build-fuzz
 	./tests/fuzz/run.sh $(FUZZ_BUILD)
 
 demo: build
-	python3 scripts/demo.py $(BUILD)/zetl
+	$(PYTHON) scripts/demo.py $(BUILD)/zetl
 
 bench: build
 	./bench/run.sh $(BUILD)/zetl

@@ -169,6 +169,13 @@ void zetl_config_free(struct zetl_config *cfg)
     if (cfg == NULL)
         return;
     free(cfg->log_level);
+    for (size_t i = 0; i < 2 * cfg->kafka.nproperties; i++)
+        free(cfg->kafka.properties[i]);
+    free(cfg->kafka.properties);
+    free(cfg->kafka.group);
+    free(cfg->kafka.schema_registry);
+    free(cfg->kafka.topic_prefix);
+    free(cfg->kafka.brokers);
     free(cfg->warehouse.iam_role);
     free(cfg->warehouse.schema);
     free(cfg->warehouse.dsn);

@@ -31,6 +31,11 @@ enum zetl_wh_kind {
     ZETL_WH_REDSHIFT,
 };
 
+enum zetl_kafka_format {
+    ZETL_KAFKA_AVRO = 0,
+    ZETL_KAFKA_JSON,
+};
+
 enum zetl_wh_deletes {
     ZETL_DELETES_HARD = 0,
     ZETL_DELETES_SOFT,
@@ -93,6 +98,22 @@ struct zetl_config {
         enum zetl_wh_deletes deletes; /* default hard */
         char *iam_role;               /* owned or NULL; redshift only */
     } warehouse;
+
+    struct {
+        bool enabled;                  /* the section is present */
+        char *brokers;                 /* owned: bootstrap servers, comma-separated */
+        char *topic_prefix;            /* owned; default "zetl" */
+        bool per_tenant;               /* kafka.topics: table (default) | tenant_table */
+        enum zetl_kafka_format format; /* default avro */
+        char *schema_registry;         /* owned URL or NULL: single-object encoding */
+        char *group;                   /* owned; default "zetl-loader" (zetl load) */
+        bool tombstones;               /* default true: a null-valued message after a delete */
+        int partitions;                /* default 6: of the topics zetl creates */
+        int replication_factor;        /* default -1: the broker's default */
+        /* kafka.properties, passed to librdkafka as they are: name, value, name, ... */
+        char **properties; /* owned strings, 2 * nproperties */
+        size_t nproperties;
+    } kafka;
 
     char *log_level; /* owned or NULL: "debug" | "info" | "log" | "warning" | "error" */
 };

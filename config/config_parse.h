@@ -100,6 +100,12 @@ enum zetl_err zetl_config_get_strlist(struct cfg_parse *cp, yaml_node_t *v, int 
                                       const char *path, bool globs, bool nonempty,
                                       struct zetl_strlist *out);
 
+/* ---- config_kafka.c ----------------------------------------------------- */
+
+/* The kafka section; `v` NULL when absent (cfg->kafka.enabled stays false). */
+enum zetl_err zetl_config_parse_kafka(struct cfg_parse *cp, yaml_node_t *v, int line,
+                                      struct zetl_config *cfg);
+
 /* ---- config_sections.c -------------------------------------------------- */
 
 /*

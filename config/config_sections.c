@@ -570,7 +570,7 @@ enum zetl_err zetl_config_parse_root(struct cfg_parse *cp, yaml_node_t *root,
                                      struct zetl_config *cfg)
 {
     static const char *const keys[] = {"source",    "transforms", "buffer", "archive",
-                                       "warehouse", "log_level",  NULL};
+                                       "warehouse", "kafka",      "log_level", NULL};
     static const char *const levels[] = {"debug", "info", "log", "warning", "error", NULL};
     struct cfg_map m;
     yaml_node_t *x;
@@ -601,11 +601,13 @@ enum zetl_err zetl_config_parse_root(struct cfg_parse *cp, yaml_node_t *root,
     x = zetl_config_map_get(cp, &m, "warehouse", &xl);
     if ((err = parse_warehouse(cp, x, xl, cfg)) != ZETL_OK)
         return err;
-    if (cfg->archive.url == NULL && cfg->warehouse.kind == ZETL_WH_NONE)
-        return zetl_config_err(
-            cp, 1, "archive.url",
-            "no destination configured (set archive.url, add a warehouse section, or "
-            "both)");
+    x = zetl_config_map_get(cp, &m, "kafka", &xl);
+    if (x != NULL && (err = zetl_config_parse_kafka(cp, x, xl, cfg)) != ZETL_OK)
+        return err;
+    if (cfg->archive.url == NULL && cfg->warehouse.kind == ZETL_WH_NONE && !cfg->kafka.enabled)
+        return zetl_config_err(cp, 1, "archive.url",
+                               "no destination configured (set archive.url, add a warehouse or a "
+                               "kafka section, or several)");
 
     x = zetl_config_map_get_value(cp, &m, "log_level", &xl);
     if (x != NULL) {

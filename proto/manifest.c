@@ -14,6 +14,7 @@
  */
 #include "proto/manifest.h"
 
+#include "common/utf8.h"
 #include "common/fs.h"
 #include "common/lsn.h"
 
@@ -115,44 +116,6 @@ bool zetl_manifest_file_name_ok(const char *s)
 
 /* ---- writer ------------------------------------------------------------ */
 
-static bool utf8_valid(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-
-    while (i < n) {
-        unsigned char c = s[i];
-        size_t k;
-        uint32_t cp;
-
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xC2 && c <= 0xDF) {
-            k = 1;
-            cp = c & 0x1F;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            k = 2;
-            cp = c & 0x0F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            k = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        for (size_t j = 1; j <= k; j++) {
-            if (i + j >= n || (s[i + j] & 0xC0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[i + j] & 0x3F);
-        }
-        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        i += k + 1;
-    }
-    return true;
-}
-
 /*
  * A JSON string for a name from the source.  Names in a non-UTF-8 database
  * (SQL_ASCII) may hold bytes JSON cannot carry; those become U+FFFD.
@@ -163,7 +126,7 @@ static json_t *jstr(const char *s)
     struct zetl_buf b;
     json_t *j;
 
-    if (utf8_valid((const unsigned char *)s, n))
+    if (zetl_utf8_valid((const unsigned char *)s, n))
         return json_stringn(s, n);
     zetl_buf_init(&b, 0);
     for (size_t i = 0; i < n; i++) {

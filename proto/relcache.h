@@ -16,6 +16,12 @@ struct zetl_relcol {
     uint32_t typoid;
     int32_t typmod;
     bool key; /* part of the replica identity */
+    /*
+     * Borrowed type text, for relations made from a description rather than
+     * a Relation message (zetl load's, from an event schema): the batch
+     * takes it as is instead of naming typoid/typmod.  NULL otherwise.
+     */
+    const char *type;
 };
 
 struct zetl_relation {

@@ -9,6 +9,7 @@
 #include "replicator/commands.h"
 #include "replicator/slots.h"
 #include "replicator/source.h"
+#include "sinks/kafka.h"
 #include "transforms/transform.h"
 
 struct findings {
@@ -179,6 +180,12 @@ int zetl_cmd_check(const struct zetl_config *cfg)
             finding(&f, "ok", "warehouse: connected (server version %d)", PQserverVersion(wh));
         if (wh)
             PQfinish(wh);
+    }
+    if (cfg->kafka.enabled) {
+        if (zetl_kafka_check(cfg, &eb) != ZETL_OK)
+            finding(&f, "error", "%s", eb.msg);
+        else
+            finding(&f, "ok", "kafka: brokers \"%s\" answer", cfg->kafka.brokers);
     }
 
 out:

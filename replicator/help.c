@@ -27,6 +27,10 @@ static const char usage_text[] =
     "                                        --table and --from need --into and record nothing\n"
     "                                        (LSN: 16/B374D848; TIME: 2024-03-05 12:34:56+01,\n"
     "                                        UTC without a zone; see docs/replay.md)\n"
+    "  zetl load --config FILE [--from earliest|TIME] [--into SCHEMA]\n"
+    "                                        consume the Kafka change topics into the\n"
+    "                                        warehouse (or rebuild SCHEMA from Kafka) until\n"
+    "                                        SIGTERM/SIGINT; see docs/kafka.md\n"
     "  zetl tenant purge --config FILE TENANT\n"
     "                                        delete every row of TENANT from the warehouse\n"
     "                                        tables, in one transaction\n"
@@ -135,6 +139,19 @@ static const struct help_page pages[] = {
      "copied; otherwise this command runs the streams itself until they are copied and\n"
      "caught up. Refused with source.snapshot: never; see docs/snapshots.md.\n",
      "0 the tables are copied, 1 the copy failed or was interrupted"},
+    {"load", "zetl load --config FILE [--from earliest|TIME] [--into SCHEMA]\n",
+     "  --from earliest|TIME where partitions start that have no offset stored in the\n"
+     "                       warehouse yet (default: earliest)\n"
+     "  --into SCHEMA        load into SCHEMA (created if missing) instead of\n"
+     "                       warehouse.schema, in a consumer group of its own\n",
+     "Consumes the change topics that zetl run publishes (kafka.topic_prefix) in the\n"
+     "consumer group kafka.group, read_committed, and applies them to the warehouse with\n"
+     "the same merge as zetl run. Each partition's offset is stored in the warehouse in the\n"
+     "transaction that applies its messages, so a change is applied once even across\n"
+     "crashes and rebalances; several loaders in one group share the partitions. Runs\n"
+     "until SIGTERM/SIGINT. Needs a kafka section (format avro) and a warehouse section;\n"
+     "see docs/kafka.md.\n",
+     "0 stopped by a signal, 1 the load failed"},
     {"tenant", "zetl tenant purge --config FILE TENANT\n", "",
      "Deletes every row of TENANT (its tenant column value, the source schema name) from\n"
      "the warehouse tables, in one warehouse transaction. The source and the archive are\n"

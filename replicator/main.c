@@ -20,6 +20,7 @@
 #include "config/config.h"
 #include "replicator/commands.h"
 #include "replicator/help.h"
+#include "replicator/load.h"
 #include "replicator/replay.h"
 #include "replicator/slots.h"
 #include "replicator/snapshot.h"
@@ -28,6 +29,7 @@
 #include "replicator/stream.h"
 #include "replicator/tenants.h"
 #include "sinks/archive.h"
+#include "sinks/kafka.h"
 #include "sinks/warehouse/wh.h"
 
 #define EXIT_JOB 1
@@ -133,14 +135,18 @@ static int run_open_sinks(const struct zetl_config *cfg, struct zetl_archive **a
     struct zetl_errbuf eb;
     enum zetl_err err;
 
-    if (cfg->archive.url == NULL) {
+    if (cfg->archive.url == NULL && cfg->warehouse.kind != ZETL_WH_NONE) {
         zetl_log(ZETL_LOG_FATAL,
                  "%s: archive.url is required (the warehouse path reads "
                  "batches from the archive)",
                  cfg->path);
         return EXIT_USAGE;
     }
-    if ((err = zetl_archive_open(cfg, ar, &eb)) != ZETL_OK) {
+    if (cfg->archive.url != NULL && (err = zetl_archive_open(cfg, ar, &eb)) != ZETL_OK) {
+        zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
+        return err == ZETL_ERR_USAGE ? EXIT_USAGE : EXIT_JOB;
+    }
+    if (cfg->kafka.enabled && (err = zetl_kafka_check(cfg, &eb)) != ZETL_OK) {
         zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
         return err == ZETL_ERR_USAGE ? EXIT_USAGE : EXIT_JOB;
     }
@@ -637,6 +643,7 @@ struct cli_args {
     bool once, rebuild, all;
     const char *from, *to;          /* replay --from, --to as given */
     struct zetl_replay_opts replay; /* the lists are owned (strings copied from argv) */
+    struct zetl_load_opts load;
 };
 
 /*
@@ -758,6 +765,34 @@ static bool check_replay_args(struct cli_args *a)
     return true;
 }
 
+/* Reads load's --from and --into into a->load; false (said why) when they are not usable. */
+static bool check_load_args(struct cli_args *a)
+{
+    struct zetl_replay_point p;
+
+    a->load.into = a->replay.into;
+    if (a->from != NULL) {
+        a->load.from_set = true;
+        if (strcmp(a->from, "earliest") == 0) {
+            a->load.from_earliest = true;
+        } else if (zetl_replay_parse_point(a->from, &p) && p.is_time) {
+            a->load.from_usec = p.usec;
+        } else {
+            fprintf(stderr,
+                    "zetl load: --from \"%s\": expected earliest or a time (2024-03-05 "
+                    "12:34:56[.ffffff][+01[:00]], or RFC 3339)\n",
+                    a->from);
+            return false;
+        }
+    }
+    if (a->load.into != NULL && !zetl_replay_schema_ok(a->load.into)) {
+        fprintf(stderr, "zetl load: --into \"%s\": a schema name has 1 to 63 bytes\n",
+                a->load.into);
+        return false;
+    }
+    return true;
+}
+
 /* True when the command, its operand and its options fit together; else says why on stderr. */
 static bool check_args(struct cli_args *a)
 {
@@ -771,7 +806,7 @@ static bool check_args(struct cli_args *a)
     if (strcmp(cmd, "run") != 0 && strcmp(cmd, "verify") != 0 && strcmp(cmd, "check") != 0 &&
         strcmp(cmd, "apply-batch") != 0 && strcmp(cmd, "resync") != 0 &&
         strcmp(cmd, "slots") != 0 && strcmp(cmd, "replay") != 0 && strcmp(cmd, "tenant") != 0 &&
-        strcmp(cmd, "snapshot") != 0) {
+        strcmp(cmd, "snapshot") != 0 && strcmp(cmd, "load") != 0) {
         fprintf(stderr, "zetl: unknown command \"%s\"\nTry \"zetl --help\" for more information.\n",
                 cmd);
         return false;
@@ -805,8 +840,17 @@ static bool check_args(struct cli_args *a)
         fprintf(stderr, "zetl tenant purge: the tenant is missing\n");
         return false;
     }
-    if (strcmp(cmd, "replay") != 0 && (a->from || a->to || a->replay.into)) {
-        fprintf(stderr, "zetl: --from, --to and --into only apply to \"zetl replay\"\n");
+    if (strcmp(cmd, "load") == 0) {
+        if (a->to != NULL) {
+            fprintf(stderr, "zetl load: --to only applies to \"zetl replay\"\n");
+            return false;
+        }
+        if (!check_load_args(a))
+            return false;
+    } else if (strcmp(cmd, "replay") != 0 && (a->from || a->to || a->replay.into)) {
+        fprintf(stderr,
+                "zetl: --from, --to and --into only apply to \"zetl replay\" (and --from, --into "
+                "to \"zetl load\")\n");
         return false;
     }
     if (strcmp(cmd, "replay") != 0 && strcmp(cmd, "snapshot") != 0 &&
@@ -856,6 +900,8 @@ static int run_command(const struct zetl_config *cfg, const struct cli_args *a)
         return zetl_cmd_replay(cfg, &a->replay);
     if (strcmp(a->cmd, "tenant") == 0)
         return zetl_cmd_tenant_purge(cfg, a->operand2);
+    if (strcmp(a->cmd, "load") == 0)
+        return zetl_cmd_load(cfg, &a->load);
     return zetl_cmd_verify(cfg);
 }
 

@@ -5,10 +5,13 @@ Starts a throwaway source and warehouse PostgreSQL on loopback, creates three
 tenant schemas with `users` and `orders`, runs zetl as a daemon, loads a few
 thousand rows and makes live changes (insert, update, delete, a TRUNCATE in
 one tenant), then prints the warehouse's unioned `users` table, per-tenant
-counts, the measured commit-to-warehouse lag and the `zetl verify` result.
+counts, the measured commit-to-warehouse lag, the change events published to
+Kafka (build/kafka-mock, librdkafka's mock cluster) and the `zetl verify`
+result.
 Everything it started is stopped and removed at the end.
 """
 
+import json
 import os
 import random
 import shutil
@@ -23,6 +26,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 
 import zetltest  # noqa: E402
 from zetltest import Cluster, Zetl  # noqa: E402
+from kafkatest import KafkaMock, consume, decode_single_object, fingerprint_table  # noqa: E402
 
 TENANTS = ["tenant_acme", "tenant_globex", "tenant_initech"]
 STATUSES = ["active", "active", "active", "suspended", "closed"]
@@ -85,6 +89,10 @@ def main():
         src.psql("".join(ddl(t) for t in TENANTS), db="app")
         print(f"tenants   {', '.join(TENANTS)} (users, orders)")
 
+        section("starting build/kafka-mock (librdkafka's mock cluster) on loopback")
+        kafka = KafkaMock(brokers=1, binary=os.path.join(os.path.dirname(zetl_bin), "kafka-mock"))
+        print(f"kafka     {kafka.bootstrap} (topics demo.<table>)")
+
         cfg = f"""source:
   tenants:
     schemas: ["tenant_*"]
@@ -103,6 +111,9 @@ archive:
 warehouse:
   kind: postgres
   schema: analytics
+kafka:
+  brokers: "{kafka.bootstrap}"
+  topic_prefix: demo
 """
         env = {"ZETL_SOURCE_DSN": src.dsn("app"), "ZETL_WAREHOUSE_DSN": wh.dsn("wh"),
                "ZETL_LOG_LEVEL": "log"}
@@ -173,6 +184,28 @@ TRUNCATE tenant_initech.orders;
                    "WHERE o.tenant_id = t.tenant_id) AS orders FROM (SELECT DISTINCT tenant_id "
                    "FROM analytics.users) t ORDER BY 1"],
             env={**os.environ})
+        section("kafka: change events (Debezium envelope, Avro single-object encoding)")
+        records = [json.loads(m.value) for m in consume(kafka.bootstrap, "demo._zetl_offsets")]
+        per_topic = {}
+        for r in records:
+            for topic, parts in r["positions"].items():
+                n = sum(hi - lo + 1 for lo, hi in parts.values())
+                per_topic[topic] = per_topic.get(topic, 0) + n
+        for topic in sorted(t for t in per_topic if not t.startswith("demo._zetl")):
+            print(f"{topic:14} {per_topic[topic]:6} messages")
+        schemas = fingerprint_table([m.value.decode()
+                                     for m in consume(kafka.bootstrap, "demo._zetl_schemas")])
+        for m in consume(kafka.bootstrap, "demo.users"):
+            if m.value is None:
+                continue
+            _, ev = decode_single_object(m.value, schemas)
+            if ev["op"] == "c" and ev["after"]["user_id"] == 5001:
+                shown = {"op": ev["op"], "after": {k: ev["after"][k] for k in
+                                                    ("tenant_id", "user_id", "email")},
+                         "source": {k: ev["source"][k] for k in
+                                    ("connector", "name", "schema", "table", "lsn")}}
+                print("the live insert:", json.dumps(shown))
+
         section("zetl verify")
         p = subprocess.run([zetl_bin, "verify", "--config", z.config], cwd=work,
                            env={**os.environ, **env})
@@ -186,6 +219,7 @@ TRUNCATE tenant_initech.orders;
         for c in (src, wh):
             if c is not None:
                 c.destroy()
+        KafkaMock.stop_all()
         shutil.rmtree(work, ignore_errors=True)
         print("\nremoved the clusters and the work directory")
     sys.exit(rc)

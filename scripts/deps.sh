@@ -12,6 +12,9 @@ pkgs=(
   libpq-dev libyaml-dev libzstd-dev libjansson-dev libssl-dev libcurl4-openssl-dev
   postgresql-15 postgresql-client-15
   zstd
+  # Kafka: librdkafka (and its mock cluster, build/kafka-mock), avro-c; kcat and
+  # the Python Avro and Kafka clients are the tests' independent readers.
+  librdkafka-dev libavro-dev kcat python3-avro python3-confluent-kafka
 )
 # Tools that may come from elsewhere than a Debian package of that name.
 cmds=(python3:python3 node:nodejs)

@@ -130,6 +130,7 @@ static void batch_reset(struct zetl_batch_writer *w)
     w->first_lsn = w->last_lsn = w->end_lsn = 0;
     w->first_commit_time = w->last_commit_time = 0;
     w->ntxns = w->nrows = w->raw_bytes = w->snapshot_rows = 0;
+    w->nsnapshot_lsns = 0;
     w->opened_ms = 0;
     w->in_txn = false;
     w->txn_rows = 0;
@@ -154,6 +155,7 @@ void zetl_batch_free(struct zetl_batch *b)
         free(bf->tenants);
     }
     free(b->files);
+    free(b->snapshot_lsns);
     free(b->stream);
     free(b->dir);
     free(b->tenant_column);
@@ -251,6 +253,7 @@ void zetl_batch_writer_free(struct zetl_batch_writer *w)
     }
     free(w->files);
     free(w->buckets);
+    free(w->snapshot_lsns);
     free(w->dir);
     free(w->stream);
     free(w->tenant_column);
@@ -291,6 +294,7 @@ enum zetl_err zetl_batch_begin_txn(struct zetl_batch_writer *w, uint64_t commit_
     w->txn_lsn = commit_lsn;
     w->txn_time = commit_time;
     w->txn_rows = 0;
+    w->seq_base = 0;
     w->lsn_len = (size_t)(put_u64(w->lsn_text, commit_lsn) - w->lsn_text);
     w->ts_len = zetl_batch_format_time(commit_time, false, w->ts_text);
     return ZETL_OK;
@@ -356,7 +360,7 @@ enum zetl_err zetl_batch_add(struct zetl_batch_writer *w, const struct zetl_row 
     memcpy(p, w->lsn_text, w->lsn_len);
     p += w->lsn_len;
     *p++ = ',';
-    p = put_u64(p, w->txn_rows);
+    p = put_u64(p, w->seq_base + w->txn_rows);
     *p++ = ',';
     memcpy(p, w->ts_text, w->ts_len);
     p += w->ts_len;
@@ -416,6 +420,19 @@ fail:
 void zetl_batch_note_snapshot_rows(struct zetl_batch_writer *w, uint64_t n)
 {
     w->snapshot_rows += n;
+    if (n == 0 || (w->nsnapshot_lsns > 0 && w->snapshot_lsns[w->nsnapshot_lsns - 1] == w->txn_lsn))
+        return;
+    if (w->nsnapshot_lsns == w->snapshot_lsns_alloc) {
+        w->snapshot_lsns_alloc = w->snapshot_lsns_alloc ? 2 * w->snapshot_lsns_alloc : 8;
+        w->snapshot_lsns =
+            zetl_realloc(w->snapshot_lsns, w->snapshot_lsns_alloc * sizeof(*w->snapshot_lsns));
+    }
+    w->snapshot_lsns[w->nsnapshot_lsns++] = w->txn_lsn;
+}
+
+void zetl_batch_set_next_seq(struct zetl_batch_writer *w, uint64_t seq)
+{
+    w->seq_base = seq - w->txn_rows;
 }
 
 enum zetl_err zetl_batch_end_txn(struct zetl_batch_writer *w, uint64_t end_lsn,
@@ -519,6 +536,11 @@ enum zetl_err zetl_batch_seal(struct zetl_batch_writer *w, struct zetl_batch **o
     b->nrows = w->nrows;
     b->raw_bytes = w->raw_bytes;
     b->snapshot_rows = w->snapshot_rows;
+    if (w->nsnapshot_lsns > 0) {
+        b->snapshot_lsns = zetl_malloc(w->nsnapshot_lsns * sizeof(*b->snapshot_lsns));
+        memcpy(b->snapshot_lsns, w->snapshot_lsns, w->nsnapshot_lsns * sizeof(*b->snapshot_lsns));
+        b->nsnapshot_lsns = w->nsnapshot_lsns;
+    }
     b->tenant_column = zetl_strdup(w->tenant_column);
     b->nfiles = w->nfiles;
     b->files = zetl_calloc(w->nfiles ? w->nfiles : 1, sizeof(*b->files));

@@ -80,7 +80,13 @@ struct zetl_batch {
     uint64_t nrows;
     uint64_t raw_bytes;     /* uncompressed CSV bytes */
     uint64_t snapshot_rows; /* of nrows, copied by a snapshot (inserts of existing rows) */
-    char *tenant_column;    /* owned */
+    /*
+     * Commit LSNs of the transactions whose rows a snapshot copied, in
+     * order (not in the manifest: the Kafka sink marks their rows "r").
+     */
+    uint64_t *snapshot_lsns; /* owned */
+    size_t nsnapshot_lsns;
+    char *tenant_column; /* owned */
     size_t nfiles;
     struct zetl_batch_file *files; /* owned */
 };
@@ -131,8 +137,17 @@ enum zetl_err zetl_batch_begin_txn(struct zetl_batch_writer *w, uint64_t commit_
  */
 enum zetl_err zetl_batch_add(struct zetl_batch_writer *w, const struct zetl_row *row,
                              struct zetl_errbuf *eb);
-/* `n` rows of the open transaction were copied by a snapshot (the manifest says so). */
+/*
+ * `n` rows of the open transaction were copied by a snapshot (the manifest
+ * says how many; the batch's snapshot_lsns which transactions).
+ */
 void zetl_batch_note_snapshot_rows(struct zetl_batch_writer *w, uint64_t n);
+
+/*
+ * Sets the _zetl_seq of the open transaction's next row (zetl load writes
+ * each change as a transaction of its own, with its source order).
+ */
+void zetl_batch_set_next_seq(struct zetl_batch_writer *w, uint64_t seq);
 
 /* Closes the open transaction; end_lsn is the commit's end LSN. */
 enum zetl_err zetl_batch_end_txn(struct zetl_batch_writer *w, uint64_t end_lsn,

@@ -278,7 +278,8 @@ static bool bfile_matches(const struct bfile *f, const struct zetl_batch_target 
             return false;
         rc = &rel->cols[src];
         if (rc->typoid != f->cols[k].typoid || rc->typmod != f->cols[k].typmod ||
-            rc->key != f->cols[k].key || strcmp(rc->name, f->cols[k].name) != 0)
+            rc->key != f->cols[k].key || strcmp(rc->name, f->cols[k].name) != 0 ||
+            (rc->type != NULL && strcmp(rc->type, f->cols[k].type) != 0))
             return false;
     }
     return true;
@@ -303,6 +304,8 @@ static enum zetl_err shape_hash(const struct zetl_batch_target *plan,
         h = fnv_bytes(h, &rc->typoid, sizeof(rc->typoid));
         h = fnv_bytes(h, &rc->typmod, sizeof(rc->typmod));
         h = fnv_bytes(h, &rc->key, sizeof(rc->key));
+        if (rc->type != NULL)
+            h = fnv_bytes(h, rc->type, strlen(rc->type) + 1);
     }
     *out = h;
     return ZETL_OK;
@@ -401,7 +404,8 @@ static enum zetl_err bfile_create(struct zetl_batch_writer *w, const struct zetl
     for (size_t k = 0; k < f->ncols; k++) {
         const struct zetl_relcol *rc = &rel->cols[plan->out_index[k]];
         f->cols[k].name = zetl_strdup(rc->name);
-        f->cols[k].type = zetl_batch_type_text(w->relcache, rc->typoid, rc->typmod);
+        f->cols[k].type = rc->type ? zetl_strdup(rc->type)
+                                   : zetl_batch_type_text(w->relcache, rc->typoid, rc->typmod);
         f->cols[k].typoid = rc->typoid;
         f->cols[k].typmod = rc->typmod;
         f->cols[k].key = rc->key;

@@ -76,13 +76,16 @@ struct zetl_batch_writer {
     uint64_t first_lsn, last_lsn, end_lsn;
     int64_t first_commit_time, last_commit_time;
     uint64_t ntxns, nrows, raw_bytes;
-    uint64_t snapshot_rows; /* rows copied by a snapshot (sinks/batch.h) */
+    uint64_t snapshot_rows;  /* rows copied by a snapshot (sinks/batch.h) */
+    uint64_t *snapshot_lsns; /* owned: their transactions' commit LSNs */
+    size_t nsnapshot_lsns, snapshot_lsns_alloc;
     int64_t opened_ms;
 
     bool in_txn;
     uint64_t txn_lsn;
     int64_t txn_time;
-    uint64_t txn_rows; /* also the _zetl_seq of the next row */
+    uint64_t txn_rows; /* rows of the open transaction */
+    uint64_t seq_base; /* _zetl_seq of the next row is seq_base + txn_rows */
     char lsn_text[24];
     size_t lsn_len;
     char ts_text[ZETL_BATCH_TIME_LEN];

@@ -4,7 +4,12 @@
 #include <stddef.h>
 
 const struct zetl_sink_ops *const zetl_sink_registry[] = {
-    /* The archive first: the warehouse applies the batch directories it stored. */
+    /*
+     * Kafka reads the batch files where the batcher sealed them, before the
+     * archive moves them; the warehouse applies the batch directories the
+     * archive stored.
+     */
+    &zetl_sink_kafka_ops,
     &zetl_sink_archive_ops,
     &zetl_sink_warehouse_ops,
     NULL,

@@ -80,6 +80,7 @@ struct zetl_sink_ops {
 
 extern const struct zetl_sink_ops zetl_sink_archive_ops;
 extern const struct zetl_sink_ops zetl_sink_warehouse_ops;
+extern const struct zetl_sink_ops zetl_sink_kafka_ops;
 
 /*
  * Every known sink, in the order batches go through them (a sink that reads

@@ -237,10 +237,13 @@ struct stop {
 
 /* One apply of one batch. */
 struct apply {
-    const char *dir;                 /* borrowed: the batch directory */
-    bool by_table;                   /* a resync: per-table skips, no stream offset */
-    const char *only;                /* borrowed: the one table to apply, or NULL for all */
-    const struct zetl_wh_replay *rp; /* borrowed: a replay's selection, or NULL */
+    const char *dir;                      /* borrowed: the batch directory */
+    bool by_table;                        /* a resync: per-table skips, no stream offset */
+    const char *only;                     /* borrowed: the one table to apply, or NULL for all */
+    const struct zetl_wh_replay *rp;      /* borrowed: a replay's selection, or NULL */
+    const struct zetl_wh_kafka_pos *kpos; /* borrowed: zetl load's partitions, or NULL */
+    size_t nkpos;
+    bool fenced; /* a partition of kpos was applied by another loader */
     struct manifest m;
     uint64_t upto;         /* the last LSN applied: m.last_lsn, or a replay's to_lsn below it */
     uint64_t rows;         /* rows merged */
@@ -622,6 +625,51 @@ static enum zetl_err set_offset(struct zetl_wh *wh, const struct apply *a, struc
     return zetl_wh_run_stmt(wh, ZETL_WH_SQL_OFFSET_SET, 4, params, NULL, eb);
 }
 
+/*
+ * zetl load: locks each partition's offset row and checks the batch starts
+ * where the stored offset says (unset is 0); a->fenced when it does not.
+ */
+static enum zetl_err lock_kafka(struct zetl_wh *wh, struct apply *a, struct zetl_errbuf *eb)
+{
+    for (size_t i = 0; i < a->nkpos && !a->fenced; i++) {
+        const char *params[] = {a->kpos[i].key};
+        PGresult *res = NULL;
+        uint64_t stored = 0;
+        enum zetl_err err;
+
+        if ((err = zetl_wh_run_stmt(wh, ZETL_WH_SQL_OFFSET_LOCK, 1, params, NULL, eb)) != ZETL_OK ||
+            (err = zetl_wh_run_stmt(wh, ZETL_WH_SQL_OFFSET_LOCKED_GET, 1, params, &res, eb)) !=
+                ZETL_OK)
+            return err;
+        if (PQntuples(res) == 1)
+            stored = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        PQclear(res);
+        if (stored != 0 && stored != a->kpos[i].start) {
+            zetl_logmsg("kafka partition %s is at offset %llu in the warehouse, not %llu: another "
+                        "loader applied it; the batch is dropped",
+                        a->kpos[i].key, (unsigned long long)stored,
+                        (unsigned long long)a->kpos[i].start);
+            a->fenced = true;
+        }
+    }
+    return ZETL_OK;
+}
+
+/* zetl load: moves each partition's offset past the batch (in its transaction). */
+static enum zetl_err set_kafka(struct zetl_wh *wh, const struct apply *a, struct zetl_errbuf *eb)
+{
+    for (size_t i = 0; i < a->nkpos; i++) {
+        char next[24];
+        const char *params[] = {a->kpos[i].key, next, next, a->m.name};
+        enum zetl_err err;
+
+        u64_text(a->kpos[i].next, next);
+        if ((err = zetl_wh_run_stmt(wh, ZETL_WH_SQL_OFFSET_SET, 4, params, NULL, eb)) != ZETL_OK)
+            return err;
+    }
+    return ZETL_OK;
+}
+
 /* A filtered replay's view of the offset: read, neither created nor locked (it writes none). */
 static enum zetl_err read_offset(struct zetl_wh *wh, struct apply *a, bool *applied,
                                  struct zetl_errbuf *eb)
@@ -670,6 +718,13 @@ static enum zetl_err apply(struct zetl_wh *wh, struct apply *a0, bool *skipped,
         goto fail;
     if (!by_table && !record && (err = read_offset(wh, &a, &applied, eb)) != ZETL_OK)
         goto fail;
+    if (a.kpos != NULL && (err = lock_kafka(wh, &a, eb)) != ZETL_OK)
+        goto fail;
+    if (a.fenced) {
+        *skipped = true;
+        zetl_wh_exec(wh, "ROLLBACK", 0, NULL, NULL, eb);
+        goto done;
+    }
     if (applied) {
         *skipped = true;
         zetl_wh_exec(wh, "ROLLBACK", 0, NULL, NULL, eb);
@@ -683,7 +738,8 @@ static enum zetl_err apply(struct zetl_wh *wh, struct apply *a0, bool *skipped,
     zetl_wh_plan_tables(&a.m, &a.plans, &a.nplans);
     a.stops = zetl_calloc(a.nplans ? a.nplans : 1, sizeof(*a.stops));
     if ((err = apply_tables(wh, &a, eb)) != ZETL_OK ||
-        (record && (err = set_offset(wh, &a, eb)) != ZETL_OK))
+        (record && (err = set_offset(wh, &a, eb)) != ZETL_OK) ||
+        (a.kpos != NULL && (err = set_kafka(wh, &a, eb)) != ZETL_OK))
         goto fail;
     in_txn = false;
     if ((err = zetl_wh_exec(wh, "COMMIT", 0, NULL, NULL, eb)) != ZETL_OK)
@@ -707,8 +763,31 @@ fail:
     zetl_err_prefix(eb, "could not apply batch \"%s\"", dir);
 done:
     a0->rows = a.rows;
+    a0->fenced = a.fenced;
     apply_release(&a);
     return err;
+}
+
+enum zetl_err zetl_wh_apply_kafka(struct zetl_wh *wh, const char *dir,
+                                  const struct zetl_wh_kafka_pos *pos, size_t n, uint64_t *rows,
+                                  bool *fenced, struct zetl_errbuf *eb)
+{
+    struct zetl_wh_replay rp = {.record = false};
+    struct apply a = {.dir = dir, .rp = &rp, .kpos = pos, .nkpos = n};
+    bool skipped;
+    enum zetl_err err = apply(wh, &a, &skipped, eb);
+
+    *rows = a.rows;
+    *fenced = a.fenced;
+    return err;
+}
+
+enum zetl_err zetl_wh_kafka_offset(struct zetl_wh *wh, const char *key, uint64_t *next,
+                                   struct zetl_errbuf *eb)
+{
+    uint64_t end = 0;
+
+    return zetl_wh_offset(wh, key, next, &end, eb);
 }
 
 enum zetl_err zetl_wh_apply_dir(struct zetl_wh *wh, const char *dir, struct zetl_errbuf *eb)

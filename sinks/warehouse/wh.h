@@ -96,6 +96,27 @@ enum zetl_err zetl_wh_replay_dir(struct zetl_wh *wh, const char *dir,
                                  const struct zetl_wh_replay *r, uint64_t *rows, bool *skipped,
                                  struct zetl_errbuf *eb);
 
+/* One Kafka partition's part of a batch that zetl load applies. */
+struct zetl_wh_kafka_pos {
+    const char *key; /* borrowed: "kafka:<group>/<topic>/<partition>", its _zetl_offsets row */
+    uint64_t start;  /* offset of the batch's first message of the partition */
+    uint64_t next;   /* offset after its last one: what is stored */
+};
+
+/*
+ * zetl load: applies every row of the batch at `dir` (no stream offset, no
+ * table states) and, in the same transaction, stores each partition's next
+ * offset.  *fenced, and nothing applied, when a partition's stored offset
+ * is set and is not pos->start: another loader of the group applied those
+ * messages meanwhile.  *rows: rows merged.  Errors as zetl_wh_apply_dir.
+ */
+enum zetl_err zetl_wh_apply_kafka(struct zetl_wh *wh, const char *dir,
+                                  const struct zetl_wh_kafka_pos *pos, size_t n, uint64_t *rows,
+                                  bool *fenced, struct zetl_errbuf *eb);
+/* The next offset stored for partition `key` (0: none). */
+enum zetl_err zetl_wh_kafka_offset(struct zetl_wh *wh, const char *key, uint64_t *next,
+                                   struct zetl_errbuf *eb);
+
 /* Rows one tenant purge removed from one table. */
 struct zetl_wh_purged {
     char *table; /* owned */

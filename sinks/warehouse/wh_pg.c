@@ -265,17 +265,21 @@ char *zetl_wh_pg_truncate_sql(const struct zetl_wh_table *t)
     struct zetl_buf b;
 
     zetl_buf_init(&b, 0);
-    /* The warehouse rows of each truncated tenant, and only those (invariant 3). */
+    /*
+     * The warehouse rows of each truncated tenant, and only those (invariant
+     * 3), that are older than the truncate: zetl run's always are, while zetl
+     * load may have applied a later change from another Kafka partition first.
+     */
     if (t->deletes == ZETL_DELETES_HARD) {
         zetl_buf_puts(&b, "DELETE FROM ");
         zetl_wh_sql_table(&b, t);
-        zetl_buf_puts(&b, " AS w WHERE ");
-        zetl_wh_sql_qual(&b, "w", t->tenant_column);
-        zetl_buf_puts(&b, " IN (SELECT ");
+        zetl_buf_puts(&b, " AS w USING (SELECT ");
         zetl_sql_append_ident(&b, t->tenant_column);
-        zetl_buf_puts(&b, " FROM ");
+        zetl_buf_puts(&b, " AS tn, max(_zetl_lsn) AS lsn FROM ");
         qstage(&b, t, "");
-        zetl_buf_puts(&b, " WHERE _zetl_op = 'T')");
+        zetl_buf_puts(&b, " WHERE _zetl_op = 'T' GROUP BY 1) AS tr WHERE ");
+        zetl_wh_sql_qual(&b, "w", t->tenant_column);
+        zetl_buf_puts(&b, " = tr.tn AND w._zetl_lsn < tr.lsn");
     } else {
         zetl_buf_puts(&b, "UPDATE ");
         zetl_wh_sql_table(&b, t);
@@ -290,7 +294,7 @@ char *zetl_wh_pg_truncate_sql(const struct zetl_wh_table *t)
         qstage(&b, t, "");
         zetl_buf_puts(&b, " WHERE _zetl_op = 'T' GROUP BY 1) AS tr WHERE ");
         zetl_wh_sql_qual(&b, "w", t->tenant_column);
-        zetl_buf_puts(&b, " = tr.tn");
+        zetl_buf_puts(&b, " = tr.tn AND w._zetl_lsn < tr.lsn");
         zetl_wh_sql_live(&b, t, "w");
     }
     /* Staged changes of the tenant up to its last truncate are void. */

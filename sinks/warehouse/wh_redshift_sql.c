@@ -471,13 +471,16 @@ char *zetl_wh_rs_truncate_sql(const struct zetl_wh_table *t)
     struct zetl_buf b;
 
     zetl_buf_init(&b, 0);
-    /* The warehouse rows of each truncated tenant, and only those (invariant 3). */
+    /* The rows of each truncated tenant older than the truncate (as in wh_pg.c). */
     if (t->deletes == ZETL_DELETES_HARD) {
-        zetl_buf_printf(&b, "DELETE FROM %s WHERE ", w);
-        zetl_wh_sql_qual(&b, w, t->tenant_column);
-        zetl_buf_puts(&b, " IN (SELECT ");
+        zetl_buf_printf(&b, "DELETE FROM %s USING (SELECT ", w);
         zetl_sql_append_ident(&b, t->tenant_column);
-        zetl_buf_printf(&b, " FROM %s WHERE _zetl_op = 'T')", s);
+        zetl_buf_printf(&b,
+                        " AS tn, max(_zetl_lsn) AS lsn FROM %s WHERE _zetl_op = 'T' GROUP BY 1) "
+                        "AS _zetl_tr WHERE ",
+                        s);
+        zetl_wh_sql_qual(&b, w, t->tenant_column);
+        zetl_buf_printf(&b, " = _zetl_tr.tn AND %s._zetl_lsn < _zetl_tr.lsn", w);
     } else {
         zetl_buf_printf(&b, "UPDATE %s SET ", w);
         zetl_buf_puts(&b, t->deletes == ZETL_DELETES_SOFT
@@ -490,7 +493,7 @@ char *zetl_wh_rs_truncate_sql(const struct zetl_wh_table *t)
                         "AS _zetl_tr WHERE ",
                         s);
         zetl_wh_sql_qual(&b, w, t->tenant_column);
-        zetl_buf_puts(&b, " = _zetl_tr.tn");
+        zetl_buf_printf(&b, " = _zetl_tr.tn AND %s._zetl_lsn < _zetl_tr.lsn", w);
         zetl_wh_sql_live(&b, t, w);
     }
     /* Staged changes of the tenant up to its last truncate are void. */

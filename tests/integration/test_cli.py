@@ -18,6 +18,7 @@ COMMANDS = {
     "apply-batch": ["--config FILE"],
     "replay": ["--from LSN|TIME", "--to LSN|TIME", "--tenant T", "--table X", "--into SCHEMA"],
     "snapshot": ["--tenant T", "--table X"],
+    "load": ["--from earliest|TIME", "--into SCHEMA"],
     "tenant": ["--config FILE"],
     "resync": ["--all", "--rebuild"],
     "slots": ["--config FILE"],
@@ -64,6 +65,17 @@ class HelpTest(unittest.TestCase):
         self.assertTrue(out.startswith(run_zetl(["help", "bench"])[1]))
         self.assertIn("--rows", out)  # the harness's own options
         self.assertIn("insert-1m", out)
+
+    def test_load_arguments(self):
+        rc, out, err = run_zetl(["load", "--config", "x.yaml", "--from", "yesterday"])
+        self.assertEqual((rc, out), (2, ""))
+        self.assertIn('--from "yesterday": expected earliest or a time', err)
+        rc, out, err = run_zetl(["load", "--config", "x.yaml", "--to", "1/0"])
+        self.assertEqual((rc, out), (2, ""))
+        self.assertIn("--to only applies", err)
+        rc, _, err = run_zetl(["run", "--config", "x.yaml", "--into", "s"])
+        self.assertEqual(rc, 2)
+        self.assertIn("only apply to \"zetl replay\"", err)
 
     def test_unknown_command(self):
         for args in (["help", "foo"], ["foo", "--help"], ["foo"]):

@@ -200,13 +200,17 @@ static void test_example(void)
     struct zetl_errbuf eb = {{0}};
     char *example = read_source_file("zetl.example.yaml");
     char *sections = read_source_file("config/config_sections.c");
+    char *kafka_keys = read_source_file("config/config_kafka.c");
     const char *dir = getenv("ZETL_SOURCE_DIR");
     char path[4096];
     int nkeys = 0;
 
-    CHECK(example != NULL && sections != NULL);
-    if (example == NULL || sections == NULL)
+    CHECK(example != NULL && sections != NULL && kafka_keys != NULL);
+    if (example == NULL || sections == NULL || kafka_keys == NULL)
         goto done;
+    /* The kafka section's keys live in a file of their own. */
+    sections = realloc(sections, strlen(sections) + strlen(kafka_keys) + 1);
+    strcat(sections, kafka_keys);
     clear_env();
     snprintf(path, sizeof(path), "%s/zetl.example.yaml", dir ? dir : ".");
     CHECK(zetl_config_load(path, &cfg, &eb) == ZETL_OK);
@@ -265,8 +269,9 @@ static void test_example(void)
         }
     }
     /* The tables were found (source, tenants, clean rules, transforms, buffer, archive, ...). */
-    CHECK(nkeys >= 40);
+    CHECK(nkeys >= 50);
 done:
+    free(kafka_keys);
     free(example);
     free(sections);
     clear_env();
@@ -1043,9 +1048,79 @@ static void test_redact(void)
     free(got);
 }
 
+/* The kafka section: defaults, lists, the keys zetl owns, bad values. */
+static void test_kafka(void)
+{
+    static const char base[] = "source: {dsn: \"dbname=a\", tenants: {schemas: [t_*]}}\n";
+    char text[2048];
+    struct zetl_config *cfg;
+
+    snprintf(text, sizeof(text), "%skafka: {brokers: \"h1:9092\"}\n", base);
+    if ((cfg = PARSE_OK(text)) != NULL) {
+        CHECK(cfg->kafka.enabled);
+        CHECK_STR(cfg->kafka.brokers, "h1:9092");
+        CHECK_STR(cfg->kafka.topic_prefix, "zetl");
+        CHECK(!cfg->kafka.per_tenant);
+        CHECK(cfg->kafka.format == ZETL_KAFKA_AVRO);
+        CHECK(cfg->kafka.schema_registry == NULL);
+        CHECK_STR(cfg->kafka.group, "zetl-loader");
+        CHECK(cfg->kafka.tombstones);
+        CHECK(cfg->kafka.partitions == 6);
+        CHECK(cfg->kafka.replication_factor == -1);
+        CHECK(cfg->kafka.nproperties == 0);
+        /* Kafka alone is a destination. */
+        CHECK(cfg->archive.url == NULL && cfg->warehouse.kind == ZETL_WH_NONE);
+        zetl_config_free(cfg);
+    }
+    snprintf(text, sizeof(text),
+             "%skafka:\n  brokers: [\"a:1\", \"b:2\"]\n  topic_prefix: app.cdc\n  topics: "
+             "tenant_table\n  format: json\n  schema_registry: http://r:8081\n  group: g\n  "
+             "tombstones: false\n  partitions: 3\n  replication_factor: 2\n  properties:\n    "
+             "compression.type: zstd\n    linger.ms: 20\n",
+             base);
+    if ((cfg = PARSE_OK(text)) != NULL) {
+        CHECK_STR(cfg->kafka.brokers, "a:1,b:2");
+        CHECK_STR(cfg->kafka.topic_prefix, "app.cdc");
+        CHECK(cfg->kafka.per_tenant);
+        CHECK(cfg->kafka.format == ZETL_KAFKA_JSON);
+        CHECK_STR(cfg->kafka.schema_registry, "http://r:8081");
+        CHECK_STR(cfg->kafka.group, "g");
+        CHECK(!cfg->kafka.tombstones);
+        CHECK(cfg->kafka.partitions == 3 && cfg->kafka.replication_factor == 2);
+        CHECK(cfg->kafka.nproperties == 2);
+        CHECK_STR(cfg->kafka.properties[0], "compression.type");
+        CHECK_STR(cfg->kafka.properties[1], "zstd");
+        CHECK_STR(cfg->kafka.properties[3], "20");
+        zetl_config_free(cfg);
+    }
+    snprintf(text, sizeof(text), "%skafka: {topic_prefix: x}\n", base);
+    EXPECT_USAGE(text, "zetl.yaml:2: kafka.brokers: missing required key");
+    snprintf(text, sizeof(text), "%skafka:\n", base);
+    EXPECT_USAGE(text, "kafka.brokers: missing required key");
+    snprintf(text, sizeof(text), "%skafka: {brokers: b, topic_prefix: \"a b\"}\n", base);
+    EXPECT_USAGE(text, "kafka.topic_prefix: a Kafka topic name allows only");
+    snprintf(text, sizeof(text), "%skafka: {brokers: b, format: protobuf}\n", base);
+    EXPECT_USAGE(text, "kafka.format");
+    snprintf(text, sizeof(text), "%skafka: {brokers: b, schema_registry: r:8081}\n", base);
+    EXPECT_USAGE(text, "kafka.schema_registry: expected an http:// or https:// URL");
+    snprintf(text, sizeof(text), "%skafka: {brokers: b, partitions: 0}\n", base);
+    EXPECT_USAGE(text, "kafka.partitions");
+    snprintf(text, sizeof(text),
+             "%skafka:\n  brokers: b\n  properties:\n    transactional.id: mine\n", base);
+    EXPECT_USAGE(text, "zetl.yaml:5: kafka.properties.transactional.id: zetl sets this itself");
+    snprintf(text, sizeof(text), "%skafka:\n  brokers: b\n  properties:\n    linger.ms: [1]\n",
+             base);
+    EXPECT_USAGE(text, "kafka.properties.linger.ms: expected a string");
+    snprintf(text, sizeof(text), "%skafka: {brokers: b, topics: tenant}\n", base);
+    EXPECT_USAGE(text, "kafka.topics");
+    snprintf(text, sizeof(text), "%skafka: {brokers: b, bootstrap: c}\n", base);
+    EXPECT_USAGE(text, "kafka.bootstrap");
+}
+
 int main(void)
 {
     test_full();
+    test_kafka();
     test_example();
     test_defaults();
     test_structure_errors();

@@ -15,7 +15,7 @@
     ((struct zetl_strlist){(char *[]){__VA_ARGS__},                                                \
                            sizeof((char *[]){__VA_ARGS__}) / sizeof(char *)})
 
-static struct zetl_relcol cols[] = {{"id", 23, -1, true}, {"name", 25, -1, false}};
+static struct zetl_relcol cols[] = {{"id", 23, -1, true, NULL}, {"name", 25, -1, false, NULL}};
 
 static struct zetl_relation rel(uint32_t relid, char *nsp, char *name, uint32_t version)
 {

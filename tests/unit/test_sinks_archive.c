@@ -36,14 +36,14 @@ static enum zetl_err open_url(const char *url, struct zetl_archive **out, struct
 }
 
 static struct zetl_relcol users_cols[] = {
-    {"id", 23, -1, true},
-    {"name", 25, -1, false},
-    {"amount", 1700, ((12 << 16) | 3) + 4, false},
+    {"id", 23, -1, true, NULL},
+    {"name", 25, -1, false, NULL},
+    {"amount", 1700, ((12 << 16) | 3) + 4, false, NULL},
 };
 static struct zetl_relation rel_users = {16401, "tenant_a", "users", 'd', 3, users_cols, 1, NULL};
 static struct zetl_relcol events_cols[] = {
-    {"id", 20, -1, true},
-    {"kind", 16390, -1, false},
+    {"id", 20, -1, true, NULL},
+    {"kind", 16390, -1, false, NULL},
 };
 static struct zetl_relation rel_events = {16402, "tenant_a",  "events", 'd',
                                           2,     events_cols, 1,        NULL};

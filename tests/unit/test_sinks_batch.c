@@ -40,27 +40,28 @@ static char tmpdir[256];
 /* ---- hand-built relations, plans and values ------------------------------ */
 
 static struct zetl_relcol users_cols[] = {
-    {"id", OID_INT4, -1, true},
-    {"name", OID_TEXT, -1, false},
-    {"bio", OID_TEXT, -1, false},
-    {"tags", OID_INT4ARR, -1, false},
+    {"id", OID_INT4, -1, true, NULL},
+    {"name", OID_TEXT, -1, false, NULL},
+    {"bio", OID_TEXT, -1, false, NULL},
+    {"tags", OID_INT4ARR, -1, false, NULL},
 };
 static struct zetl_relcol users_c_cols[] = {
     /* tenant_c's users has an extra enum column: a second shape */
-    {"id", OID_INT4, -1, true},       {"name", OID_TEXT, -1, false}, {"bio", OID_TEXT, -1, false},
-    {"tags", OID_INT4ARR, -1, false}, {"mood", OID_ENUM, -1, false},
+    {"id", OID_INT4, -1, true, NULL},    {"name", OID_TEXT, -1, false, NULL},
+    {"bio", OID_TEXT, -1, false, NULL},  {"tags", OID_INT4ARR, -1, false, NULL},
+    {"mood", OID_ENUM, -1, false, NULL},
 };
 static struct zetl_relcol orders_cols[] = {
-    {"id", OID_INT4, -1, true},
-    {"amount", OID_NUMERIC, ((10 << 16) | 2) + 4, false},
-    {"note", OID_VARCHAR, 20 + 4, false},
+    {"id", OID_INT4, -1, true, NULL},
+    {"amount", OID_NUMERIC, ((10 << 16) | 2) + 4, false, NULL},
+    {"note", OID_VARCHAR, 20 + 4, false, NULL},
 };
 static struct zetl_relcol orders_b_cols[] = {
     /* tenant_b's orders has a "secret" column that the plan drops: same shape after it */
-    {"id", OID_INT4, -1, true},
-    {"secret", OID_TEXT, -1, false},
-    {"amount", OID_NUMERIC, ((10 << 16) | 2) + 4, false},
-    {"note", OID_VARCHAR, 20 + 4, false},
+    {"id", OID_INT4, -1, true, NULL},
+    {"secret", OID_TEXT, -1, false, NULL},
+    {"amount", OID_NUMERIC, ((10 << 16) | 2) + 4, false, NULL},
+    {"note", OID_VARCHAR, 20 + 4, false, NULL},
 };
 
 static struct zetl_relation rel_users_a = {16401, "tenant_a", "users", 'd', 4, users_cols, 1, NULL};
