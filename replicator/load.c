@@ -59,6 +59,7 @@ struct lschema {
     struct zetl_relation rel; /* cols owned (names borrowed from es) */
     uint16_t *out_index;      /* owned: identity */
     struct zetl_value *vals;  /* owned: one row's values */
+    struct zetl_value *bvals; /* owned: an update's old row */
 };
 
 struct loader {
@@ -122,16 +123,6 @@ static void batch_drop(struct loader *l)
     l->max_lsn = 0;
 }
 
-/* The topics of `cfg` zetl keeps for itself, not changes. */
-static bool meta_topic(const struct zetl_config *cfg, const char *topic)
-{
-    size_t n = strlen(cfg->kafka.topic_prefix);
-
-    return strncmp(topic, cfg->kafka.topic_prefix, n) == 0 &&
-           (strcmp(topic + n, ZETL_KAFKA_OFFSETS_SUFFIX) == 0 ||
-            strcmp(topic + n, ZETL_KAFKA_SCHEMAS_SUFFIX) == 0);
-}
-
 /*
  * Sets each partition of `list` to where the warehouse says it stands, or
  * (nothing stored) to --from: the earliest offset or the first at the time.
@@ -175,6 +166,14 @@ static enum zetl_err position(struct loader *l, rd_kafka_topic_partition_list_t 
         }
         for (int i = 0; i < t->cnt; i++) {
             rd_kafka_topic_partition_t *src = &t->elems[i];
+            if (src->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+                enum zetl_err r =
+                    zetl_err_set(eb, ZETL_ERR_RETRY,
+                                 "kafka: the offset of topic \"%s\" partition %d at --from: %s",
+                                 src->topic, (int)src->partition, rd_kafka_err2str(src->err));
+                rd_kafka_topic_partition_list_destroy(t);
+                return r;
+            }
             rd_kafka_topic_partition_t *dst =
                 rd_kafka_topic_partition_list_find(list, src->topic, src->partition);
             /* -1: nothing at or after the time yet: start at the end. */
@@ -195,6 +194,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     batch_drop(l);
     parts_clear(l);
     if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        zetl_logmsg("load: %d partition(s) revoked", list->cnt);
         rd_kafka_assign(rk, NULL);
         return;
     }
@@ -202,7 +202,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     for (int i = 0; i < list->cnt; i++) {
         struct lpart *p = &l->parts[l->nparts];
         struct zetl_buf k;
-        if (meta_topic(l->cfg, list->elems[i].topic))
+        if (zetl_kafka_meta_topic_name(list->elems[i].topic))
             continue;
         p->topic = zetl_strdup(list->elems[i].topic);
         p->partition = list->elems[i].partition;
@@ -224,7 +224,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         zetl_warn("load: %s; retrying", eb.msg);
         sleep(1);
     }
-    zetl_logmsg("load: assigned %zu partition(s)", l->nparts);
+    zetl_logmsg("load: assigned %d partition(s)", list->cnt);
     rd_kafka_assign(rk, list);
 }
 
@@ -259,6 +259,7 @@ static void lschema_free(struct lschema *s)
     free(s->rel.cols);
     free(s->out_index);
     free(s->vals);
+    free(s->bvals);
     free(s);
 }
 
@@ -274,6 +275,7 @@ static struct lschema *lschema_new(struct zetl_ev_schema *es)
     s->rel.cols = zetl_calloc(n ? n : 1, sizeof(*s->rel.cols));
     s->out_index = zetl_calloc(n ? n : 1, sizeof(*s->out_index));
     s->vals = zetl_calloc(n ? n : 1, sizeof(*s->vals));
+    s->bvals = zetl_calloc(n ? n : 1, sizeof(*s->bvals));
     for (size_t i = 0; i < n; i++) {
         const struct zetl_ev_col *c = zetl_ev_schema_col(es, i);
         s->rel.cols[i].name = (char *)c->name;
@@ -294,7 +296,8 @@ static enum zetl_err schemas_refresh(struct loader *l, struct zetl_errbuf *eb)
     enum zetl_err err = ZETL_OK;
 
     e = rd_kafka_query_watermark_offsets(l->schemas_rk, topic, 0, &lo, &hi, 10000);
-    if (e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || hi <= l->schemas_end) {
+    if (e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+        (e == RD_KAFKA_RESP_ERR_NO_ERROR && hi <= l->schemas_end)) {
         free(topic);
         return ZETL_OK;
     }
@@ -364,9 +367,10 @@ static enum zetl_err schema_of(struct loader *l, int32_t id, uint64_t fp, struct
         if (json_object_get(l->schemas, k) == NULL && (err = schemas_refresh(l, eb)) != ZETL_OK)
             return err;
         const char *s = json_string_value(json_object_get(l->schemas, k));
+        /* Another stream's open transaction may hide a committed schema for a while. */
         if (s == NULL)
-            return zetl_err_set(eb, ZETL_ERR_FATAL,
-                                "no schema with fingerprint %s in kafka topic \"%s%s\"", k,
+            return zetl_err_set(eb, ZETL_ERR_RETRY,
+                                "no schema with fingerprint %s in kafka topic \"%s%s\" yet", k,
                                 l->cfg->kafka.topic_prefix, ZETL_KAFKA_SCHEMAS_SUFFIX);
         text = zetl_strdup(s);
     }
@@ -385,16 +389,46 @@ static enum zetl_err schema_of(struct loader *l, int32_t id, uint64_t fp, struct
 
 /* ---- messages ---------------------------------------------------------------------- */
 
-/* Writes one decoded event as a change of its own transaction (its source LSN and order). */
+/* Fills vals (n entries) from an image; unchanged: flags or NULL. */
+static enum zetl_err fill_values(const struct lschema *s, struct zetl_value *vals,
+                                 const char *const *v, const size_t *len,
+                                 const unsigned char *unchanged, struct zetl_errbuf *eb)
+{
+    size_t n = zetl_ev_schema_ncols(s->es);
+
+    for (size_t i = 0; i < n; i++) {
+        if (unchanged && unchanged[i]) {
+            vals[i].kind = ZETL_COL_UNCHANGED_TOAST;
+            vals[i].val = (struct zetl_slice){NULL, 0};
+        } else if (v[i] == NULL) {
+            vals[i].kind = ZETL_COL_NULL;
+            vals[i].val = (struct zetl_slice){NULL, 0};
+        } else if (len[i] > UINT32_MAX) {
+            return zetl_err_set(eb, ZETL_ERR_PROTOCOL, "table \"%s\": a value of %zu bytes",
+                                zetl_ev_schema_table(s->es), len[i]);
+        } else {
+            vals[i].kind = ZETL_COL_TEXT;
+            vals[i].val = (struct zetl_slice){v[i], (uint32_t)len[i]};
+        }
+    }
+    return ZETL_OK;
+}
+
+/*
+ * Writes one decoded event as a transaction of its own, with its source
+ * LSN and order: an update with its old row (REPLICA IDENTITY FULL) as the
+ * before image and the new row, as zetl run writes them (the merge of a
+ * table without a key removes the old row by it).
+ */
 static enum zetl_err write_change(struct loader *l, struct lschema *s,
                                   const struct zetl_ev_decoded *d, struct zetl_errbuf *eb)
 {
     size_t n = zetl_ev_schema_ncols(s->es);
     const char *const *v = NULL;
     const size_t *len = NULL;
-    struct zetl_row row = {0};
+    struct zetl_row row = {0}, before = {0};
     char *tenant = zetl_strndup(d->tenant, d->tenant_len);
-    enum zetl_err err;
+    enum zetl_err err = ZETL_OK;
 
     switch (d->op) {
     case 'c':
@@ -414,51 +448,60 @@ static enum zetl_err write_change(struct loader *l, struct lschema *s,
         row.op = ZETL_OP_TRUNCATE;
         break;
     default:
-        free(tenant);
-        return zetl_err_set(eb, ZETL_ERR_PROTOCOL, "table \"%s\": unknown change op '%c'",
-                            zetl_ev_schema_table(s->es), d->op);
+        err = zetl_err_set(eb, ZETL_ERR_PROTOCOL, "table \"%s\": unknown change op '%c'",
+                           zetl_ev_schema_table(s->es), d->op);
+        goto done;
     }
     if (row.op != ZETL_OP_TRUNCATE && v == NULL) {
-        free(tenant);
-        return zetl_err_set(eb, ZETL_ERR_PROTOCOL, "table \"%s\": a '%c' change without its row",
-                            zetl_ev_schema_table(s->es), d->op);
+        err = zetl_err_set(eb, ZETL_ERR_PROTOCOL, "table \"%s\": a '%c' change without its row",
+                           zetl_ev_schema_table(s->es), d->op);
+        goto done;
     }
-    for (size_t i = 0; v && i < n; i++) {
-        if (d->unchanged && d->unchanged[i]) {
-            s->vals[i].kind = ZETL_COL_UNCHANGED_TOAST;
-            s->vals[i].val = (struct zetl_slice){NULL, 0};
-        } else if (v[i] == NULL) {
-            s->vals[i].kind = ZETL_COL_NULL;
-            s->vals[i].val = (struct zetl_slice){NULL, 0};
-        } else {
-            if (len[i] > UINT32_MAX) {
-                free(tenant);
-                return zetl_err_set(eb, ZETL_ERR_PROTOCOL, "table \"%s\": a value of %zu bytes",
-                                    zetl_ev_schema_table(s->es), len[i]);
-            }
-            s->vals[i].kind = ZETL_COL_TEXT;
-            s->vals[i].val = (struct zetl_slice){v[i], (uint32_t)len[i]};
-        }
-    }
+    /* The envelope's unchanged list is about the new row (after); a delete's row is complete. */
+    if (v != NULL &&
+        (err = fill_values(s, s->vals, v, len, row.op == ZETL_OP_DELETE ? NULL : d->unchanged,
+                           eb)) != ZETL_OK)
+        goto done;
     row.target.tenant = tenant;
     row.target.table = zetl_ev_schema_table(s->es);
     row.target.nout = (uint16_t)n;
     row.target.out_index = s->out_index;
     row.rel = &s->rel;
     row.values = row.op == ZETL_OP_TRUNCATE ? NULL : s->vals;
-    int64_t commit_us = (d->src.ts_ms - PG_EPOCH_UNIX_MS) * 1000;
-    if ((err = zetl_batch_begin_txn(l->bw, d->src.lsn, commit_us, eb)) == ZETL_OK) {
-        zetl_batch_set_next_seq(l->bw, d->src.seq);
-        if ((err = zetl_batch_add(l->bw, &row, eb)) == ZETL_OK)
-            err = zetl_batch_end_txn(l->bw, d->src.lsn, eb);
+    if (row.op == ZETL_OP_UPDATE && d->before != NULL) {
+        if (d->src.seq == 0) {
+            err = zetl_err_set(eb, ZETL_ERR_PROTOCOL,
+                               "table \"%s\": an update with its old row at order 0",
+                               zetl_ev_schema_table(s->es));
+            goto done;
+        }
+        if ((err = fill_values(s, s->bvals, d->before, d->before_len, NULL, eb)) != ZETL_OK)
+            goto done;
+        before = row;
+        before.op = ZETL_OP_BEFORE;
+        before.values = s->bvals;
     }
-    free(tenant);
+    int64_t commit_us = (d->src.ts_ms - PG_EPOCH_UNIX_MS) * 1000;
+    if ((err = zetl_batch_begin_txn(l->bw, d->src.lsn, commit_us, eb)) != ZETL_OK)
+        goto done;
+    if (before.op == ZETL_OP_BEFORE) {
+        zetl_batch_set_next_seq(l->bw, d->src.seq - 1);
+        err = zetl_batch_add(l->bw, &before, eb);
+    }
+    if (err == ZETL_OK) {
+        zetl_batch_set_next_seq(l->bw, d->src.seq);
+        err = zetl_batch_add(l->bw, &row, eb);
+    }
+    if (err == ZETL_OK)
+        err = zetl_batch_end_txn(l->bw, d->src.lsn, eb);
     if (err == ZETL_OK) {
         if (d->src.lsn < l->min_lsn)
             l->min_lsn = d->src.lsn;
         if (d->src.lsn > l->max_lsn)
             l->max_lsn = d->src.lsn;
     }
+done:
+    free(tenant);
     return err;
 }
 
@@ -474,7 +517,14 @@ static enum zetl_err handle(struct loader *l, const rd_kafka_message_t *m, struc
     uint64_t fp = 0;
     enum zetl_err err;
 
-    if (p == NULL || meta_topic(l->cfg, topic))
+    if (p == NULL || zetl_kafka_meta_topic_name(topic))
+        return ZETL_OK;
+    /*
+     * Below the warehouse's offset: applied already.  The consumer gets here
+     * when the stored offset is out of the log's range and auto.offset.reset
+     * moved it back.
+     */
+    if (p->stored > 0 && (uint64_t)m->offset < p->stored)
         return ZETL_OK;
     if (m->payload != NULL) {
         enum zetl_ev_framing f = zetl_ev_frame(m->payload, m->len, &id, &fp, &body, &blen);
@@ -596,6 +646,17 @@ static enum zetl_err consumer_new(struct loader *l, bool group, rd_kafka_t **out
         return ZETL_ERR_USAGE;
     }
     if (group) {
+        char v[256];
+        size_t vn = sizeof(v);
+        /* The rebalance callback assigns whole assignments: an eager protocol. */
+        if (rd_kafka_conf_get(conf, "partition.assignment.strategy", v, &vn) == RD_KAFKA_CONF_OK &&
+            strstr(v, "cooperative") != NULL) {
+            rd_kafka_conf_destroy(conf);
+            return zetl_err_set(eb, ZETL_ERR_USAGE,
+                                "kafka.properties: partition.assignment.strategy \"%s\": zetl load "
+                                "needs an eager strategy (range, roundrobin)",
+                                v);
+        }
         rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
         rd_kafka_conf_set_opaque(conf, l);
     }
@@ -742,12 +803,36 @@ int zetl_cmd_load(const struct zetl_config *cfg, const struct zetl_load_opts *o)
                 cfg->kafka.topic_prefix, l.group, into.warehouse.schema);
     zetl_backoff_init(&bo, 200, 10000);
     while (!zetl_stop_requested()) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(l.rk, 100);
+        rd_kafka_message_t *m;
 
+        /*
+         * After a batch was dropped, nothing is read until every partition is
+         * back at the warehouse's offset: what was fetched past it would
+         * otherwise be applied without the dropped messages before it.
+         */
+        if (l.reseek) {
+            if ((err = reseek(&l, &eb)) != ZETL_OK) {
+                if (err != ZETL_ERR_RETRY) {
+                    zetl_log(ZETL_LOG_FATAL, "load: %s", eb.msg);
+                    goto done;
+                }
+                int64_t ms = zetl_backoff_next(&bo);
+                zetl_warn("load: %s; retrying in %lld ms", eb.msg, (long long)ms);
+                usleep((useconds_t)ms * 1000);
+                /* Serve the group (a rebalance assigns from the warehouse's offsets itself). */
+                if ((m = rd_kafka_consumer_poll(l.rk, 0)) != NULL)
+                    rd_kafka_message_destroy(m);
+                continue;
+            }
+        }
+        m = rd_kafka_consumer_poll(l.rk, 100);
         if (l.fatal != ZETL_OK) {
+            if (m != NULL)
+                rd_kafka_message_destroy(m);
             zetl_log(ZETL_LOG_FATAL, "load: %s", l.feb.msg);
             goto done;
         }
+        err = ZETL_OK;
         if (m != NULL) {
             if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
                 err = handle(&l, m, &eb);
@@ -756,6 +841,14 @@ int zetl_cmd_load(const struct zetl_config *cfg, const struct zetl_load_opts *o)
                 zetl_warn("load: kafka: %s", rd_kafka_message_errstr(m));
             }
             rd_kafka_message_destroy(m);
+            if (err == ZETL_ERR_RETRY) {
+                /* A schema not visible yet, say: read the partitions again in a while. */
+                zetl_warn("load: %s; reading the partitions again", eb.msg);
+                batch_drop(&l);
+                l.reseek = true;
+                usleep((useconds_t)zetl_backoff_next(&bo) * 1000);
+                continue;
+            }
             if (err != ZETL_OK) {
                 zetl_log(ZETL_LOG_FATAL, "load: %s", eb.msg);
                 goto done;
@@ -772,17 +865,9 @@ int zetl_cmd_load(const struct zetl_config *cfg, const struct zetl_load_opts *o)
             } else if (err != ZETL_OK) {
                 zetl_log(ZETL_LOG_FATAL, "load: %s", eb.msg);
                 goto done;
-            } else {
+            } else if (!l.reseek) {
                 zetl_backoff_reset(&bo);
             }
-        }
-        if (l.reseek && (err = reseek(&l, &eb)) != ZETL_OK) {
-            if (err != ZETL_ERR_RETRY) {
-                zetl_log(ZETL_LOG_FATAL, "load: %s", eb.msg);
-                goto done;
-            }
-            zetl_warn("load: %s", eb.msg);
-            usleep(500 * 1000);
         }
     }
     /* Stopped by a signal: the open batch is dropped; the warehouse's offsets say where it was. */

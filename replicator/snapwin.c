@@ -528,7 +528,7 @@ enum zetl_err zetl_snapwin_durable(struct zetl_snapwin *w, uint64_t lsn, struct 
 {
     struct zetl_snapshotter *s;
     struct snap_chunk **pp;
-    bool changed = false;
+    bool changed = false, removed = false;
     enum zetl_err err = ZETL_OK;
 
     if (w == NULL)
@@ -570,10 +570,17 @@ enum zetl_err zetl_snapwin_durable(struct zetl_snapwin *w, uint64_t lsn, struct 
         }
         *pp = c->next;
         zetl_snap_chunk_free(c);
+        removed = true;
     }
     if (changed)
         err = zetl_snap_save(w, eb);
-    pthread_cond_broadcast(&s->cv);
+    /*
+     * Workers wait for windows and chunks to go: wake them only when one did
+     * (the stream calls this on every pass; waking them each time cost a
+     * quarter of zetl's CPU in idle context switches).
+     */
+    if (removed)
+        pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     return err;
 }

@@ -26,7 +26,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 
 import zetltest  # noqa: E402
 from zetltest import Cluster, Zetl  # noqa: E402
-from kafkatest import KafkaMock, consume, decode_single_object, fingerprint_table  # noqa: E402
+from kafkatest import (KafkaMock, consume, decode_single_object, fingerprint_table,  # noqa: E402
+                       list_topics)
 
 TENANTS = ["tenant_acme", "tenant_globex", "tenant_initech"]
 STATUSES = ["active", "active", "active", "suspended", "closed"]
@@ -185,7 +186,9 @@ TRUNCATE tenant_initech.orders;
                    "FROM analytics.users) t ORDER BY 1"],
             env={**os.environ})
         section("kafka: change events (Debezium envelope, Avro single-object encoding)")
-        records = [json.loads(m.value) for m in consume(kafka.bootstrap, "demo._zetl_offsets")]
+        records = [json.loads(m.value) for m in consume(
+            kafka.bootstrap, [t for t in list_topics(kafka.bootstrap)
+                              if t.startswith("demo._zetl_offsets.")])]
         per_topic = {}
         for r in records:
             for topic, parts in r["positions"].items():

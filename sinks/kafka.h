@@ -3,11 +3,14 @@
  * names, client configuration, and the two topics zetl keeps beside the
  * change topics (docs/kafka.md):
  *
- *   <prefix>._zetl_offsets  one record per published batch, key = stream,
+ *   <prefix>._zetl_offsets.<stream>
+ *                           one record per published batch, key = stream,
  *                           value = {"stream","last_lsn","end_lsn","batch",
  *                           "rows","positions":{topic:{partition:[first,last]}}},
- *                           written last in the batch's transaction: where a
- *                           stream stands in Kafka.  One partition.
+ *                           written last in the batch's transaction: where the
+ *                           stream stands in Kafka.  One partition, one topic
+ *                           per stream, so that no other stream's open
+ *                           transaction hides a stream's newest record.
  *   <prefix>._zetl_schemas  without a schema registry: each Avro schema once,
  *                           key = its fingerprint as 16 hex digits, value =
  *                           the schema's JSON text.  One partition, compacted.
@@ -16,6 +19,7 @@
 #define ZETL_KAFKA_H
 
 #include <librdkafka/rdkafka.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -34,6 +38,10 @@
 char *zetl_kafka_topic(const struct zetl_config *cfg, const char *table, const char *tenant);
 /* "<prefix><suffix>", owned. */
 char *zetl_kafka_meta_topic(const struct zetl_config *cfg, const char *suffix);
+/* "<prefix>._zetl_offsets.<stream>", owned. */
+char *zetl_kafka_offsets_topic(const struct zetl_config *cfg, const char *stream);
+/* True for the topics zetl keeps beside the change topics (of any prefix). */
+bool zetl_kafka_meta_topic_name(const char *topic);
 
 /*
  * A client configuration with kafka.brokers, kafka.properties and zetl's
@@ -76,7 +84,8 @@ enum zetl_err zetl_kafka_partitions(rd_kafka_t *rk, const struct zetl_config *cf
 /*
  * The value of the newest committed record with key `key` in partition 0
  * of `topic` (read_committed), scanning back from the end; *value NULL
- * when there is none.  `rk` is a consumer (no group needed).  Owned.
+ * when there is none.  `rk` is a consumer that only assigns.  Owned.
+ * ZETL_ERR_RETRY when the partition cannot be read to its end.
  */
 enum zetl_err zetl_kafka_last_record(rd_kafka_t *rk, const char *topic, const char *key,
                                      char **value, struct zetl_errbuf *eb);

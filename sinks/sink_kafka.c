@@ -33,8 +33,12 @@
 
 /* Milliseconds between the PostgreSQL epoch (2000-01-01) and the Unix epoch. */
 #define PG_EPOCH_UNIX_MS 946684800000LL
-/* How long a flush or a transaction call may take before the batch is retried. */
-#define KAFKA_CALL_MS 60000
+/*
+ * transaction.timeout.ms unless kafka.properties sets it: a batch holds whole
+ * source transactions, so it must be able to take long; 15 minutes is the
+ * brokers' default transaction.max.timeout.ms.
+ */
+#define KAFKA_TXN_TIMEOUT "900000"
 
 /* A topic the stream publishes to, with this batch's offsets per partition. */
 struct ktopic {
@@ -46,7 +50,8 @@ struct ktopic {
 
 /* One event schema: a topic and a column shape. */
 struct kshape {
-    char *sig;                 /* owned: topic, table, columns */
+    char *sig; /* owned: topic, table, columns, NUL-separated */
+    size_t siglen;
     struct ktopic *topic;      /* borrowed from the sink */
     struct zetl_ev_schema *es; /* owned */
     int32_t key_id, value_id;  /* schema registry ids; -1: single-object framing */
@@ -77,6 +82,8 @@ struct ksink {
     struct zetl_ev_encoder *enc;
     enum zetl_ev_format format;
     size_t max_bytes; /* message.max.bytes of the producer */
+    int call_ms;      /* how long a flush or transaction call may take: transaction.timeout.ms */
+    bool reread;      /* a new producer: read where the stream stands before publishing */
 
     struct ktopic **topics; /* owned */
     size_t ntopics;
@@ -186,7 +193,7 @@ static enum zetl_err shape_get(struct ksink *ks, const struct zetl_batch *b,
         zetl_buf_printf(&sig, "%c%s%c%s%c%d", 0, file->cols[i].name, 0, file->cols[i].type, 0,
                         file->cols[i].key);
     for (size_t i = 0; i < ks->nshapes && s == NULL; i++)
-        if (memcmp(ks->shapes[i]->sig, sig.data, sig.len + 1) == 0)
+        if (ks->shapes[i]->siglen == sig.len && memcmp(ks->shapes[i]->sig, sig.data, sig.len) == 0)
             s = ks->shapes[i];
     if (s == NULL) {
         struct zetl_ev_col *cols = zetl_calloc(file->ncols ? file->ncols : 1, sizeof(*cols));
@@ -201,6 +208,7 @@ static enum zetl_err shape_get(struct ksink *ks, const struct zetl_batch *b,
         s = zetl_calloc(1, sizeof(*s));
         s->sig = zetl_malloc(sig.len + 1);
         memcpy(s->sig, sig.data, sig.len + 1);
+        s->siglen = sig.len;
         s->key_id = s->value_id = -1;
         zetl_buf_init(&ns, 0);
         zetl_buf_puts(&ns, tname);
@@ -275,7 +283,7 @@ static enum zetl_err txn_failed(struct ksink *ks, rd_kafka_error_t *error, const
 
     rd_kafka_error_destroy(error);
     if (!fatal && ks->txn_open) {
-        rd_kafka_error_t *e2 = rd_kafka_abort_transaction(ks->rk, KAFKA_CALL_MS);
+        rd_kafka_error_t *e2 = rd_kafka_abort_transaction(ks->rk, ks->call_ms);
         if (e2 == NULL) {
             ks->txn_open = false;
             for (size_t i = 0; i < ks->nshapes; i++)
@@ -304,13 +312,18 @@ static enum zetl_err producer_make(struct ksink *ks, struct zetl_errbuf *eb)
         /* Java's partitioner: keys land where Kafka Streams and Connect expect them. */
         zetl_kafka_conf_default(ks->cfg, conf, "partitioner", "murmur2_random", eb) != ZETL_OK ||
         zetl_kafka_conf_default(ks->cfg, conf, "linger.ms", "5", eb) != ZETL_OK ||
+        /* Topics are created with kafka.partitions, not a broker's defaults (kafka.c). */
+        zetl_kafka_conf_default(ks->cfg, conf, "allow.auto.create.topics", "false", eb) !=
+            ZETL_OK ||
         zetl_kafka_conf_default(ks->cfg, conf, "batch.num.messages", "10000", eb) != ZETL_OK ||
         /* Bounded memory: the queue never holds more than this (invariant 4). */
-        zetl_kafka_conf_default(ks->cfg, conf, "queue.buffering.max.kbytes", "16384", eb) !=
+        zetl_kafka_conf_default(ks->cfg, conf, "queue.buffering.max.kbytes", "4096", eb) !=
             ZETL_OK ||
-        zetl_kafka_conf_default(ks->cfg, conf, "queue.buffering.max.messages", "100000", eb) !=
+        /* librdkafka counts only payloads against the bytes: bookkeeping needs a count too. */
+        zetl_kafka_conf_default(ks->cfg, conf, "queue.buffering.max.messages", "20000", eb) !=
             ZETL_OK ||
-        zetl_kafka_conf_default(ks->cfg, conf, "transaction.timeout.ms", "60000", eb) != ZETL_OK) {
+        zetl_kafka_conf_default(ks->cfg, conf, "transaction.timeout.ms", KAFKA_TXN_TIMEOUT, eb) !=
+            ZETL_OK) {
         rd_kafka_conf_destroy(conf);
         return ZETL_ERR_USAGE;
     }
@@ -318,12 +331,23 @@ static enum zetl_err producer_make(struct ksink *ks, struct zetl_errbuf *eb)
     rd_kafka_conf_set_opaque(conf, ks);
     if (rd_kafka_conf_get(conf, "message.max.bytes", v, &vn) == RD_KAFKA_CONF_OK)
         ks->max_bytes = strtoull(v, NULL, 10);
+    vn = sizeof(v);
+    if (rd_kafka_conf_get(conf, "transaction.timeout.ms", v, &vn) == RD_KAFKA_CONF_OK)
+        ks->call_ms = atoi(v);
+    if (ks->call_ms <= 0)
+        ks->call_ms = 60000;
     if ((ks->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr))) == NULL) {
         rd_kafka_conf_destroy(conf);
         return zetl_err_set(eb, ZETL_ERR_USAGE, "kafka: could not create a producer: %s", errstr);
     }
-    if ((error = rd_kafka_init_transactions(ks->rk, KAFKA_CALL_MS)) != NULL)
+    if ((error = rd_kafka_init_transactions(ks->rk, ks->call_ms)) != NULL)
         return txn_failed(ks, error, "could not initialize transactions", eb);
+    /*
+     * The producer this one replaces may have committed its last transaction
+     * after all (a commit that timed out goes on in the background): where
+     * the stream stands is read again before anything is published.
+     */
+    ks->reread = true;
     return ZETL_OK;
 }
 
@@ -475,18 +499,18 @@ static enum zetl_err kafka_open(const struct zetl_sink_env *env, void **state,
     zetl_buf_init(&ks->tenant, 0);
     zetl_buf_init(&ks->bf.data, 0);
     ks->enc = zetl_ev_encoder_new();
-    if (cfg->kafka.schema_registry)
+    if (cfg->kafka.schema_registry && ks->format == ZETL_EV_AVRO)
         ks->reg = zetl_registry_new(cfg->kafka.schema_registry);
 
     if ((err = producer_make(ks, eb)) != ZETL_OK ||
         (err = zetl_kafka_probe(ks->rk, cfg, 10000, eb)) != ZETL_OK)
         goto fail;
-    name = zetl_kafka_meta_topic(cfg, ZETL_KAFKA_OFFSETS_SUFFIX);
+    name = zetl_kafka_offsets_topic(cfg, env->stream);
     err = topic_get(ks, name, 1, true, &ks->offsets, eb);
     free(name);
     if (err != ZETL_OK)
         goto fail;
-    if (ks->reg == NULL) {
+    if (ks->reg == NULL && ks->format == ZETL_EV_AVRO) {
         name = zetl_kafka_meta_topic(cfg, ZETL_KAFKA_SCHEMAS_SUFFIX);
         err = topic_get(ks, name, 1, true, &ks->schemas, eb);
         free(name);
@@ -495,6 +519,7 @@ static enum zetl_err kafka_open(const struct zetl_sink_env *env, void **state,
     }
     if ((err = reader_make(ks, eb)) != ZETL_OK || (err = read_position(ks, eb)) != ZETL_OK)
         goto fail;
+    ks->reread = false;
     pos->last_lsn = ks->last_lsn;
     pos->end_lsn = ks->end_lsn;
     if (ks->last_lsn > 0)
@@ -513,6 +538,10 @@ fail:
 static enum zetl_err produce(struct ksink *ks, struct ktopic *t, int32_t partition, const void *key,
                              size_t klen, const void *val, size_t vlen, struct zetl_errbuf *eb)
 {
+    /* A producer made again (after a fatal error) needs its topic handles again. */
+    if (t->rkt == NULL && (t->rkt = rd_kafka_topic_new(ks->rk, t->name, NULL)) == NULL)
+        return zetl_err_set(eb, ZETL_ERR_RETRY, "kafka topic \"%s\": %s", t->name,
+                            rd_kafka_err2str(rd_kafka_last_error()));
     for (;;) {
         if (rd_kafka_produce(t->rkt, partition, RD_KAFKA_MSG_F_COPY, (void *)val, vlen, key, klen,
                              t) == 0)
@@ -745,7 +774,7 @@ static enum zetl_err shape_announce(struct ksink *ks, struct kshape *s, struct z
 {
     enum zetl_err err;
 
-    if (ks->format == ZETL_EV_JSON && ks->reg == NULL && ks->schemas == NULL)
+    if (ks->format == ZETL_EV_JSON) /* self-describing: no schemas to publish */
         return ZETL_OK;
     if (ks->reg != NULL) {
         /* TopicNameStrategy: <topic>-key and <topic>-value. */
@@ -778,12 +807,12 @@ static enum zetl_err shape_announce(struct ksink *ks, struct kshape *s, struct z
 /* Waits until every queued message is delivered or failed. */
 static enum zetl_err flush_all(struct ksink *ks, struct zetl_errbuf *eb)
 {
-    int64_t deadline = zetl_now_ms() + KAFKA_CALL_MS;
+    int64_t deadline = zetl_now_ms() + ks->call_ms;
 
     while (rd_kafka_outq_len(ks->rk) > 0) {
         if (zetl_now_ms() > deadline)
             return zetl_err_set(eb, ZETL_ERR_RETRY, "kafka: %d messages not delivered within %d ms",
-                                rd_kafka_outq_len(ks->rk), KAFKA_CALL_MS);
+                                rd_kafka_outq_len(ks->rk), ks->call_ms);
         rd_kafka_flush(ks->rk, 500);
     }
     if (ks->dr_err != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -883,6 +912,13 @@ static enum zetl_err kafka_put(void *state, const struct zetl_batch *b, struct z
         return ZETL_OK;
     if ((err = producer_make(ks, eb)) != ZETL_OK)
         return err;
+    if (ks->reread) {
+        if ((err = read_position(ks, eb)) != ZETL_OK)
+            return err;
+        ks->reread = false;
+        if (b->last_lsn <= ks->last_lsn)
+            return ZETL_OK;
+    }
     for (size_t i = 0; i < ks->ntopics; i++)
         for (int32_t p = 0; p < ks->topics[i]->partitions; p++)
             ks->topics[i]->first[p] = ks->topics[i]->last[p] = -1;
@@ -902,7 +938,15 @@ static enum zetl_err kafka_put(void *state, const struct zetl_batch *b, struct z
                        ks->val.len, eb)) != ZETL_OK ||
         (err = flush_all(ks, eb)) != ZETL_OK)
         goto abort;
-    if ((error = rd_kafka_commit_transaction(ks->rk, KAFKA_CALL_MS)) != NULL)
+    /* A retriable commit error leaves the outcome open: committing again settles it. */
+    for (int attempt = 0; (error = rd_kafka_commit_transaction(ks->rk, ks->call_ms)) != NULL &&
+                          rd_kafka_error_is_retriable(error) && attempt < 10;
+         attempt++) {
+        zetl_warn("stream %s: kafka: committing the transaction again: %s", ks->stream,
+                  rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+    if (error != NULL)
         return txn_failed(ks, error, "could not commit the transaction", eb);
     ks->txn_open = false;
     for (size_t i = 0; i < ks->nshapes; i++)
@@ -918,7 +962,7 @@ static enum zetl_err kafka_put(void *state, const struct zetl_batch *b, struct z
 
 abort:
     if (ks->rk && ks->txn_open) {
-        error = rd_kafka_abort_transaction(ks->rk, KAFKA_CALL_MS);
+        error = rd_kafka_abort_transaction(ks->rk, ks->call_ms);
         ks->txn_open = false;
         if (error != NULL) {
             zetl_warn("stream %s: kafka: could not abort the transaction: %s", ks->stream,

@@ -15,6 +15,7 @@ Modules, each depending only on those above it:
   measure    the Measurement base class and its registry (@measurement)
   capture    capture measurements: pg_recvlogical, zetl (file, S3, perf)
   s3rver     the s3rver process for the S3 capture
+  kafka      zetl publishing to build/kafka-mock against its archive-only capture
   warehouse  the warehouse of the end-to-end measurements
   e2e        end to end: zetl into the warehouse, bare COPY, lag
   snapshot   snapshots: the source's own COPY, zetl's initial snapshot (archive,
@@ -28,8 +29,9 @@ Adding a workload: subclass Workload in workloads.py, decorate it with
 @workload. Adding a measurement (end to end, lag, ...): subclass Measurement,
 decorate it with @measurement; it gets a prepare() call before the workload is
 generated (create its slot there) and a run() call per repetition afterwards.
-Measurements run in registration order: capture's, then e2e's, then snapshot's
-(cli imports them in that order). A measurement measures the workloads whose
-`kind` is in its `kinds` ("changes" by default; "snapshot", "new-tenant").
+Measurements run in registration order: capture's, then kafka's, then e2e's,
+then snapshot's (cli imports them in that order). A measurement measures the
+workloads whose `kind` is in its `kinds` ("changes" by default; "snapshot",
+"new-tenant").
 Repeated runs are reported as their median (measure.median_run()).
 """

@@ -11,7 +11,7 @@ from .runner import Bench
 from .report import markdown
 from .plots import plot_lag, plot_summary, plot_workload
 # Imported for their @measurement classes: the registration order is the run order.
-from . import capture, e2e, snapshot  # noqa: F401
+from . import capture, kafka, e2e, snapshot  # noqa: F401
 
 
 # `make bench` (bench/run.sh build/zetl with no workload named).
@@ -55,11 +55,18 @@ def parse_args(argv):
                    action=argparse.BooleanOptionalAction, default=True,
                    help="pass streaming=on to pg_recvlogical as zetl does (default on)")
     m.add_argument("--perf", action="store_true",
-                   help="also run zetl once under perf record -g; writes results/<w>.perf.txt")
+                   help="also run zetl once under perf record -g; writes results/<w>.perf.txt "
+                        "(with --kafka also one run to Kafka: results/<w>.kafka.perf.txt)")
     m.add_argument("--s3", action="store_true",
                    help="also run zetl with an S3 archive on s3rver (loopback; needs "
                         "node_modules from scripts/deps.sh) and report its rows/s against "
                         "the file archive's (target: >= 0.8 x)")
+    m.add_argument("--kafka", action=argparse.BooleanOptionalAction, default=None,
+                   help="also run zetl publishing to Kafka only (a fresh build/kafka-mock next "
+                        "to zetl_bin per run, Avro) on its own slot over the same WAL, and "
+                        "report its messages/s against the archive-only zetl run of the same "
+                        "repetition (targets: >= 500,000 msgs/s, >= 0.8 x; needs kcat; "
+                        "default: on for kafka)")
     m.add_argument("--timeout", type=float, default=7200, help="seconds per reader run")
     e = ap.add_argument_group("end to end (PostgreSQL warehouse)")
     e.add_argument("--e2e", action=argparse.BooleanOptionalAction, default=None,

@@ -131,13 +131,19 @@ def plot_summary(results_dir):
             s = res["summary"]
             n = s.get("median_of_runs")
             label = f"{res['workload']} ({'median of %d' % n if n else 'best run, old JSON'})"
-            rows.append((label, s["baseline_rows_per_s"], s["zetl_rows_per_s"]))
+            kafka = (s.get("kafka") or {}).get("kafka_messages_per_s")
+            rows.append((label, s["baseline_rows_per_s"], s["zetl_rows_per_s"],
+                         "?" if kafka is None else kafka))
         except (OSError, ValueError, KeyError):
             continue
     if not rows:
         return False
     path = os.path.join(results_dir, "summary.svg")
-    data = "$d << EOD\n" + "".join(f'"{gp_label(w)}" {b} {z}\n' for w, b, z in rows) + "EOD\n"
+    data = "$d << EOD\n" + "".join(f'"{gp_label(w)}" {b} {z} {k}\n'
+                                   for w, b, z, k in rows) + "EOD\n"
+    # zetl to Kafka (messages/s) only where a workload measured it.
+    kafka = (', \\\n     $d using 4 title "zetl to Kafka (kafka-mock), msgs/s" lc rgb "#70ad47"'
+             if any(k != "?" for *_, k in rows) else "")
     script = f"""{data}
 set terminal svg size 900,420 dynamic enhanced font "sans,11" background rgb "white"
 set output "{path}"
@@ -149,7 +155,8 @@ set grid ytics
 set yrange [0:*]
 set ylabel "rows/s"
 set xtics noenhanced
+set datafile missing "?"
 plot $d using 2:xtic(1) title "pg\\\\_recvlogical (baseline)" lc rgb "#a5a5a5", \\
-     $d using 3 title "zetl capture" lc rgb "#4472c4"
+     $d using 3 title "zetl capture" lc rgb "#4472c4"{kafka}
 """
     return gnuplot(script, path)

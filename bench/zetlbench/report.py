@@ -151,6 +151,34 @@ def markdown(results):
                          f"| {fmt(x['s3rver_cpu_s'], 2)} | {fmt(x['file_peak_rss_mb'], 1)} "
                          f"| {fmt(x['s3_peak_rss_mb'], 1)} | {fmt(x['batches'])} "
                          f"| {fmt(x['objects'])} | {fmt(x['archive_bytes_per_row'], 1)} |")
+    kafkas = [r for r in results if r["summary"].get("kafka")]
+    if kafkas:
+        lines.append("")
+        lines.append(f"Kafka, zetl to build/kafka-mock against zetl to the archive only, same WAL "
+                     f"({median_of(kafkas)} of each; peak RSS: the highest):")
+        lines.append("")
+        lines.append("| workload | rows | messages | Kafka msgs/s | archive rows/s "
+                     "| Kafka / archive | Kafka / archive per run | rows, messages match "
+                     "| Kafka wall s | archive wall s | Kafka peak RSS MB | archive peak RSS MB | Kafka CPU s / M msgs "
+                     "| archive CPU s / M rows | mock CPU s / M msgs | transactions "
+                     "| key B | value B |")
+        lines.append("|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:"
+                     "|---:|---:|---:|")
+        for res in kafkas:
+            x = res["summary"]["kafka"]
+            lines.append(f"| {res['workload']} | {fmt(x['rows'])} | {fmt(x['messages'])} "
+                         f"| {fmt(x['kafka_messages_per_s'])} | {fmt(x['archive_rows_per_s'])} "
+                         f"| {fmt(x['ratio'], 2)} "
+                         f"| {', '.join(fmt(v, 2) for v in x['ratio_per_rep'])} "
+                         f"| {fmt(x['rows_match'])}, {fmt(x['messages_match'])} "
+                         f"| {fmt(x['kafka_wall_s'], 2)} "
+                         f"| {fmt(x['archive_wall_s'], 2)} | {fmt(x['kafka_peak_rss_mb'], 1)} "
+                         f"| {fmt(x['archive_peak_rss_mb'], 1)} "
+                         f"| {fmt(x['kafka_cpu_s_per_million_messages'], 2)} "
+                         f"| {fmt(x['archive_cpu_s_per_million_rows'], 2)} "
+                         f"| {fmt(x['mock_cpu_s_per_million_messages'], 2)} "
+                         f"| {fmt(x['transactions'])} | {fmt(x['avg_key_bytes'], 1)} "
+                         f"| {fmt(x['avg_value_bytes'], 1)} |")
     lagged = [r for r in results if r["summary"].get("lag")]
     if lagged:
         lines.append("")
@@ -192,6 +220,14 @@ def markdown(results):
         if "s3_ratio" in t:
             parts.append(f"s3 archive capture {t['s3_ratio']:.2f} x file archive (>= "
                          f"{t['s3_ratio_min']} x file archive: {met(t['s3_met'])})")
+        if "kafka_ratio" in t:
+            parts.append(f"kafka {t['kafka_messages_per_s']:,.0f} msgs/s (>= "
+                         f"{t['kafka_messages_per_s_min']:,}: "
+                         f"{met(t['kafka_messages_per_s_met'])}), "
+                         f"{t['kafka_ratio']:.2f} x archive-only capture (>= "
+                         f"{t['kafka_ratio_min']}: {met(t['kafka_ratio_met'])}), peak RSS "
+                         f"{t['kafka_peak_rss_mb']} MB (< {t['kafka_peak_rss_mb_max']}: "
+                         f"{met(t['kafka_peak_rss_met'])})")
         if "snapshot_ratio" in t:
             parts.append(f"initial snapshot {t['snapshot_ratio']:.2f} x the source's COPY over "
                          f"{t['snapshot_connections']} connection(s) (>= "

@@ -15,6 +15,7 @@ from .workloads import WORKLOADS
 from .measure import MEASUREMENTS
 from .warehouse import SAME_CLUSTER_EXTRA, Warehouse
 from .snapshot import new_tenant_summary, snapshot_summary
+from .kafka import kafka_summary
 
 
 class Bench:
@@ -187,6 +188,18 @@ class Bench:
                             "read back from s3rver; s3rver_cpu_s = the node process's CPU "
                             "during the run (not in cpu_s); ratio = median zetl_s3 rows/s / "
                             "median zetl rows/s (ratio_same_rep: per repetition)"),
+                "zetl_kafka": ("--kafka: zetl run --once with a kafka section (brokers: a "
+                               "fresh build/kafka-mock, one broker on 127.0.0.1, started before "
+                               "and stopped by pid after each run; topic_prefix zetl; Avro "
+                               "single-object encoding) and no archive; own slot over the same "
+                               "WAL, run right after the archive-only zetl run of the same "
+                               "repetition; wall clock from process start to exit (every batch "
+                               "a committed Kafka transaction); messages = the change topics' "
+                               "high watermarks (kcat -Q), rows = the sum of 'rows' of the "
+                               "records in zetl._zetl_offsets (kcat -C); mock_cpu_s = the mock "
+                               "process's CPU during the run (not in cpu_s); ratio = median "
+                               "messages/s / median zetl (archive) rows/s, ratio_per_rep: per "
+                               "repetition"),
                 "zetl_e2e": ("zetl run --once with a postgres warehouse (deletes: hard), own "
                              "slot over the same WAL, empty warehouse schema; wall clock from "
                              "process start until exit (everything up to the WAL position at "
@@ -278,6 +291,10 @@ class Bench:
             }
             targets.update({"s3_ratio_min": 0.8, "s3_ratio": ratio,
                             "s3_met": ratio >= 0.8 and s3["rows"] == f["rows"]})
+        kafka, t = kafka_summary(med, runs, self)
+        if kafka:
+            summary["kafka"] = kafka
+            targets.update(t)
         if "zetl_e2e" in med:
             e = med["zetl_e2e"]
             e2e = {

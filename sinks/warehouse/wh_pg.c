@@ -281,20 +281,25 @@ char *zetl_wh_pg_truncate_sql(const struct zetl_wh_table *t)
         zetl_wh_sql_qual(&b, "w", t->tenant_column);
         zetl_buf_puts(&b, " = tr.tn AND w._zetl_lsn < tr.lsn");
     } else {
+        /*
+         * Deleted (closed) at the first truncate of the batch, or, for a row
+         * zetl load applied between two of them, at its own LSN.
+         */
         zetl_buf_puts(&b, "UPDATE ");
         zetl_wh_sql_table(&b, t);
         if (t->deletes == ZETL_DELETES_SOFT)
-            zetl_buf_puts(&b, " AS w SET _zetl_deleted = true, _zetl_lsn = tr.lsn, "
-                              "_zetl_synced_at = now()");
+            zetl_buf_puts(&b, " AS w SET _zetl_deleted = true, _zetl_lsn = GREATEST(tr.lsn, "
+                              "w._zetl_lsn), _zetl_synced_at = now()");
         else
-            zetl_buf_puts(&b, " AS w SET _zetl_valid_to = tr.lsn, _zetl_synced_at = now()");
+            zetl_buf_puts(&b, " AS w SET _zetl_valid_to = GREATEST(tr.lsn, w._zetl_lsn), "
+                              "_zetl_synced_at = now()");
         zetl_buf_puts(&b, " FROM (SELECT ");
         zetl_sql_append_ident(&b, t->tenant_column);
-        zetl_buf_puts(&b, " AS tn, min(_zetl_lsn) AS lsn FROM ");
+        zetl_buf_puts(&b, " AS tn, min(_zetl_lsn) AS lsn, max(_zetl_lsn) AS maxlsn FROM ");
         qstage(&b, t, "");
         zetl_buf_puts(&b, " WHERE _zetl_op = 'T' GROUP BY 1) AS tr WHERE ");
         zetl_wh_sql_qual(&b, "w", t->tenant_column);
-        zetl_buf_puts(&b, " = tr.tn AND w._zetl_lsn < tr.lsn");
+        zetl_buf_puts(&b, " = tr.tn AND w._zetl_lsn < tr.maxlsn");
         zetl_wh_sql_live(&b, t, "w");
     }
     /* Staged changes of the tenant up to its last truncate are void. */

@@ -471,41 +471,40 @@ char *zetl_wh_rs_truncate_sql(const struct zetl_wh_table *t)
     struct zetl_buf b;
 
     zetl_buf_init(&b, 0);
-    /* The rows of each truncated tenant older than the truncate (as in wh_pg.c). */
-    if (t->deletes == ZETL_DELETES_HARD) {
-        zetl_buf_printf(&b, "DELETE FROM %s USING (SELECT ", w);
-        zetl_sql_append_ident(&b, t->tenant_column);
-        zetl_buf_printf(&b,
-                        " AS tn, max(_zetl_lsn) AS lsn FROM %s WHERE _zetl_op = 'T' GROUP BY 1) "
-                        "AS _zetl_tr WHERE ",
-                        s);
-        zetl_wh_sql_qual(&b, w, t->tenant_column);
-        zetl_buf_printf(&b, " = _zetl_tr.tn AND %s._zetl_lsn < _zetl_tr.lsn", w);
-    } else {
-        zetl_buf_printf(&b, "UPDATE %s SET ", w);
-        zetl_buf_puts(&b, t->deletes == ZETL_DELETES_SOFT
-                              ? "_zetl_deleted = true, _zetl_lsn = _zetl_tr.lsn"
-                              : "_zetl_valid_to = _zetl_tr.lsn");
-        zetl_buf_puts(&b, ", _zetl_synced_at = GETDATE() FROM (SELECT ");
-        zetl_sql_append_ident(&b, t->tenant_column);
-        zetl_buf_printf(&b,
-                        " AS tn, min(_zetl_lsn) AS lsn FROM %s WHERE _zetl_op = 'T' GROUP BY 1) "
-                        "AS _zetl_tr WHERE ",
-                        s);
-        zetl_wh_sql_qual(&b, w, t->tenant_column);
-        zetl_buf_printf(&b, " = _zetl_tr.tn AND %s._zetl_lsn < _zetl_tr.lsn", w);
-        zetl_wh_sql_live(&b, t, w);
-    }
-    /* Staged changes of the tenant up to its last truncate are void. */
-    zetl_buf_printf(&b, ";\nCREATE TEMP TABLE %s AS SELECT tn, lsn, seq FROM (SELECT ", tr);
+    /* Each truncated tenant's last truncate (Redshift's DELETE ... USING takes tables only). */
+    zetl_buf_printf(&b, "CREATE TEMP TABLE %s AS SELECT tn, lsn, seq FROM (SELECT ", tr);
     zetl_sql_append_ident(&b, t->tenant_column);
     zetl_buf_puts(&b,
                   " AS tn, _zetl_lsn AS lsn, _zetl_seq AS seq, ROW_NUMBER() OVER (PARTITION BY ");
     zetl_sql_append_ident(&b, t->tenant_column);
     zetl_buf_printf(&b,
                     " ORDER BY _zetl_lsn DESC, _zetl_seq DESC) AS rn FROM %s WHERE _zetl_op = 'T') "
-                    "AS _zetl_q WHERE rn = 1",
+                    "AS _zetl_q WHERE rn = 1;\n",
                     s);
+    /* The rows of each truncated tenant older than its last truncate (as in wh_pg.c). */
+    if (t->deletes == ZETL_DELETES_HARD) {
+        zetl_buf_printf(&b, "DELETE FROM %s USING %s WHERE ", w, tr);
+        zetl_wh_sql_qual(&b, w, t->tenant_column);
+        zetl_buf_printf(&b, " = %s.tn AND %s._zetl_lsn < %s.lsn", tr, w, tr);
+    } else {
+        zetl_buf_printf(&b, "UPDATE %s SET ", w);
+        zetl_buf_printf(
+            &b,
+            t->deletes == ZETL_DELETES_SOFT
+                ? "_zetl_deleted = true, _zetl_lsn = GREATEST(_zetl_tr.lsn, %s._zetl_lsn)"
+                : "_zetl_valid_to = GREATEST(_zetl_tr.lsn, %s._zetl_lsn)",
+            w);
+        zetl_buf_puts(&b, ", _zetl_synced_at = GETDATE() FROM (SELECT ");
+        zetl_sql_append_ident(&b, t->tenant_column);
+        zetl_buf_printf(&b,
+                        " AS tn, min(_zetl_lsn) AS lsn, max(_zetl_lsn) AS maxlsn FROM %s WHERE "
+                        "_zetl_op = 'T' GROUP BY 1) AS _zetl_tr WHERE ",
+                        s);
+        zetl_wh_sql_qual(&b, w, t->tenant_column);
+        zetl_buf_printf(&b, " = _zetl_tr.tn AND %s._zetl_lsn < _zetl_tr.maxlsn", w);
+        zetl_wh_sql_live(&b, t, w);
+    }
+    /* Staged changes of the tenant up to its last truncate are void. */
     zetl_buf_printf(&b, ";\nDELETE FROM %s USING %s WHERE ", s, tr);
     zetl_wh_sql_qual(&b, s, t->tenant_column);
     zetl_buf_printf(&b,

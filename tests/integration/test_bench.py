@@ -42,6 +42,57 @@ class BenchTest(unittest.TestCase):
             pg.destroy()
             shutil.rmtree(work, ignore_errors=True)
 
+    def test_kafka_workload_against_the_configured_source(self):
+        """The kafka workload, tiny: on the same WAL, zetl archives (archive only) and
+        publishes (a fresh kafka-mock, found next to the zetl binary, per run); every row
+        is a message the broker holds and zetl's offsets records count, and the ratio of
+        the two runs is reported."""
+        pg = Cluster()
+        work = tempfile.mkdtemp(prefix="zetl-test-")
+        try:
+            cfg = os.path.join(work, "zetl.yaml")
+            with open(cfg, "w") as f:
+                f.write(f'source:\n  dsn: "{pg.dsn()}"\n  tenants:\n    schemas: ["zetlbench_*"]\n'
+                        f'archive:\n  url: file://{work}/archive\n')
+            res = os.path.join(work, "results")
+            rc, out, err = run_zetl(["bench", "--config", cfg, "kafka", "--rows", "20000",
+                                     "--repeat", "1", "--results", res], cwd=work, timeout=600)
+            self.assertEqual(rc, 0, out + err)
+            self.assertIn("Kafka, zetl to build/kafka-mock against zetl to the archive only", out)
+            self.assertIn("kafka targets: kafka ", out)
+            with open(os.path.join(res, "kafka.json")) as f:
+                result = json.load(f)
+            runs = result["runs"]
+            self.assertEqual([r["rows"] for r in runs["zetl"]], [20000])
+            (k,) = runs["zetl_kafka"]
+            # What the broker appended (high watermarks), what zetl's offsets records say it
+            # published, and the offsets those records name: one message per inserted row.
+            self.assertEqual(k["messages"], 20000, json.dumps(k)[:2000])
+            self.assertEqual(k["offsets_rows"], 20000)
+            self.assertEqual(k["offsets_position_messages"], 20000)
+            self.assertGreaterEqual(k["offsets_records"], 1)
+            self.assertTrue(k["rows_match"] and k["messages_match"])
+            self.assertEqual(k["messages_by_topic"], {"zetl.users": 20000})
+            self.assertGreater(k["avg_value_bytes"], k["avg_key_bytes"])
+            self.assertGreater(k["peak_rss_mb"], 0)
+            s = result["summary"]["kafka"]
+            self.assertEqual(s["messages"], 20000)
+            self.assertGreater(s["kafka_messages_per_s"], 0)
+            self.assertGreater(s["archive_rows_per_s"], 0)
+            self.assertGreater(s["ratio"], 0)
+            self.assertEqual(len(s["ratio_per_rep"]), 1)
+            self.assertAlmostEqual(s["ratio"], s["kafka_messages_per_s"] / s["archive_rows_per_s"],
+                                   places=2)
+            self.assertIn("kafka_ratio_met", result["targets"])
+            # Nothing left behind on the source: slots, publications, tenant schemas.
+            self.assertEqual(pg.psql("SELECT count(*) FROM pg_replication_slots"), [["0"]])
+            self.assertEqual(pg.psql("SELECT count(*) FROM pg_publication"), [["0"]])
+            self.assertEqual(pg.psql("SELECT count(*) FROM pg_namespace "
+                                     "WHERE nspname LIKE 'zetlbench%'"), [["0"]])
+        finally:
+            pg.destroy()
+            shutil.rmtree(work, ignore_errors=True)
+
     def test_snapshot_workloads_against_the_configured_source_and_warehouse(self):
         """The snapshot and new-tenant workloads, tiny, with the config's warehouse (a
         database of the same cluster): every reader got every row, the medians are of
