@@ -465,10 +465,10 @@ class ExactlyOnceTest(KafkaBase):
         w.start()
         rnd = random.Random(int(os.environ.get("ZETL_TEST_SEED", time.time())))
         try:
-            for round_ in range(6):
+            for round_ in range(8):
                 z.start()
                 time.sleep(rnd.uniform(0.5, 2.0))
-                fault = round_ % 3
+                fault = round_ % 4
                 if fault == 1:
                     self.kafka.command("broker-down 2")
                     time.sleep(rnd.uniform(0.5, 1.5))
@@ -478,6 +478,11 @@ class ExactlyOnceTest(KafkaBase):
                     self.kafka.command("push-errors Produce NOT_LEADER_FOR_PARTITION "
                                        "REQUEST_TIMED_OUT")
                     self.kafka.command("push-errors EndTxn COORDINATOR_LOAD_IN_PROGRESS")
+                elif fault == 3:
+                    # Leader changes: every partition of the change topics moves broker.
+                    for topic in (PREFIX + ".items", PREFIX + ".log"):
+                        for p in range(kafkatest.topic_partitions(self.kafka.bootstrap, topic)):
+                            self.kafka.command(f"leader {topic} {p} {1 + (p + round_) % 3}")
                 time.sleep(rnd.uniform(0.2, 1.0))
                 z.kill(signal.SIGKILL)
         finally:
