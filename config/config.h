@@ -115,6 +115,7 @@ struct zetl_config {
         size_t nproperties;
     } kafka;
 
+    bool log_json;   /* log.format: json (one JSON object per line); default text */
     char *log_level; /* owned or NULL: "debug" | "info" | "log" | "warning" | "error" */
 };
 

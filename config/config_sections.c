@@ -566,11 +566,43 @@ static enum zetl_err parse_warehouse(struct cfg_parse *cp, yaml_node_t *v, int l
     return ZETL_OK;
 }
 
+/* log: {format: text | json, level: ...}; log.level is log_level's other spelling. */
+static enum zetl_err parse_log(struct cfg_parse *cp, yaml_node_t *v, int line,
+                               struct zetl_config *cfg)
+{
+    static const char *const keys[] = {"format", "level", NULL};
+    static const char *const formats[] = {"text", "json", NULL};
+    static const char *const levels[] = {"debug", "info", "log", "warning", "error", NULL};
+    struct cfg_map m;
+    yaml_node_t *x;
+    int xl, k;
+    enum zetl_err err;
+
+    if ((err = zetl_config_map_open(cp, v, line, "log", keys, &m)) != ZETL_OK)
+        return err;
+    x = zetl_config_map_get_value(cp, &m, "format", &xl);
+    if (x != NULL) {
+        if ((err = zetl_config_get_enum(cp, x, xl, "log.format", formats, &k)) != ZETL_OK)
+            return err;
+        cfg->log_json = k == 1;
+    }
+    x = zetl_config_map_get_value(cp, &m, "level", &xl);
+    if (x != NULL) {
+        if (cfg->log_level != NULL)
+            return zetl_config_err(cp, xl, "log.level",
+                                   "log_level is set too: keep one of the two");
+        if ((err = zetl_config_get_enum(cp, x, xl, "log.level", levels, &k)) != ZETL_OK)
+            return err;
+        cfg->log_level = zetl_strdup(levels[k]);
+    }
+    return ZETL_OK;
+}
+
 enum zetl_err zetl_config_parse_root(struct cfg_parse *cp, yaml_node_t *root,
                                      struct zetl_config *cfg)
 {
-    static const char *const keys[] = {"source",    "transforms", "buffer", "archive",
-                                       "warehouse", "kafka",      "log_level", NULL};
+    static const char *const keys[] = {"source", "transforms", "buffer",    "archive", "warehouse",
+                                       "kafka",  "log",        "log_level", NULL};
     static const char *const levels[] = {"debug", "info", "log", "warning", "error", NULL};
     struct cfg_map m;
     yaml_node_t *x;
@@ -616,5 +648,8 @@ enum zetl_err zetl_config_parse_root(struct cfg_parse *cp, yaml_node_t *root,
             return err;
         cfg->log_level = zetl_strdup(levels[k]);
     }
+    x = zetl_config_map_get(cp, &m, "log", &xl);
+    if (x != NULL && (err = parse_log(cp, x, xl, cfg)) != ZETL_OK)
+        return err;
     return ZETL_OK;
 }

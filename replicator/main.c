@@ -942,6 +942,8 @@ int main(int argc, char **argv)
     }
     if (cfg->log_level && getenv("ZETL_LOG_LEVEL") == NULL)
         zetl_log_set_level((enum zetl_log_level)zetl_log_parse_level(cfg->log_level));
+    if (cfg->log_json && getenv("ZETL_LOG_FORMAT") == NULL)
+        zetl_log_set_format(ZETL_LOG_JSON);
 
     install_signal_handlers();
     rc = run_command(cfg, &a);

@@ -2,6 +2,7 @@
 `--version`, and `zetl check` naming a source role that may not replicate
 before anything else (against a real PostgreSQL)."""
 
+import json
 import os
 import re
 import shutil
@@ -99,6 +100,35 @@ class HelpTest(unittest.TestCase):
             rc, out, err = run_zetl(args)
             self.assertEqual((rc, out), (2, ""), args)
             self.assertIn("--version", err)
+
+
+class LogFormatTest(unittest.TestCase):
+    def test_json_lines(self):
+        work = tempfile.mkdtemp(prefix="zetl-test-")
+        try:
+            cfg = os.path.join(work, "z.yaml")
+            with open(cfg, "w") as f:
+                f.write('source:\n  dsn: "host=127.0.0.1 port=1 dbname=x user=zetl '
+                        'connect_timeout=2"\n  tenants:\n    schemas: ["tenant_*"]\n'
+                        "buffer:\n  dir: ./zetl-data\narchive:\n  url: file://./archive\n"
+                        "log:\n  format: json\n")
+            rc, _, err = run_zetl(["run", "--once", "--config", cfg], cwd=work)
+            self.assertEqual(rc, 1, err)
+            lines = [json.loads(ln) for ln in err.splitlines()]
+            self.assertGreaterEqual(len(lines), 1, err)
+            for ln in lines:
+                self.assertEqual(set(ln), {"ts", "level", "pid", "msg"})
+                self.assertRegex(ln["ts"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+                self.assertIsInstance(ln["pid"], int)
+            self.assertEqual(lines[0]["level"], "fatal")
+            self.assertIn('"127.0.0.1", port 1', lines[0]["msg"])
+            # ZETL_LOG_FORMAT overrides the file.
+            rc, _, err = run_zetl(["run", "--once", "--config", cfg], cwd=work,
+                                  env={"ZETL_LOG_FORMAT": "text"})
+            self.assertEqual(rc, 1)
+            self.assertRegex(err.splitlines()[0], r"^\d{4}-\d\d-\d\d [0-9:.]+ UTC \[\d+\] FATAL:  ")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 class CheckRoleTest(unittest.TestCase):

@@ -485,9 +485,41 @@ static void test_time_parse(void)
     CHECK(zetl_time_parse(out, &v) && v == -500000);
 }
 
+/* The text and JSON lines of one message: escaping, broken UTF-8, truncation. */
+static void test_log_lines(void)
+{
+    char line[256];
+    size_t n;
+
+    CHECK(zetl_log_parse_format("json") == ZETL_LOG_JSON);
+    CHECK(zetl_log_parse_format("TEXT") == ZETL_LOG_TEXT);
+    CHECK(zetl_log_parse_format("yaml") == -1);
+    /* 2024-03-05 12:34:56.789 UTC */
+    n = zetl_log_format_line(line, sizeof(line), ZETL_LOG_TEXT, ZETL_LOG_WARNING, "slot \"x\" lost",
+                             1709642096, 789123, 42);
+    CHECK_STR(line, "2024-03-05 12:34:56.789 UTC [42] WARNING:  slot \"x\" lost\n");
+    CHECK(n == strlen(line));
+    n = zetl_log_format_line(line, sizeof(line), ZETL_LOG_JSON, ZETL_LOG_FATAL,
+                             "a \"quote\", a \\ and\na tab\t, \x01, \xc3\xb1, \xff!", 1709642096,
+                             789123, 42);
+    CHECK_STR(line, "{\"ts\":\"2024-03-05T12:34:56.789Z\",\"level\":\"fatal\",\"pid\":42,"
+                    "\"msg\":\"a \\\"quote\\\", a \\\\ and\\u000aa tab\\u0009, \\u0001, "
+                    "\xc3\xb1, \xef\xbf\xbd!\"}\n");
+    CHECK(n == strlen(line));
+    /* A long message is cut inside the text; the line stays one JSON object. */
+    char big[600];
+    memset(big, '"', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    n = zetl_log_format_line(line, sizeof(line), ZETL_LOG_JSON, ZETL_LOG_LOG, big, 0, 0, 1);
+    CHECK(n == strlen(line) && n < sizeof(line));
+    CHECK(n >= 3 && strcmp(line + n - 3, "\"}\n") == 0);
+    CHECK(line[n - 4] == '"' && line[n - 5] == '\\'); /* cut after a whole escape */
+}
+
 int main(void)
 {
     test_time_parse();
+    test_log_lines();
     test_err();
     test_alloc();
     test_arena();

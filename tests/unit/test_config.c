@@ -248,6 +248,7 @@ static void test_example(void)
     CHECK(cfg->warehouse.deletes == ZETL_DELETES_HARD);
     CHECK(cfg->warehouse.iam_role == NULL);
     CHECK_STR(cfg->log_level, "log");
+    CHECK(!cfg->log_json);
     zetl_config_free(cfg);
 
     /* Every string of every `keys[] = {...}` table of the parser. */
@@ -1048,6 +1049,33 @@ static void test_redact(void)
     free(got);
 }
 
+/* The log section: format and level, and log.level beside log_level. */
+static void test_log_section(void)
+{
+    static const char base[] = "source: {dsn: \"dbname=a\", tenants: {schemas: [t_*]}}\n"
+                               "archive: {url: \"file://x\"}\n";
+    char text[1024];
+    struct zetl_config *cfg;
+
+    snprintf(text, sizeof(text), "%slog: {format: json, level: warning}\n", base);
+    if ((cfg = PARSE_OK(text)) != NULL) {
+        CHECK(cfg->log_json);
+        CHECK_STR(cfg->log_level, "warning");
+        zetl_config_free(cfg);
+    }
+    snprintf(text, sizeof(text), "%slog:\n", base);
+    if ((cfg = PARSE_OK(text)) != NULL) {
+        CHECK(!cfg->log_json && cfg->log_level == NULL);
+        zetl_config_free(cfg);
+    }
+    snprintf(text, sizeof(text), "%slog: {format: xml}\n", base);
+    EXPECT_USAGE(text, "zetl.yaml:3: log.format");
+    snprintf(text, sizeof(text), "%slog_level: info\nlog: {level: debug}\n", base);
+    EXPECT_USAGE(text, "zetl.yaml:4: log.level: log_level is set too");
+    snprintf(text, sizeof(text), "%slog: {colour: red}\n", base);
+    EXPECT_USAGE(text, "log.colour");
+}
+
 /* The kafka section: defaults, lists, the keys zetl owns, bad values. */
 static void test_kafka(void)
 {
@@ -1121,6 +1149,7 @@ int main(void)
 {
     test_full();
     test_kafka();
+    test_log_section();
     test_example();
     test_defaults();
     test_structure_errors();
