@@ -118,12 +118,12 @@ class SnapshotBase(unittest.TestCase):
                               f"missing or stale {sorted(s - d)[:5]}, extra {sorted(d - s)[:5]}"
                               f"\n{self.z.log()[-3000:] if self.z else ''}")
 
-    def wait_for(self, cond, timeout, what):
+    def wait_for(self, cond, timeout, what, interval=0.2):
         deadline = time.time() + timeout
         while time.time() < deadline:
             if cond():
                 return
-            time.sleep(0.2)
+            time.sleep(interval)
         self.fail(f"timed out waiting for {what}\n{self.z.log()[-4000:] if self.z else ''}")
 
     def state(self):
@@ -189,12 +189,14 @@ class InitialSnapshot(SnapshotBase):
                 before = sum(v.get("rows", 0) for v in self.state().values())
                 z.start()
 
+                # A table copied in part: the kill leaves something to resume.  At once:
+                # the rest of a table is a chunk or two, well under a second's work.
                 def copied():
                     st = self.state()
                     return (sum(v.get("rows", 0) for v in st.values()) > before and
-                            any(v["state"] == "pending" for v in st.values()))
-                self.wait_for(copied, 60, "a durable snapshot chunk")
-                time.sleep(random.uniform(0.1, 0.6))
+                            any(v["state"] == "pending" and v.get("rows", 0) > 0
+                                for v in st.values()))
+                self.wait_for(copied, 60, "a table copied in part", interval=0.01)
                 z.kill()
             z.start()
             self.wait_for(lambda: self.state() and all(v["state"] == "done"
