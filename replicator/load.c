@@ -73,7 +73,8 @@ struct loader {
     struct zetl_ev_decoder *dec;
     struct zetl_wh *wh;
     struct zetl_batch_writer *bw;
-    char *spool; /* owned: the batcher's spool directory */
+    struct zetl_buf tenant; /* the current message's tenant, NUL-terminated */
+    char *spool;            /* owned: the batcher's spool directory */
     int lock_fd;
     bool from_time;
     int64_t from_ms;
@@ -427,7 +428,7 @@ static enum zetl_err write_change(struct loader *l, struct lschema *s,
     const char *const *v = NULL;
     const size_t *len = NULL;
     struct zetl_row row = {0}, before = {0};
-    char *tenant = zetl_strndup(d->tenant, d->tenant_len);
+    const char *tenant;
     enum zetl_err err = ZETL_OK;
 
     switch (d->op) {
@@ -462,6 +463,10 @@ static enum zetl_err write_change(struct loader *l, struct lschema *s,
         (err = fill_values(s, s->vals, v, len, row.op == ZETL_OP_DELETE ? NULL : d->unchanged,
                            eb)) != ZETL_OK)
         goto done;
+    /* NUL-terminated for the batcher, in a buffer reused across messages. */
+    zetl_buf_reset(&l->tenant);
+    zetl_buf_append(&l->tenant, d->tenant, d->tenant_len);
+    tenant = l->tenant.data;
     row.target.tenant = tenant;
     row.target.table = zetl_ev_schema_table(s->es);
     row.target.nout = (uint16_t)n;
@@ -501,7 +506,6 @@ static enum zetl_err write_change(struct loader *l, struct lschema *s,
             l->max_lsn = d->src.lsn;
     }
 done:
-    free(tenant);
     return err;
 }
 
@@ -727,6 +731,7 @@ static void loader_release(struct loader *l)
         rd_kafka_destroy(l->schemas_rk);
     }
     zetl_batch_writer_free(l->bw);
+    zetl_buf_release(&l->tenant);
     parts_clear(l);
     for (size_t i = 0; i < l->nsch; i++)
         lschema_free(l->sch[i]);
@@ -775,6 +780,7 @@ int zetl_cmd_load(const struct zetl_config *cfg, const struct zetl_load_opts *o)
     l.min_lsn = UINT64_MAX;
     l.lock_fd = -1;
     l.schemas = json_object();
+    zetl_buf_init(&l.tenant, 0);
     l.dec = zetl_ev_decoder_new();
     if (cfg->kafka.schema_registry)
         l.reg = zetl_registry_new(cfg->kafka.schema_registry);

@@ -715,9 +715,12 @@ static enum zetl_err publish_rec(struct ksink *ks, const struct zetl_batch *b,
     };
     enum zetl_err err;
 
-    /* The tenant is the source schema, NUL-terminated for the event. */
-    zetl_buf_reset(&ks->tenant);
-    zetl_buf_append(&ks->tenant, rec->tenant, rec->tenant_len);
+    /* The tenant is the source schema, NUL-terminated for the event: copied when it changes. */
+    if (ks->tenant.len != rec->tenant_len ||
+        memcmp(ks->tenant.data, rec->tenant, rec->tenant_len)) {
+        zetl_buf_reset(&ks->tenant);
+        zetl_buf_append(&ks->tenant, rec->tenant, rec->tenant_len);
+    }
     c.src.schema = ks->tenant.data;
     switch (rec->op) {
     case ZETL_OP_INSERT:
