@@ -67,6 +67,7 @@ struct zetl_config {
 
     struct {
         char *dir;           /* owned; default "./zetl-data" */
+        int dir_line;        /* line of buffer.dir (of the buffer section, or 1, when unset) */
         uint64_t max_rows;   /* default 100000 */
         uint64_t max_bytes;  /* default 64 MiB */
         uint64_t max_age_ms; /* default 1000 */
@@ -157,5 +158,15 @@ enum zetl_err zetl_config_read_secret(const char *path, char **out, struct zetl_
  * for logs.  Returns owned memory.
  */
 char *zetl_config_redact_dsn(const char *dsn);
+
+/*
+ * Copies `msg`, libpq's message about connecting with `dsn` (either may be
+ * NULL), with `dsn` replaced by its redacted form and every password found
+ * in it, as written, unescaped or percent-decoded, replaced by "********":
+ * libpq quotes a connection string it cannot parse, or the piece of it it
+ * stumbled on.  A short password masks its every occurrence, wanted or not.
+ * Returns owned memory.
+ */
+char *zetl_config_redact_conn_error(const char *dsn, const char *msg);
 
 #endif

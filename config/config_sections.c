@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/mem.h"
 
@@ -297,6 +298,18 @@ static enum zetl_err parse_transforms(struct cfg_parse *cp, yaml_node_t *v, int 
             return zetl_config_err(cp, xl, "transforms.tenant_column",
                                    "must be at most 63 bytes (a PostgreSQL identifier), got %zu",
                                    strlen(col));
+        /*
+         * The warehouse tables' own columns (_zetl_lsn, _zetl_synced_at, ...)
+         * start so; any case, as Redshift folds names to lower case.
+         */
+        if (strncasecmp(col, "_zetl_", 6) == 0) {
+            char q[ZETL_CONFIG_QUOTE_SIZE];
+            return zetl_config_err(cp, xl, "transforms.tenant_column",
+                                   "%s starts with \"_zetl_\", which is reserved for the columns "
+                                   "zetl adds to warehouse tables (_zetl_lsn, _zetl_synced_at, "
+                                   "...)",
+                                   zetl_config_quote(q, sizeof(q), col));
+        }
     } else {
         cfg->transforms.tenant_column = zetl_strdup("tenant_id");
     }
@@ -336,6 +349,7 @@ static enum zetl_err parse_buffer(struct cfg_parse *cp, yaml_node_t *v, int line
         return err;
 
     x = zetl_config_map_get_value(cp, &m, "dir", &xl);
+    cfg->buffer.dir_line = xl;
     if (x != NULL) {
         if ((err = zetl_config_get_string(cp, x, xl, "buffer.dir", true, &cfg->buffer.dir)) !=
             ZETL_OK)

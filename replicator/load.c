@@ -27,6 +27,7 @@
 #include "common/time.h"
 #include "proto/event.h"
 #include "proto/relcache.h"
+#include "replicator/bufdir.h"
 #include "replicator/load.h"
 #include "replicator/stop.h"
 #include "sinks/archive.h"
@@ -765,6 +766,11 @@ int zetl_cmd_load(const struct zetl_config *cfg, const struct zetl_load_opts *o)
                 "events carry no column types)\n",
                 cfg->path);
         return EXIT_USAGE;
+    }
+    /* Its spool before the brokers and the warehouse, like zetl run. */
+    if (zetl_bufdir_check(cfg, "load", &eb) != ZETL_OK) {
+        zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
+        return EXIT_JOB;
     }
     zetl_buf_init(&group, 0);
     zetl_buf_puts(&group, cfg->kafka.group);

@@ -18,6 +18,7 @@
 #include "common/lsn.h"
 #include "common/mem.h"
 #include "config/config.h"
+#include "replicator/bufdir.h"
 #include "replicator/commands.h"
 #include "replicator/help.h"
 #include "replicator/load.h"
@@ -39,29 +40,6 @@ static void on_signal(int sig)
 {
     (void)sig;
     zetl_stop_request();
-}
-
-/* Creates buffer.dir/spool and proves a file can be written and synced there. */
-static enum zetl_err check_buffer_dir(const char *dir, struct zetl_errbuf *eb)
-{
-    char path[4096];
-    enum zetl_err err;
-    int fd;
-
-    snprintf(path, sizeof(path), "%s/spool", dir);
-    if ((err = zetl_fs_mkdirs(path, eb)) != ZETL_OK)
-        return err;
-    snprintf(path, sizeof(path), "%s/spool/.write-test", dir);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd < 0 || write(fd, "x", 1) != 1 || fsync(fd) != 0) {
-        err = zetl_err_set(eb, ZETL_ERR_IO, "could not write \"%s\": %s", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return err;
-    }
-    close(fd);
-    unlink(path);
-    return ZETL_OK;
 }
 
 /*
@@ -126,10 +104,33 @@ static void *stream_thread_main(void *arg)
 }
 
 /*
+ * What to check in a DSN whose connection failed with msg (libpq's words):
+ * a certificate that could not be verified is not about host or password.
+ */
+static const char *dsn_hint(const char *msg, const char *otherwise)
+{
+    if (strstr(msg, "certificate") != NULL || strstr(msg, "SSL") != NULL)
+        return "sslmode and sslrootcert (with sslmode=verify-full, sslrootcert names the CA "
+               "that signed the server's certificate, and host is a name the certificate is "
+               "for)";
+    return otherwise;
+}
+
+/*
  * Opens what `zetl run` writes to: the archive, the warehouse (only probed
- * here; each stream opens its own), and buffer.dir with its lock (*lock_fd).
+ * here; each stream opens its own), and buffer.dir's lock (*lock_fd).
  * Returns 0 or the exit code; what was opened is the caller's to release.
  */
+/* A construct of the warehouse's live probe: logged, the failures as errors. */
+static void probe_line(void *arg, const char *construct, bool ok, const char *detail)
+{
+    (void)arg;
+    if (ok)
+        zetl_info("warehouse probe: %s: as expected", construct);
+    else
+        zetl_error("warehouse probe: %s: %s", construct, detail);
+}
+
 static int run_open_sinks(const struct zetl_config *cfg, struct zetl_archive **ar, int *lock_fd)
 {
     struct zetl_errbuf eb;
@@ -152,16 +153,28 @@ static int run_open_sinks(const struct zetl_config *cfg, struct zetl_archive **a
     }
     if (cfg->warehouse.kind != ZETL_WH_NONE) {
         struct zetl_wh *wh = NULL;
-        if ((err = zetl_wh_open(cfg, &wh, &eb)) != ZETL_OK) {
+        int failed = 0;
+
+        /* Before anything is written: constructs the warehouse's SQL relies on (Redshift). */
+        if ((err = zetl_wh_probe(cfg, probe_line, NULL, &failed, &eb)) == ZETL_OK && failed > 0) {
+            zetl_log(ZETL_LOG_FATAL,
+                     "the warehouse does not behave as zetl's SQL needs (%d construct(s) "
+                     "above); refusing to start (docs/warehouse.md, \"The live probe\")",
+                     failed);
+            return EXIT_JOB;
+        }
+        if (err == ZETL_OK)
+            err = zetl_wh_open(cfg, &wh, &eb);
+        if (err != ZETL_OK) {
             zetl_log(ZETL_LOG_FATAL, "could not open the warehouse: %s", eb.msg);
-            zetl_log(ZETL_LOG_FATAL, "check warehouse.dsn (or ZETL_WAREHOUSE_DSN) and that the "
-                                     "warehouse accepts connections");
+            zetl_log(ZETL_LOG_FATAL, "check warehouse.dsn (or ZETL_WAREHOUSE_DSN): %s",
+                     dsn_hint(eb.msg, "host, port, user and password, and that the "
+                                      "warehouse accepts connections"));
             return EXIT_JOB;
         }
         zetl_wh_free(wh);
     }
-    if ((err = check_buffer_dir(cfg->buffer.dir, &eb)) != ZETL_OK ||
-        (err = zetl_fs_lock_dir(cfg->buffer.dir, lock_fd, &eb)) != ZETL_OK) {
+    if ((err = zetl_fs_lock_dir(cfg->buffer.dir, lock_fd, &eb)) != ZETL_OK) {
         zetl_log(ZETL_LOG_FATAL, "buffer.dir: %s", eb.msg);
         return EXIT_JOB;
     }
@@ -317,11 +330,17 @@ static int cmd_run(const struct zetl_config *cfg, bool once, const struct run_re
     enum zetl_err err;
     int rc = EXIT_JOB, lock_fd = -1;
 
+    /* Local state before any connection: a bad buffer.dir is named with its file and line. */
+    if ((err = zetl_bufdir_check(cfg, "spool", &eb)) != ZETL_OK) {
+        zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
+        return EXIT_JOB;
+    }
     err = zetl_source_connect(cfg->source.dsn, false, "zetl", &conn, &eb);
     if (err) {
         zetl_log(ZETL_LOG_FATAL, "could not connect to the source database: %s", eb.msg);
-        zetl_log(ZETL_LOG_FATAL, "check source.dsn (or ZETL_SOURCE_DSN): host, port, user and "
-                                 "password, and that the server accepts connections");
+        zetl_log(ZETL_LOG_FATAL, "check source.dsn (or ZETL_SOURCE_DSN): %s",
+                 dsn_hint(eb.msg, "host, port, user and password, and that the server "
+                                  "accepts connections"));
         return EXIT_JOB;
     }
     if ((err = zetl_source_preflight(conn, &eb)) != ZETL_OK ||
@@ -367,8 +386,11 @@ static int cmd_snapshot(const struct zetl_config *cfg, const struct zetl_strlist
         fprintf(stderr, "zetl snapshot: %s sets source.snapshot: never\n", cfg->path);
         return EXIT_USAGE;
     }
-    if (check_buffer_dir(cfg->buffer.dir, &eb) == ZETL_OK &&
-        zetl_fs_lock_dir(cfg->buffer.dir, &fd, &eb) == ZETL_OK) {
+    if (zetl_bufdir_check(cfg, "spool", &eb) != ZETL_OK) {
+        zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
+        return EXIT_JOB;
+    }
+    if (zetl_fs_lock_dir(cfg->buffer.dir, &fd, &eb) == ZETL_OK) {
         close(fd);
         int rc;
         zetl_logmsg("no zetl run holds %s: copying here", cfg->buffer.dir);
@@ -471,8 +493,9 @@ static int cmd_resync(const struct zetl_config *cfg, const char *table, bool reb
                 cfg->path);
         return EXIT_USAGE;
     }
-    if ((err = zetl_fs_mkdirs(cfg->buffer.dir, &eb)) != ZETL_OK ||
-        (err = zetl_fs_lock_dir(cfg->buffer.dir, &lock_fd, &eb)) != ZETL_OK) {
+    if ((err = zetl_bufdir_check(cfg, NULL, &eb)) != ZETL_OK)
+        goto done;
+    if ((err = zetl_fs_lock_dir(cfg->buffer.dir, &lock_fd, &eb)) != ZETL_OK) {
         zetl_err_prefix(&eb, "buffer.dir");
         goto done;
     }

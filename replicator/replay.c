@@ -24,6 +24,7 @@
 #include "common/lsn.h"
 #include "common/mem.h"
 #include "common/time.h"
+#include "replicator/bufdir.h"
 #include "replicator/stop.h"
 
 #include <inttypes.h>
@@ -500,6 +501,12 @@ int zetl_cmd_replay(const struct zetl_config *cfg, const struct zetl_replay_opts
                 "would apply its rows again (see docs/replay.md)\n",
                 cfg->warehouse.schema);
         return EXIT_USAGE;
+    }
+    /* Batches fetched from S3 go under buffer.dir: checked before anything connects. */
+    if (strncmp(cfg->archive.url, "s3://", 5) == 0 &&
+        zetl_bufdir_check(cfg, "s3-fetch", &eb) != ZETL_OK) {
+        zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);
+        return EXIT_JOB;
     }
     if ((err = zetl_archive_open(cfg, &rp.ar, &eb)) != ZETL_OK) {
         zetl_log(ZETL_LOG_FATAL, "%s", eb.msg);

@@ -38,9 +38,12 @@ enum zetl_err zetl_source_connect(const char *dsn, bool replication, const char 
     conn = PQconnectdbParams(keys, vals, 1);
     if (PQstatus(conn) != CONNECTION_OK) {
         const char *msg = PQerrorMessage(conn);
+        /* libpq quotes a DSN it cannot parse, password and all. */
+        char *safe = zetl_config_redact_conn_error(dsn, msg);
         enum zetl_err err = ZETL_ERR_RETRY;
 
-        first_line(msg, line, sizeof(line));
+        first_line(safe, line, sizeof(line));
+        free(safe);
         if (strstr(msg, "authentication failed") || strstr(msg, "no pg_hba.conf entry") ||
             strstr(msg, "password") || strstr(msg, "does not exist") ||
             strstr(msg, "permission denied") || strstr(msg, "invalid") ||

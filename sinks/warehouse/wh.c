@@ -129,17 +129,22 @@ enum zetl_err zetl_wh_ensure_conn(struct zetl_wh *wh, struct zetl_errbuf *eb)
     return ensure_conn(wh, eb);
 }
 
+static const struct zetl_wh_dialect *dialect_of(enum zetl_wh_kind kind)
+{
+    for (size_t i = 0; i < sizeof(dialects) / sizeof(dialects[0]); i++)
+        if (dialects[i]->kind == kind)
+            return dialects[i];
+    return NULL;
+}
+
 enum zetl_err zetl_wh_open(const struct zetl_config *cfg, struct zetl_wh **out,
                            struct zetl_errbuf *eb)
 {
-    const struct zetl_wh_dialect *d = NULL;
+    const struct zetl_wh_dialect *d = dialect_of(cfg->warehouse.kind);
     struct zetl_wh *wh;
     enum zetl_err err;
 
     *out = NULL;
-    for (size_t i = 0; i < sizeof(dialects) / sizeof(dialects[0]); i++)
-        if (dialects[i]->kind == cfg->warehouse.kind)
-            d = dialects[i];
     if (d == NULL)
         return zetl_err_set(eb, ZETL_ERR_USAGE,
                             "warehouse.kind: only postgres and redshift are supported");
@@ -155,11 +160,32 @@ enum zetl_err zetl_wh_open(const struct zetl_config *cfg, struct zetl_wh **out,
     return ZETL_OK;
 }
 
+enum zetl_err zetl_wh_probe(const struct zetl_config *cfg, zetl_wh_probe_fn fn, void *arg,
+                            int *failed, struct zetl_errbuf *eb)
+{
+    const struct zetl_wh_dialect *d = dialect_of(cfg->warehouse.kind);
+    struct zetl_wh *wh;
+    enum zetl_err err;
+
+    *failed = 0;
+    if (d == NULL || d->probe == NULL)
+        return ZETL_OK;
+    wh = zetl_calloc(1, sizeof(*wh));
+    wh->cfg = cfg;
+    wh->d = d;
+    if ((d->open == NULL || (err = d->open(cfg, &wh->dstate, eb)) == ZETL_OK) &&
+        (err = zetl_wh_conn_open(wh, eb)) == ZETL_OK)
+        err = d->probe(wh, wh->dstate, fn, arg, failed, eb);
+    zetl_wh_free(wh);
+    return err;
+}
+
 void zetl_wh_free(struct zetl_wh *wh)
 {
     if (wh == NULL)
         return;
     zetl_wh_drop_conn(wh);
+    zetl_wh_alters_clear(wh);
     if (wh->d->release != NULL)
         wh->d->release(wh->dstate);
     free(wh);
@@ -694,8 +720,8 @@ static enum zetl_err read_offset(struct zetl_wh *wh, struct apply *a, bool *appl
  * each table's rows at or below its own last_lsn of the stream are skipped.
  * With a->rp (a replay), what it selects, recorded only when rp->record.
  */
-static enum zetl_err apply(struct zetl_wh *wh, struct apply *a0, bool *skipped,
-                           struct zetl_errbuf *eb)
+static enum zetl_err apply_once(struct zetl_wh *wh, struct apply *a0, bool *skipped,
+                                struct zetl_errbuf *eb)
 {
     const char *schema = wh->cfg->warehouse.schema;
     struct apply a = *a0;
@@ -765,6 +791,34 @@ done:
     a0->rows = a.rows;
     a0->fenced = a.fenced;
     apply_release(&a);
+    return err;
+}
+
+/*
+ * A column type change is never part of the apply's transaction (Redshift
+ * refuses it in any transaction block): the apply that finds one rolls
+ * back, the change runs on its own (zetl_wh_run_alters), and the apply
+ * starts again.  Each round widens at least one column for good or stops
+ * its table, so a few rounds are plenty.
+ */
+#define WH_ALTER_ROUNDS 4
+
+static enum zetl_err apply(struct zetl_wh *wh, struct apply *a, bool *skipped,
+                           struct zetl_errbuf *eb)
+{
+    enum zetl_err err;
+
+    for (int round = 0;; round++) {
+        err = apply_once(wh, a, skipped, eb);
+        if (!zetl_wh_alters_pending(wh) || round == WH_ALTER_ROUNDS)
+            break;
+        if ((err = zetl_wh_run_alters(wh, eb)) != ZETL_OK) {
+            zetl_err_prefix(eb, "could not apply batch \"%s\"", a->dir);
+            break;
+        }
+    }
+    /* Pending ones of a failed apply are decided again by the next one. */
+    zetl_wh_alters_drop_pending(wh);
     return err;
 }
 

@@ -10,6 +10,7 @@
 #ifndef ZETL_WH_H
 #define ZETL_WH_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -29,6 +30,20 @@ struct zetl_wh;
 enum zetl_err zetl_wh_open(const struct zetl_config *cfg, struct zetl_wh **out,
                            struct zetl_errbuf *eb);
 void zetl_wh_free(struct zetl_wh *wh);
+
+/* One line of the live probe: a construct, whether it behaves as zetl expects, and why not. */
+typedef void (*zetl_wh_probe_fn)(void *arg, const char *construct, bool ok, const char *detail);
+
+/*
+ * The live probe: connects to the warehouse (no bootstrap) and checks,
+ * each on a scratch table in a transaction that is rolled back, the
+ * constructs zetl's SQL for this warehouse relies on and its documentation
+ * does not settle; calls fn once per construct.  *failed: how many do not
+ * behave as expected.  Nothing to probe (PostgreSQL): no call, *failed 0.
+ * Errors: the connection, or the dialect's configuration.
+ */
+enum zetl_err zetl_wh_probe(const struct zetl_config *cfg, zetl_wh_probe_fn fn, void *arg,
+                            int *failed, struct zetl_errbuf *eb);
 
 /*
  * The last applied commit LSN and end LSN of `stream` (0, 0 when none).

@@ -142,9 +142,11 @@ enum zetl_err zetl_wh_conn_open(struct zetl_wh *wh, struct zetl_errbuf *eb)
     wh->conn = PQconnectdbParams(keys, vals, 1);
     if (PQstatus(wh->conn) != CONNECTION_OK) {
         const char *msg = PQerrorMessage(wh->conn);
+        /* libpq quotes a DSN it cannot parse, password and all. */
+        char *safe = zetl_config_redact_conn_error(wh->cfg->warehouse.dsn, msg);
 
-        /* libpq's message names host and user, never the password. */
-        zetl_wh_first_line(msg, line, sizeof(line));
+        zetl_wh_first_line(safe, line, sizeof(line));
+        free(safe);
         err = ZETL_ERR_RETRY;
         if (strstr(msg, "authentication failed") || strstr(msg, "no pg_hba.conf entry") ||
             strstr(msg, "password") || strstr(msg, "does not exist") ||

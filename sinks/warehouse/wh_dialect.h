@@ -142,6 +142,8 @@ struct zetl_wh_dialect {
     const char *text_type;               /* static: text columns of the bookkeeping tables */
     const char *tenant_type;             /* static: the tenant column */
     char *(*col_type)(const char *type); /* owned DDL type of a manifest column type */
+    /* Owned column definition (type and attributes) of CREATE and ADD COLUMN; NULL: col_type. */
+    char *(*col_def)(const char *type);
     /* Appends what follows the column list of CREATE TABLE; NULL: nothing. */
     void (*table_options)(struct zetl_buf *b, const struct zetl_wh_table *t);
     /*
@@ -152,6 +154,14 @@ struct zetl_wh_dialect {
     const char *ddl_lock_sql;
     /* How a warehouse column of type `from` (catalog_type's form) takes manifest type `to`. */
     enum zetl_wh_type_change (*type_change)(const char *from, const char *to);
+    /* A primary key column's type never changes: a wider one stops the table. */
+    bool key_type_fixed;
+    /*
+     * Static, NULL-terminated: the warehouse's system column names, which a
+     * source column may not have (its table stops); NULL: none beyond the
+     * source's own.
+     */
+    const char *const *system_columns;
 
     /* -- staging -- */
     /*
@@ -208,6 +218,13 @@ struct zetl_wh_dialect {
      * recorded about the failure (a COPY's load error); NULL: nothing.
      */
     void (*explain_failure)(struct zetl_wh *wh, void *state, struct zetl_errbuf *eb);
+    /*
+     * The live probe (zetl_wh_probe) on wh's connection, bootstrap not run:
+     * fn per construct, *failed counts those that misbehave.  NULL: nothing
+     * to probe.
+     */
+    enum zetl_err (*probe)(struct zetl_wh *wh, void *state, zetl_wh_probe_fn fn, void *arg,
+                           int *failed, struct zetl_errbuf *eb);
 };
 
 extern const struct zetl_wh_dialect zetl_wh_pg_dialect;
@@ -235,6 +252,9 @@ enum zetl_err zetl_wh_copy_file(struct zetl_wh *wh, char *copy_sql, const char *
                                 const struct zetl_wh_file *f, struct zetl_errbuf *eb);
 /* The first line of msg (NULL: ""), cut to fit out[n]. */
 void zetl_wh_first_line(const char *msg, char *out, size_t n);
+
+/* True when `name` is one of d's system_columns (names are case-sensitive, as zetl quotes them). */
+bool zetl_wh_system_column(const struct zetl_wh_dialect *d, const char *name);
 
 /* ---- shared by the dialects (wh_sql.c) --------------------------------------------
  * The parts of the SQL every dialect speaks, parametrized by the table.
@@ -346,6 +366,8 @@ char *zetl_wh_pg_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which
 
 /* Redshift DDL type of a manifest type (docs/warehouse.md, "Redshift"); owned. */
 char *zetl_wh_rs_type(const char *manifest_type);
+/* The type and, for VARCHAR, "ENCODE ZSTD": an encoding that lets ALTER widen it; owned. */
+char *zetl_wh_rs_col_def(const char *manifest_type);
 /*
  * The type a Redshift catalog reports (format_type() text: "character
  * varying(256)", "numeric(12,2)", "super") in the form zetl_wh_rs_type
@@ -383,7 +405,42 @@ char *zetl_wh_rs_begin_sql(const char *schema);
 /* zetl_wh_dialect.offsets_sql: the upserts are an UPDATE and an INSERT ... WHERE none. */
 char *zetl_wh_rs_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which, size_t part,
                              int *nparams);
-/* Load error detail of the session's last COPY (STL_LOAD_ERRORS, else SYS_LOAD_ERROR_DETAIL). */
-const char *zetl_wh_rs_load_error_sql(bool serverless);
+/*
+ * Load error detail of the COPY of the data file $1 (its s3:// URL) in this
+ * session: SYS_LOAD_ERROR_DETAIL with sys_view, else STL_LOAD_ERRORS.
+ */
+const char *zetl_wh_rs_load_error_sql(bool sys_view);
+
+/*
+ * The live probe (docs/warehouse.md, "Redshift"): a construct zetl's SQL
+ * relies on that the documentation does not settle, checked on a scratch
+ * table in a transaction that is rolled back.  The setup's statements run
+ * (and must fail, with setup_fails), then the check, a query of one text
+ * value, runs (after the rollback, with setup_fails; with `param` as $1
+ * when set) and must return `expect`.
+ */
+struct zetl_wh_rs_probe {
+    const char *name;   /* static: the construct, as reported */
+    char *setup;        /* owned: statements separated by ";\n" */
+    char *check;        /* owned */
+    char *check_alt;    /* owned: tried when check fails or finds no row; NULL: none */
+    int column;         /* the check's column holding the value */
+    const char *expect; /* static */
+    bool setup_fails;
+    const char *param; /* borrowed or NULL */
+};
+
+/* Where the probe's COPY files are: a good and a bad CSV file with their COPY manifests. */
+struct zetl_wh_rs_probe_files {
+    const char *good_manifest, *bad_manifest, *bad_data; /* s3:// URLs */
+    const char *iam_role, *region;                       /* region may be NULL */
+};
+
+#define ZETL_WH_RS_NPROBES 8
+
+/* The probes, those that COPY only when f is given; returns how many went into out. */
+size_t zetl_wh_rs_probes(const char *schema, const struct zetl_wh_rs_probe_files *f,
+                         struct zetl_wh_rs_probe out[ZETL_WH_RS_NPROBES]);
+void zetl_wh_rs_probes_release(struct zetl_wh_rs_probe *p, size_t n);
 
 #endif

@@ -26,6 +26,16 @@ struct whtab {
     struct whcol *cols; /* owned */
 };
 
+/*
+ * A column type change the apply found and left for its own statement
+ * outside the apply's transaction (wh_schema.c), or one that failed there.
+ */
+struct whalter {
+    char *table, *column; /* owned */
+    char *type;           /* owned: the manifest type to widen to */
+    char *failed;         /* owned: the warehouse's reason it could not; NULL: pending */
+};
+
 struct zetl_wh {
     const struct zetl_config *cfg;   /* borrowed */
     const struct zetl_wh_dialect *d; /* static: the dialect of warehouse.kind */
@@ -34,6 +44,8 @@ struct zetl_wh {
     struct whtab *tabs;              /* owned cache of warehouse tables (wh_schema.c) */
     size_t ntabs;
     uint64_t stage_no;
+    struct whalter *alters; /* owned: pending type changes, then those that failed */
+    size_t nalters;
 };
 
 /* One table of the batch: its files, the union of their columns, and the shapes. */
@@ -89,6 +101,21 @@ void zetl_wh_plan_release(struct tplan *p);
  */
 enum zetl_err zetl_wh_plan_prepare(struct zetl_wh *wh, const struct zetl_wh_table *t,
                                    struct tplan *p, char **reason, struct zetl_errbuf *eb);
+/* True when the last plan_prepare left column type changes pending (wh->alters). */
+bool zetl_wh_alters_pending(const struct zetl_wh *wh);
+/*
+ * Runs the pending type changes, each in a statement (or, with a DDL lock,
+ * a transaction) of its own, outside any apply: only where the catalog
+ * still has the narrower type, so running one again changes nothing.  One
+ * the warehouse refuses is kept as failed: the next plan_prepare stops its
+ * table with the warehouse's reason.  Errors other than a refusal (a lost
+ * connection) are returned.
+ */
+enum zetl_err zetl_wh_run_alters(struct zetl_wh *wh, struct zetl_errbuf *eb);
+/* Forgets the pending type changes. */
+void zetl_wh_alters_drop_pending(struct zetl_wh *wh);
+/* Forgets every pending and failed type change. */
+void zetl_wh_alters_clear(struct zetl_wh *wh);
 
 /* ---- wh.c ---- */
 

@@ -7,8 +7,10 @@
  *   - Redshift COPYs the batches from the S3 archive itself: the
  *     configuration must name an Amazon S3 archive and an IAM role, and each
  *     file is loaded through its own COPY manifest;
- *   - a failed COPY's detail is in STL_LOAD_ERRORS (SYS_LOAD_ERROR_DETAIL on
- *     Serverless), read once the transaction is rolled back;
+ *   - a failed COPY's detail is in SYS_LOAD_ERROR_DETAIL (STL_LOAD_ERRORS on
+ *     older provisioned clusters), read once the transaction is rolled back,
+ *     found by the failed file's S3 URL and this session (pg_last_copy_id()
+ *     does not move for a COPY whose transaction was rolled back);
  *   - no row locks, no ON CONFLICT: every apply and every idle progress
  *     note holds a LOCK on _zetl_offsets, and an upsert is an UPDATE, then
  *     an INSERT when no row exists;
@@ -20,19 +22,24 @@
 #include "sinks/warehouse/wh_dialect.h"
 
 #include "common/sqlquote.h"
+#include "common/log.h"
 #include "common/mem.h"
 #include "sinks/s3.h"
 
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zstd.h>
 
 /* What the dialect keeps per warehouse connection. */
 struct rs_state {
     const struct zetl_config *cfg; /* borrowed */
     char *bucket, *prefix;         /* owned: the archive's S3 location */
-    bool copy_failed;              /* a COPY of the current apply failed: look up why */
+    char *failed_url;              /* owned: the data file of the COPY that failed; NULL: none */
 };
 
 /* ---- configuration ------------------------------------------------------------ */
@@ -52,6 +59,7 @@ static void release_state(void *state)
 
     if (rs == NULL)
         return;
+    free(rs->failed_url);
     free(rs->prefix);
     free(rs->bucket);
     free(rs);
@@ -74,6 +82,11 @@ static enum zetl_err open_state(const struct zetl_config *cfg, void **state, str
                             "warehouse.kind redshift cannot read an archive at "
                             "archive.s3.endpoint \"%s\": Redshift COPY reads Amazon S3 only",
                             cfg->archive.s3.endpoint);
+    if (zetl_wh_system_column(&zetl_wh_rs_dialect, cfg->transforms.tenant_column))
+        return zetl_err_set(eb, ZETL_ERR_USAGE,
+                            "transforms.tenant_column \"%s\" is a Redshift system column name, "
+                            "which no table may use: choose another",
+                            cfg->transforms.tenant_column);
     if (role == NULL || role[0] == '\0')
         return zetl_err_set(eb, ZETL_ERR_USAGE,
                             "warehouse.kind redshift needs warehouse.iam_role: the ARN of a role "
@@ -142,7 +155,15 @@ static enum zetl_err stage(struct zetl_wh *wh, void *state, const struct zetl_wh
                                NULL, eb);
         if (err != ZETL_OK) {
             /* The detail is read once the transaction is rolled back (explain_failure). */
-            rs->copy_failed = err == ZETL_ERR_FATAL;
+            free(rs->failed_url);
+            rs->failed_url = NULL;
+            if (err == ZETL_ERR_FATAL) {
+                struct zetl_buf data;
+
+                zetl_buf_init(&data, 0);
+                file_url(rs, src, file, "", &data);
+                rs->failed_url = data.data;
+            }
             zetl_err_prefix(eb, "COPY of file \"%s\" (%s)", file, url.data);
             break;
         }
@@ -156,22 +177,26 @@ static enum zetl_err stage(struct zetl_wh *wh, void *state, const struct zetl_wh
 
 /*
  * Appends the load error Redshift recorded for the COPY that failed (file,
- * line, column, reason) to eb; row values are left out.  STL_LOAD_ERRORS on
- * provisioned clusters, SYS_LOAD_ERROR_DETAIL on Serverless.
+ * line, column, reason) to eb; row values are left out.  Looked up by the
+ * data file's URL and this session: SYS_LOAD_ERROR_DETAIL (provisioned and
+ * Serverless), then STL_LOAD_ERRORS (provisioned clusters only).
  */
 static void explain_failure(struct zetl_wh *wh, void *state, struct zetl_errbuf *eb)
 {
     struct rs_state *rs = state;
+    const char *params[1];
+    char *url = rs->failed_url;
 
-    if (!rs->copy_failed)
+    if (url == NULL)
         return;
-    rs->copy_failed = false;
-    for (int serverless = 0; serverless < 2; serverless++) {
+    rs->failed_url = NULL;
+    params[0] = url;
+    for (int view = 0; view < 2; view++) {
         struct zetl_errbuf ignored;
         PGresult *res = NULL;
         size_t n = strlen(eb->msg);
 
-        if (zetl_wh_exec(wh, zetl_wh_rs_load_error_sql(serverless), 0, NULL, &res, &ignored) !=
+        if (zetl_wh_exec(wh, zetl_wh_rs_load_error_sql(view == 0), 1, params, &res, &ignored) !=
             ZETL_OK)
             continue;
         if (PQntuples(res) == 1 && PQnfields(res) == 4) {
@@ -185,10 +210,227 @@ static void explain_failure(struct zetl_wh *wh, void *state, struct zetl_errbuf 
             snprintf(eb->msg + n, sizeof(eb->msg) - n,
                      "; load error in %s, line %s, column \"%s\": %s", PQgetvalue(res, 0, 0),
                      PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), reason);
+            PQclear(res);
+            break;
         }
         PQclear(res);
-        return;
     }
+    free(url);
+}
+
+/* ---- the live probe ------------------------------------------------------------- */
+
+/* The probe's files in the archive bucket: a CSV file and its COPY manifest each. */
+struct probe_files {
+    struct zetl_s3 *s3;
+    char *keys[4];  /* owned: good data, good manifest, bad data, bad manifest */
+    char *urls[4];  /* owned: their s3:// URLs */
+    size_t nstored; /* keys[0 .. nstored) are in the bucket */
+};
+
+static void probe_files_release(struct probe_files *pf)
+{
+    struct zetl_errbuf ignored;
+
+    for (size_t i = 0; i < pf->nstored; i++)
+        if (zetl_s3_delete(pf->s3, pf->keys[i], &ignored) != ZETL_OK)
+            zetl_warn("could not remove probe file s3://%s/%s: %s", zetl_s3_bucket(pf->s3),
+                      pf->keys[i], ignored.msg);
+    for (size_t i = 0; i < 4; i++) {
+        free(pf->keys[i]);
+        free(pf->urls[i]);
+    }
+    zetl_s3_free(pf->s3);
+}
+
+/* Stores one object of the probe; `compress`: as a zstd frame, as batch files are. */
+static enum zetl_err probe_put(struct probe_files *pf, size_t i, const char *text, bool compress,
+                               struct zetl_errbuf *eb)
+{
+    size_t len = strlen(text), cap = ZSTD_compressBound(len);
+    char *z = compress ? zetl_malloc(cap) : NULL;
+    struct zetl_s3_xfer x = {.key = pf->keys[i], .data = text, .len = len, .size = -1};
+    enum zetl_err err;
+
+    if (compress) {
+        size_t n = ZSTD_compress(z, cap, text, len, 3);
+
+        if (ZSTD_isError(n)) {
+            free(z);
+            return zetl_err_set(eb, ZETL_ERR_FATAL, "could not compress the probe file: %s",
+                                ZSTD_getErrorName(n));
+        }
+        x.data = z;
+        x.len = n;
+    }
+    err = zetl_s3_put(pf->s3, &x, 1, eb);
+    free(z);
+    if (err == ZETL_OK)
+        pf->nstored = i + 1;
+    return err;
+}
+
+/* A COPY manifest of one data file (as the archive writes them). */
+static char *probe_manifest(const char *url, size_t bytes)
+{
+    json_t *root = json_pack("{s:[{s:s, s:b, s:{s:I}}]}", "entries", "url", url, "mandatory", 1,
+                             "meta", "content_length", (json_int_t)bytes);
+    char *s = json_dumps(root, JSON_COMPACT);
+
+    json_decref(root);
+    return s;
+}
+
+/* Writes the probe's files under <prefix>/_zetl_probe/<host pid time>/. */
+static enum zetl_err probe_files_put(const struct rs_state *rs, struct probe_files *pf,
+                                     struct zetl_errbuf *eb)
+{
+    static const char *const names[] = {"good.csv.zst", "good.csv.zst.manifest", "bad.csv.zst",
+                                        "bad.csv.zst.manifest"};
+    /* An empty field, then "": NULL and the empty string under NULL AS ''. */
+    static const char good[] = "1,,\"\"\n", bad[] = "not a number\n";
+    const struct zetl_config *cfg = rs->cfg;
+    struct zetl_s3_opts o = {0};
+    char host[64] = "host";
+    enum zetl_err err;
+
+    o.region = cfg->archive.s3.region;
+    o.endpoint = cfg->archive.s3.endpoint;
+    o.path_style = cfg->archive.s3.path_style;
+    if ((err = zetl_s3_new(rs->bucket, &o, &pf->s3, eb)) != ZETL_OK)
+        return err;
+    gethostname(host, sizeof(host) - 1);
+    for (char *h = host; *h; h++)
+        if (!((*h >= 'a' && *h <= 'z') || (*h >= '0' && *h <= '9') || *h == '-'))
+            *h = '-';
+    for (size_t i = 0; i < 4; i++) {
+        struct zetl_buf b;
+
+        zetl_buf_init(&b, 0);
+        if (rs->prefix[0] != '\0')
+            zetl_buf_printf(&b, "%s/", rs->prefix);
+        zetl_buf_printf(&b, "_zetl_probe/%s-%ld-%lld/%s", host, (long)getpid(),
+                        (long long)time(NULL), names[i]);
+        pf->keys[i] = b.data;
+        zetl_buf_init(&b, 0);
+        zetl_buf_printf(&b, "s3://%s/%s", rs->bucket, pf->keys[i]);
+        pf->urls[i] = b.data;
+    }
+    for (size_t i = 0; i < 4; i += 2) {
+        const char *text = i == 0 ? good : bad;
+        size_t bytes = ZSTD_compressBound(strlen(text));
+        char *z = zetl_malloc(bytes), *m;
+
+        bytes = ZSTD_compress(z, bytes, text, strlen(text), 3);
+        free(z);
+        if ((err = probe_put(pf, i, text, true, eb)) != ZETL_OK)
+            return err;
+        m = probe_manifest(pf->urls[i], bytes);
+        err = probe_put(pf, i + 1, m, false, eb);
+        free(m);
+        if (err != ZETL_OK)
+            return err;
+    }
+    return ZETL_OK;
+}
+
+/* Column `col` of the one row of `sql` (param as $1 when set) into out; false on an error. */
+static bool probe_value(struct zetl_wh *wh, const char *sql, const char *param, int col,
+                        struct zetl_buf *out, struct zetl_errbuf *eb)
+{
+    const char *params[1] = {param};
+    PGresult *res = NULL;
+    bool ok = zetl_wh_exec(wh, sql, param ? 1 : 0, params, &res, eb) == ZETL_OK;
+
+    zetl_buf_reset(out);
+    if (ok && PQntuples(res) >= 1 && PQnfields(res) > col && !PQgetisnull(res, 0, col))
+        zetl_buf_puts(out, PQgetvalue(res, 0, col));
+    else if (ok)
+        zetl_buf_puts(out, PQntuples(res) == 0 ? "(no row)" : "(null)");
+    PQclear(res);
+    return ok;
+}
+
+/* Runs one probe; on a mismatch or an error, why into `why`. */
+static bool probe_one(struct zetl_wh *wh, const struct zetl_wh_rs_probe *p, struct zetl_buf *why)
+{
+    struct zetl_errbuf eb, ignored;
+    struct zetl_buf got;
+    bool ok = false, ran;
+
+    zetl_buf_init(&got, 0);
+    zetl_buf_reset(why);
+    if (zetl_wh_exec(wh, "BEGIN", 0, NULL, NULL, &eb) != ZETL_OK) {
+        zetl_buf_puts(why, eb.msg);
+        goto out;
+    }
+    ran = zetl_wh_exec(wh, p->setup, 0, NULL, NULL, &eb) == ZETL_OK;
+    if (p->setup_fails) {
+        zetl_wh_exec(wh, "ROLLBACK", 0, NULL, NULL, &ignored);
+        if (ran) {
+            zetl_buf_puts(why, "the COPY of a bad value did not fail");
+            goto out;
+        }
+        ran = probe_value(wh, p->check, p->param, p->column, &got, &eb);
+        if ((!ran || strcmp(got.data, p->expect) != 0) && p->check_alt != NULL)
+            ran = probe_value(wh, p->check_alt, p->param, p->column, &got, &eb);
+    } else if (ran) {
+        ran = probe_value(wh, p->check, p->param, p->column, &got, &eb);
+    }
+    if (!p->setup_fails)
+        zetl_wh_exec(wh, "ROLLBACK", 0, NULL, NULL, &ignored);
+    if (!ran) {
+        char line[256];
+
+        zetl_wh_first_line(eb.msg, line, sizeof(line));
+        zetl_buf_puts(why, line);
+    } else if (strcmp(got.data, p->expect) != 0) {
+        zetl_buf_printf(why, "expected \"%s\", got \"%s\"", p->expect, got.data);
+    } else {
+        ok = true;
+    }
+out:
+    zetl_buf_release(&got);
+    return ok;
+}
+
+static enum zetl_err probe(struct zetl_wh *wh, void *state, zetl_wh_probe_fn fn, void *arg,
+                           int *failed, struct zetl_errbuf *eb)
+{
+    struct rs_state *rs = state;
+    struct zetl_wh_rs_probe ps[ZETL_WH_RS_NPROBES];
+    struct zetl_wh_rs_probe_files f = {0};
+    struct probe_files pf = {0};
+    struct zetl_errbuf s3eb;
+    struct zetl_buf why;
+    bool have_files = probe_files_put(rs, &pf, &s3eb) == ZETL_OK;
+    size_t n;
+
+    (void)eb;
+    f.good_manifest = pf.urls[1];
+    f.bad_manifest = pf.urls[3];
+    f.bad_data = pf.urls[2];
+    f.iam_role = rs->cfg->warehouse.iam_role;
+    f.region = rs->cfg->archive.s3.region;
+    n = zetl_wh_rs_probes(rs->cfg->warehouse.schema, have_files ? &f : NULL, ps);
+    zetl_buf_init(&why, 0);
+    for (size_t i = 0; i < n; i++) {
+        bool ok = probe_one(wh, &ps[i], &why);
+
+        *failed += !ok;
+        fn(arg, ps[i].name, ok, why.data ? why.data : "");
+    }
+    if (!have_files) {
+        zetl_buf_reset(&why);
+        zetl_buf_printf(&why, "could not store the probe's files in the archive bucket: %s",
+                        s3eb.msg);
+        (*failed)++;
+        fn(arg, "COPY ... CSV NULL AS '' and load errors (files in S3)", false, why.data);
+    }
+    zetl_buf_release(&why);
+    zetl_wh_rs_probes_release(ps, n);
+    probe_files_release(&pf);
+    return ZETL_OK;
 }
 
 /* ---- types --------------------------------------------------------------------- */
@@ -389,16 +631,33 @@ char *zetl_wh_rs_offsets_sql(const char *schema, enum zetl_wh_offsets_stmt which
     return zetl_wh_sql_take(&b);
 }
 
-const char *zetl_wh_rs_load_error_sql(bool serverless)
+const char *zetl_wh_rs_load_error_sql(bool sys_view)
 {
-    /* No raw field values: row data stays out of the log. */
-    if (serverless)
+    /*
+     * No raw field values: row data stays out of the log.  session_id is
+     * "the process identifier of the process running the copy"
+     * (SYS_LOAD_ERROR_DETAIL), i.e. pg_backend_pid(); STL_LOAD_ERRORS's
+     * session is not documented as the same, so it only orders: this
+     * session's error first, then the latest for the file.
+     */
+    if (sys_view)
         return "SELECT trim(file_name), line_number, trim(column_name), trim(error_message) "
-               "FROM sys_load_error_detail WHERE query_id = pg_last_copy_id() "
-               "ORDER BY start_time LIMIT 1";
+               "FROM sys_load_error_detail WHERE session_id = pg_backend_pid() AND "
+               "trim(file_name) = CAST($1 AS VARCHAR(65535)) ORDER BY start_time DESC LIMIT 1";
     return "SELECT trim(filename), line_number, trim(colname), trim(err_reason) "
-           "FROM stl_load_errors WHERE query = pg_last_copy_id() ORDER BY starttime LIMIT 1";
+           "FROM stl_load_errors WHERE trim(filename) = CAST($1 AS VARCHAR(65535)) "
+           "ORDER BY CASE WHEN session = pg_backend_pid() THEN 0 ELSE 1 END, starttime DESC "
+           "LIMIT 1";
 }
+
+/*
+ * "The following PostgreSQL system column names cannot be used as names of
+ * user-defined columns" (Unsupported PostgreSQL features); of them only
+ * oid is a legal column name in PostgreSQL 12 and later.
+ */
+static const char *const system_columns[] = {
+    "oid", "tableoid", "xmin", "cmin", "xmax", "cmax", "ctid", NULL,
+};
 
 /* Redshift reports these as internal errors (XX000): a conflict, or S3 throttling. */
 static const char *const retry_messages[] = {
@@ -422,10 +681,14 @@ const struct zetl_wh_dialect zetl_wh_rs_dialect = {
     /* PostgreSQL schema names have at most 63 bytes. */
     .tenant_type = "VARCHAR(128)",
     .col_type = zetl_wh_rs_type,
+    .col_def = zetl_wh_rs_col_def,
     .table_options = zetl_wh_rs_table_options,
     /* Every apply already holds the LOCK of zetl_wh_rs_begin_sql: appliers never overlap. */
     .ddl_lock_sql = NULL,
     .type_change = type_change,
+    /* "You can't alter columns with UNIQUE, PRIMARY KEY, or FOREIGN KEY" (ALTER TABLE). */
+    .key_type_fixed = true,
+    .system_columns = system_columns,
     .stage = stage,
     .skip_applied_sql = zetl_wh_rs_skip_applied_sql,
     .stage_stats_sql = zetl_wh_rs_stage_stats_sql,
@@ -439,4 +702,5 @@ const struct zetl_wh_dialect zetl_wh_rs_dialect = {
     .merge_sql = zetl_wh_rs_merge_sql,
     .drop_stage_sql = zetl_wh_rs_drop_stage_sql,
     .explain_failure = explain_failure,
+    .probe = probe,
 };

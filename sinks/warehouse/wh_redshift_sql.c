@@ -16,6 +16,9 @@
  *     are qualified by the table's own quoted name, and every alias starts
  *     with _zetl_ so no user table (those names are refused) can clash;
  *   - GETDATE() instead of now(), which runs on the leader node only;
+ *   - VARCHAR comparisons ignore trailing blanks ('a' = 'a '): every match
+ *     and grouping of text key columns also compares OCTET_LENGTH, so keys
+ *     that differ only in trailing spaces stay two keys;
  *   - temporary tables are not ON COMMIT DROP: the apply drops them.
  *
  * Every statement except the staging DDL and the COPY also runs on
@@ -42,6 +45,10 @@
 #define RS_NUMERIC_MAX 38
 /* Redshift's largest NUMERIC scale (SQL reference, "Numeric types"): one below its precision. */
 #define RS_NUMERIC_SCALE_MAX 37
+
+/* How every COPY of a batch file reads it (zetl_wh_rs_copy_sql). */
+#define RS_COPY_OPTIONS                                                                            \
+    "FORMAT AS CSV ZSTD MANIFEST NULL AS '' TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF"
 
 /* ---- types ------------------------------------------------------------------ */
 
@@ -156,6 +163,25 @@ char *zetl_wh_rs_type(const char *manifest_type)
      * any precision), enums and custom types, bit, inet, xml, ...
      */
     return sized("VARCHAR", RS_VARCHAR_MAX, 0, 1);
+}
+
+/*
+ * With no ENCODE on any column a table is ENCODE AUTO, and Redshift may
+ * later give a VARCHAR column BYTEDICT, RUNLENGTH, TEXT255 or TEXT32K, with
+ * which ALTER COLUMN ... TYPE is refused: VARCHAR columns are ZSTD, and the
+ * rest get Redshift's defaults for a table that is not ENCODE AUTO.
+ */
+char *zetl_wh_rs_col_def(const char *manifest_type)
+{
+    char *type = zetl_wh_rs_type(manifest_type);
+    struct zetl_buf b;
+
+    if (strncmp(type, "VARCHAR", 7) != 0)
+        return type;
+    zetl_buf_init(&b, 0);
+    zetl_buf_printf(&b, "%s ENCODE ZSTD", type);
+    free(type);
+    return zetl_wh_sql_take(&b);
 }
 
 char *zetl_wh_rs_catalog_type(const char *ft)
@@ -280,10 +306,10 @@ static char *stage_type(const char *type)
 static void to_warehouse(struct zetl_buf *b, const struct zetl_wh_col *c, const char *alias)
 {
     if (is_bytea(c->type)) {
-        /* "\x0a0b" -> the bytes */
-        zetl_buf_puts(b, "FROM_HEX(SUBSTRING(");
+        /* "\x0a0b" -> the bytes (TO_VARBYTE's documented form; the probe checks it) */
+        zetl_buf_puts(b, "TO_VARBYTE(SUBSTRING(");
         zetl_wh_sql_qual(b, alias, c->name);
-        zetl_buf_puts(b, ", 3))");
+        zetl_buf_puts(b, ", 3), 'hex')");
     } else {
         /* An array's text lands in SUPER as a string. */
         zetl_wh_sql_qual(b, alias, c->name);
@@ -314,6 +340,46 @@ static void values(struct zetl_buf *b, const struct zetl_wh_table *t, const char
         zetl_buf_puts(b, ", ");
         to_warehouse(b, &t->cols[i], alias);
     }
+}
+
+/*
+ * A key column whose values Redshift compares ignoring trailing blanks: its
+ * matches and groupings also compare OCTET_LENGTH, which counts them.
+ */
+static bool blank_padded(const struct zetl_wh_col *c)
+{
+    char *type = zetl_wh_rs_type(c->type);
+    bool padded = strncmp(type, "VARCHAR", 7) == 0 || strncmp(type, "CHAR", 4) == 0;
+
+    free(type);
+    return padded;
+}
+
+/* a.tenant = c.tenant AND a.k = c.k ..., text keys compared to the last byte. */
+static void key_match(struct zetl_buf *b, const struct zetl_wh_table *t, const char *a,
+                      const char *c)
+{
+    zetl_wh_sql_key_match(b, t, a, c);
+    for (size_t i = 0; i < t->ncols; i++)
+        if (t->cols[i].key && blank_padded(&t->cols[i])) {
+            zetl_buf_puts(b, " AND OCTET_LENGTH(");
+            zetl_wh_sql_qual(b, a, t->cols[i].name);
+            zetl_buf_puts(b, ") = OCTET_LENGTH(");
+            zetl_wh_sql_qual(b, c, t->cols[i].name);
+            zetl_buf_putc(b, ')');
+        }
+}
+
+/* The key as PARTITION BY and GROUP BY take it, text keys with their byte length. */
+static void key_sort(struct zetl_buf *b, const struct zetl_wh_table *t)
+{
+    zetl_wh_sql_key_list_sort(b, t);
+    for (size_t i = 0; i < t->ncols; i++)
+        if (t->cols[i].key && blank_padded(&t->cols[i])) {
+            zetl_buf_puts(b, ", OCTET_LENGTH(");
+            zetl_sql_append_ident(b, t->cols[i].name);
+            zetl_buf_putc(b, ')');
+        }
 }
 
 /* Redshift refuses a SUPER column (json, arrays) as DISTKEY or in a SORTKEY. */
@@ -409,8 +475,7 @@ char *zetl_wh_rs_copy_sql(const struct zetl_wh_table *t, const struct zetl_wh_sh
         zetl_buf_puts(&b, " REGION ");
         zetl_sql_append_literal(&b, region);
     }
-    zetl_buf_puts(&b, " FORMAT AS CSV ZSTD MANIFEST NULL AS '' TIMEFORMAT 'auto' "
-                      "COMPUPDATE OFF STATUPDATE OFF");
+    zetl_buf_puts(&b, " " RS_COPY_OPTIONS);
     return zetl_wh_sql_take(&b);
 }
 
@@ -571,6 +636,13 @@ static void from_key_match(struct zetl_buf *b, const struct zetl_wh_table *t, co
             zetl_wh_sql_qual(b, other, t->cols[i].name);
             zetl_buf_puts(b, " = ");
             from_key(b, t->cols[i].name);
+            if (blank_padded(&t->cols[i])) {
+                zetl_buf_puts(b, " AND OCTET_LENGTH(");
+                zetl_wh_sql_qual(b, other, t->cols[i].name);
+                zetl_buf_puts(b, ") = OCTET_LENGTH(");
+                from_key(b, t->cols[i].name);
+                zetl_buf_putc(b, ')');
+            }
         }
 }
 
@@ -721,7 +793,7 @@ static void last_images(struct zetl_buf *b, const struct zetl_wh_table *t, bool 
                         const char *cond)
 {
     zetl_buf_puts(b, "SELECT * FROM (SELECT _zetl_s.*, ROW_NUMBER() OVER (PARTITION BY ");
-    zetl_wh_sql_key_list_sort(b, t);
+    key_sort(b, t);
     if (per_txn)
         zetl_buf_puts(b, ", _zetl_lsn");
     zetl_buf_puts(b, " ORDER BY _zetl_lsn DESC, _zetl_seq DESC) AS _zetl_rn FROM ");
@@ -737,7 +809,7 @@ static void merge_keyed(struct zetl_buf *b, const struct zetl_wh_table *t, const
     if (t->deletes == ZETL_DELETES_HARD) {
         /* Every key the batch touched (old keys of key changes too) goes ... */
         zetl_buf_printf(b, "DELETE FROM %s USING %s WHERE %s._zetl_op <> 'T' AND ", w, s, s);
-        zetl_wh_sql_key_match(b, t, w, s);
+        key_match(b, t, w, s);
         /* ... and comes back as its last image when that is not a delete. */
         zetl_buf_puts(b, ";\n");
         zetl_wh_sql_insert_head(b, t);
@@ -759,11 +831,11 @@ static void merge_keyed(struct zetl_buf *b, const struct zetl_wh_table *t, const
                         "UPDATE %s SET _zetl_deleted = true, _zetl_lsn = %s._zetl_lsn, "
                         "_zetl_synced_at = GETDATE() FROM %s WHERE %s._zetl_op IN ('D', 'B') AND ",
                         w, last, last, last);
-        zetl_wh_sql_key_match(b, t, w, last);
+        key_match(b, t, w, last);
         zetl_buf_printf(b, ";\nCREATE TEMP TABLE %s AS ", image);
         last_images(b, t, false, "_zetl_op IN ('I', 'U')");
         zetl_buf_printf(b, ";\nDELETE FROM %s USING %s WHERE ", w, image);
-        zetl_wh_sql_key_match(b, t, w, image);
+        key_match(b, t, w, image);
         zetl_buf_puts(b, ";\n");
         zetl_wh_sql_insert_head(b, t);
         zetl_buf_puts(b, " SELECT ");
@@ -772,7 +844,7 @@ static void merge_keyed(struct zetl_buf *b, const struct zetl_wh_table *t, const
                         ", _zetl_l._zetl_lsn, GETDATE(), _zetl_l._zetl_op IN ('D', 'B') FROM %s "
                         "AS _zetl_x JOIN %s AS _zetl_l ON ",
                         image, last);
-        zetl_wh_sql_key_match(b, t, "_zetl_x", "_zetl_l");
+        key_match(b, t, "_zetl_x", "_zetl_l");
         goto done;
     }
 
@@ -783,9 +855,9 @@ static void merge_keyed(struct zetl_buf *b, const struct zetl_wh_table *t, const
                     w);
     zetl_wh_sql_key_list_sort(b, t);
     zetl_buf_printf(b, ", min(_zetl_lsn) AS _zetl_lsn FROM %s GROUP BY ", last);
-    zetl_wh_sql_key_list_sort(b, t);
+    key_sort(b, t);
     zetl_buf_puts(b, ") AS _zetl_x WHERE ");
-    zetl_wh_sql_key_match(b, t, w, "_zetl_x");
+    key_match(b, t, w, "_zetl_x");
     zetl_buf_printf(b, " AND %s._zetl_valid_to IS NULL;\n", w);
     /* ... and add one version per transaction's last image, valid until the next change. */
     zetl_wh_sql_insert_head(b, t);
@@ -793,7 +865,7 @@ static void merge_keyed(struct zetl_buf *b, const struct zetl_wh_table *t, const
     values(b, t, "_zetl_x");
     zetl_buf_puts(b, ", _zetl_x._zetl_lsn, GETDATE(), _zetl_x._zetl_lsn, _zetl_x._zetl_next FROM "
                      "(SELECT _zetl_s.*, LEAD(_zetl_lsn) OVER (PARTITION BY ");
-    zetl_wh_sql_key_list_sort(b, t);
+    key_sort(b, t);
     zetl_buf_printf(b,
                     " ORDER BY _zetl_lsn) AS _zetl_next FROM %s AS _zetl_s) AS _zetl_x WHERE "
                     "_zetl_x._zetl_op IN ('I', 'U')",
@@ -849,4 +921,141 @@ char *zetl_wh_rs_drop_stage_sql(const struct zetl_wh_table *t)
     zetl_buf_puts(&b, ", ");
     stage(&b, t, "");
     return zetl_wh_sql_take(&b);
+}
+
+/* ---- the probe ---------------------------------------------------------------------- */
+
+/* FROM '<url>' IAM_ROLE '<role>'[ REGION '<region>'] <options> */
+static void copy_from(struct zetl_buf *b, const char *url, const char *role, const char *region)
+{
+    zetl_buf_puts(b, " FROM ");
+    zetl_sql_append_literal(b, url);
+    zetl_buf_puts(b, " IAM_ROLE ");
+    zetl_sql_append_literal(b, role);
+    if (region != NULL && region[0] != '\0') {
+        zetl_buf_puts(b, " REGION ");
+        zetl_sql_append_literal(b, region);
+    }
+    zetl_buf_puts(b, " " RS_COPY_OPTIONS);
+}
+
+static struct zetl_wh_rs_probe *probe_add(struct zetl_wh_rs_probe *out, size_t *n, const char *name,
+                                          const char *expect)
+{
+    struct zetl_wh_rs_probe *p = &out[(*n)++];
+
+    memset(p, 0, sizeof(*p));
+    p->name = name;
+    p->expect = expect;
+    return p;
+}
+
+size_t zetl_wh_rs_probes(const char *schema, const struct zetl_wh_rs_probe_files *f,
+                         struct zetl_wh_rs_probe out[ZETL_WH_RS_NPROBES])
+{
+    struct zetl_buf b;
+    struct zetl_wh_rs_probe *p;
+    size_t n = 0;
+
+    /* Case kept: "Probe" and "probe" are two columns only when the session says so. */
+    p = probe_add(out, &n, "quoted identifiers keep their case", "2");
+    p->setup = zetl_strdup("CREATE TEMP TABLE \"_zetl_probe_case\" (\"Mixed\" INTEGER, \"mixed\" "
+                           "INTEGER)");
+    p->check = zetl_strdup("SELECT CAST(count(*) AS VARCHAR(8)) FROM pg_catalog.pg_attribute a "
+                           "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid WHERE c.relname = "
+                           "'_zetl_probe_case' AND a.attname IN ('Mixed', 'mixed')");
+
+    /* Keys that differ in trailing blanks: = ignores them, OCTET_LENGTH counts them. */
+    p = probe_add(out, &n, "OCTET_LENGTH counts trailing blanks (text keys)", "2");
+    p->setup = zetl_strdup("CREATE TEMP TABLE \"_zetl_probe_pad\" (k VARCHAR(4));\n"
+                           "INSERT INTO \"_zetl_probe_pad\" VALUES ('a'), ('a ')");
+    p->check = zetl_strdup("SELECT CAST(count(*) AS VARCHAR(8)) FROM \"_zetl_probe_pad\" AS "
+                           "_zetl_x JOIN \"_zetl_probe_pad\" AS _zetl_y ON _zetl_x.k = _zetl_y.k "
+                           "AND OCTET_LENGTH(_zetl_x.k) = OCTET_LENGTH(_zetl_y.k)");
+
+    /* bytea arrives as "\x0a0b": TO_VARBYTE of the rest, on a column, not a literal. */
+    p = probe_add(out, &n, "TO_VARBYTE(column, 'hex') and TO_HEX (bytea columns)", "0a0bff");
+    p->setup = zetl_strdup("CREATE TEMP TABLE \"_zetl_probe_hex\" (h VARCHAR(16));\n"
+                           "INSERT INTO \"_zetl_probe_hex\" VALUES (CHR(92) || 'x0a0bff')");
+    p->check = zetl_strdup("SELECT LOWER(TO_HEX(TO_VARBYTE(SUBSTRING(h, 3), 'hex'))) FROM "
+                           "\"_zetl_probe_hex\"");
+
+    /* The fill's UPDATE ... FROM (SELECT ... LEFT JOIN ...) (zetl_wh_rs_fill_prepare_sql). */
+    p = probe_add(out, &n, "UPDATE ... FROM a derived table with a LEFT JOIN (unchanged values)",
+                  "b,none");
+    p->setup = zetl_strdup(
+        "CREATE TEMP TABLE \"_zetl_probe_upd\" (k INTEGER, v VARCHAR(8));\n"
+        "INSERT INTO \"_zetl_probe_upd\" VALUES (1, 'a'), (2, 'b');\n"
+        "UPDATE \"_zetl_probe_upd\" SET v = _zetl_x.w FROM (SELECT _zetl_r.k AS rk, "
+        "coalesce(_zetl_b.v, 'none') AS w FROM \"_zetl_probe_upd\" AS _zetl_r LEFT JOIN "
+        "\"_zetl_probe_upd\" AS _zetl_b ON _zetl_b.k = _zetl_r.k + 1) AS _zetl_x WHERE "
+        "\"_zetl_probe_upd\".k = _zetl_x.rk");
+    p->check = zetl_strdup("SELECT min(v) || ',' || max(v) FROM \"_zetl_probe_upd\"");
+
+    /* The merge's "schema"."table"."column" in DELETE ... USING and UPDATE ... FROM. */
+    p = probe_add(out, &n, "schema.table.column references in DELETE and UPDATE (merge)", "2,c,z");
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, "CREATE SCHEMA IF NOT EXISTS ");
+    zetl_sql_append_ident(&b, schema);
+    zetl_buf_puts(&b, ";\nCREATE TABLE ");
+    zetl_sql_append_ident(&b, schema);
+    zetl_buf_puts(&b, "._zetl_probe (k INTEGER, v VARCHAR(8));\nINSERT INTO ");
+    zetl_sql_append_ident(&b, schema);
+    zetl_buf_puts(&b, "._zetl_probe VALUES (1, 'a'), (2, 'b'), (3, 'c');\n"
+                      "CREATE TEMP TABLE \"_zetl_probe_key\" (k INTEGER);\n"
+                      "INSERT INTO \"_zetl_probe_key\" VALUES (1);\nDELETE FROM ");
+    zetl_sql_append_ident(&b, schema);
+    zetl_buf_puts(&b, "._zetl_probe USING \"_zetl_probe_key\" WHERE ");
+    zetl_sql_append_ident(&b, schema);
+    zetl_buf_puts(&b, ".\"_zetl_probe\".\"k\" = \"_zetl_probe_key\".k;\nUPDATE ");
+    zetl_sql_append_ident(&b, schema);
+    zetl_buf_puts(&b, "._zetl_probe SET v = 'z' FROM \"_zetl_probe_key\" WHERE ");
+    zetl_sql_append_ident(&b, schema);
+    zetl_buf_puts(&b, ".\"_zetl_probe\".\"k\" = \"_zetl_probe_key\".k + 1");
+    p->setup = zetl_wh_sql_take(&b);
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, "SELECT CAST(count(*) AS VARCHAR(8)) || ',' || min(v) || ',' || max(v) "
+                      "FROM ");
+    zetl_sql_append_ident(&b, schema);
+    zetl_buf_puts(&b, "._zetl_probe");
+    p->check = zetl_wh_sql_take(&b);
+
+    if (f == NULL)
+        return n;
+
+    /* A batch file's empty field is NULL, its "" the empty string (zetl_wh_rs_copy_sql). */
+    p = probe_add(out, &n, "COPY ... CSV NULL AS '': empty field NULL, \"\" empty string",
+                  "null,empty");
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, "CREATE TEMP TABLE \"_zetl_probe_copy\" (a INTEGER, b VARCHAR(8), c "
+                      "VARCHAR(8));\nCOPY \"_zetl_probe_copy\" (a, b, c)");
+    copy_from(&b, f->good_manifest, f->iam_role, f->region);
+    p->setup = zetl_wh_sql_take(&b);
+    p->check = zetl_strdup("SELECT CASE WHEN b IS NULL THEN 'null' WHEN b = '' THEN 'empty' ELSE "
+                           "b END || ',' || CASE WHEN c IS NULL THEN 'null' WHEN c = '' THEN "
+                           "'empty' ELSE c END FROM \"_zetl_probe_copy\"");
+
+    /* A COPY that fails, rolled back: its load error is found (explain_failure). */
+    p = probe_add(out, &n, "load errors found by file and session after a rollback", "1");
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, "CREATE TEMP TABLE \"_zetl_probe_err\" (a INTEGER);\n"
+                      "COPY \"_zetl_probe_err\" (a)");
+    copy_from(&b, f->bad_manifest, f->iam_role, f->region);
+    p->setup = zetl_wh_sql_take(&b);
+    p->setup_fails = true;
+    /* The line is column 1 of explain_failure's lookups: the view, else the STL table. */
+    p->check = zetl_strdup(zetl_wh_rs_load_error_sql(true));
+    p->check_alt = zetl_strdup(zetl_wh_rs_load_error_sql(false));
+    p->column = 1;
+    p->param = f->bad_data;
+    return n;
+}
+
+void zetl_wh_rs_probes_release(struct zetl_wh_rs_probe *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(p[i].setup);
+        free(p[i].check);
+        free(p[i].check_alt);
+    }
 }

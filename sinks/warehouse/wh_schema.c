@@ -126,7 +126,8 @@ static bool reserved_name(const char *s)
  * type where shapes differ) and each file's column map.  *reason (owned) is
  * set when the files themselves cannot share one table.
  */
-static void plan_union(struct tplan *p, const char *tenant_column, char **reason)
+static void plan_union(const struct zetl_wh_dialect *d, struct tplan *p, const char *tenant_column,
+                       char **reason)
 {
     size_t total = 0, used = 0;
     const struct mfile *f0 = p->files[0];
@@ -151,6 +152,20 @@ static void plan_union(struct tplan *p, const char *tenant_column, char **reason
 
                     zetl_buf_init(&b, 0);
                     zetl_buf_printf(&b, "column \"%s\" clashes with a column zetl adds", c->name);
+                    *reason = b.data;
+                }
+                continue;
+            }
+            if (zetl_wh_system_column(d, c->name)) {
+                if (*reason == NULL) {
+                    struct zetl_buf b;
+
+                    zetl_buf_init(&b, 0);
+                    zetl_buf_printf(&b,
+                                    "column \"%s\" has the name of a %s system column, which "
+                                    "no table may use: rename it in the source, or leave it out "
+                                    "with transforms.clean (drop: true)",
+                                    c->name, d->name);
                     *reason = b.data;
                 }
                 continue;
@@ -264,13 +279,152 @@ static bool key_changed(const struct whtab *wt, const struct tplan *p, const cha
     return !keys_ok || wkeys != ukeys;
 }
 
+/* ---- column type changes, outside the apply's transaction ------------------------ */
+
+static struct whalter *alter_find(const struct zetl_wh *wh, const char *table, const char *column)
+{
+    for (size_t i = 0; i < wh->nalters; i++)
+        if (strcmp(wh->alters[i].table, table) == 0 && strcmp(wh->alters[i].column, column) == 0)
+            return &wh->alters[i];
+    return NULL;
+}
+
+/* Leaves the change of table.column to `type` for zetl_wh_run_alters. */
+static void alter_add(struct zetl_wh *wh, const char *table, const struct zetl_wh_col *c)
+{
+    struct whalter *a = alter_find(wh, table, c->name);
+
+    if (a == NULL) {
+        wh->alters = zetl_realloc(wh->alters, (wh->nalters + 1) * sizeof(*wh->alters));
+        a = &wh->alters[wh->nalters++];
+        memset(a, 0, sizeof(*a));
+        a->table = zetl_strdup(table);
+        a->column = zetl_strdup(c->name);
+    }
+    free(a->type);
+    a->type = zetl_strdup(c->type);
+}
+
+static void alter_release(struct whalter *a)
+{
+    free(a->table);
+    free(a->column);
+    free(a->type);
+    free(a->failed);
+}
+
+bool zetl_wh_alters_pending(const struct zetl_wh *wh)
+{
+    for (size_t i = 0; i < wh->nalters; i++)
+        if (wh->alters[i].failed == NULL)
+            return true;
+    return false;
+}
+
+void zetl_wh_alters_clear(struct zetl_wh *wh)
+{
+    for (size_t i = 0; i < wh->nalters; i++)
+        alter_release(&wh->alters[i]);
+    free(wh->alters);
+    wh->alters = NULL;
+    wh->nalters = 0;
+}
+
 /*
- * Appends to ddl what brings the table to the batch's columns (new columns,
- * wider types).  Returns the reason (owned) when a column cannot take the
- * batch's type, NULL otherwise: then nothing may change.
+ * One pending change: where the catalog (read under the DDL lock, if the
+ * dialect has one) still has a narrower type, the ALTER.  A refusal is
+ * kept in a->failed; other errors are returned.
  */
-static char *columns_ddl(const struct zetl_wh *wh, const struct zetl_wh_table *t,
-                         const struct whtab *wt, const struct tplan *p, struct zetl_buf *ddl)
+static enum zetl_err run_alter(struct zetl_wh *wh, struct whalter *a, struct zetl_errbuf *eb)
+{
+    const bool txn = wh->d->ddl_lock_sql != NULL;
+    struct zetl_wh_table t = {0};
+    struct zetl_wh_col col = {a->column, a->type, false};
+    const struct whcol *wc;
+    struct whtab *wt;
+    enum zetl_err err;
+
+    t.schema = wh->cfg->warehouse.schema;
+    t.table = a->table;
+    t.tenant_column = wh->cfg->transforms.tenant_column;
+    if (txn && ((err = zetl_wh_exec(wh, "BEGIN", 0, NULL, NULL, eb)) != ZETL_OK ||
+                (err = zetl_wh_ddl_lock(wh, a->table, eb)) != ZETL_OK))
+        goto out;
+    if ((err = cache_load(wh, a->table, &wt, eb)) != ZETL_OK)
+        goto out;
+    wc = whtab_col(wt, a->column);
+    if (wc != NULL && wh->d->type_change(wc->type, a->type) == ZETL_WH_TYPE_WIDER) {
+        char *from = zetl_strdup(wc->type);
+
+        err = zetl_wh_exec_owned(wh, zetl_wh_sql_alter_type(wh->d, &t, &col), NULL, eb);
+        if (err == ZETL_ERR_FATAL) {
+            char reason[256];
+
+            zetl_wh_first_line(eb->msg, reason, sizeof(reason));
+            a->failed = zetl_strdup(reason);
+            zetl_warn("warehouse table \"%s\".\"%s\": could not widen column \"%s\" from %s: %s",
+                      t.schema, t.table, a->column, from, reason);
+            err = ZETL_OK;
+        } else if (err == ZETL_OK) {
+            zetl_info("widened column \"%s\" of warehouse table \"%s\".\"%s\" from %s, before the "
+                      "apply",
+                      a->column, t.schema, t.table, from);
+        }
+        free(from);
+    }
+out:
+    if (txn && wh->conn != NULL) {
+        if (err == ZETL_OK && a->failed == NULL)
+            err = zetl_wh_exec(wh, "COMMIT", 0, NULL, NULL, eb);
+        else
+            PQclear(PQexec(wh->conn, "ROLLBACK"));
+    }
+    zetl_wh_cache_clear(wh);
+    return err;
+}
+
+void zetl_wh_alters_drop_pending(struct zetl_wh *wh)
+{
+    size_t kept = 0;
+
+    for (size_t i = 0; i < wh->nalters; i++)
+        if (wh->alters[i].failed != NULL)
+            wh->alters[kept++] = wh->alters[i];
+        else
+            alter_release(&wh->alters[i]);
+    wh->nalters = kept;
+}
+
+enum zetl_err zetl_wh_run_alters(struct zetl_wh *wh, struct zetl_errbuf *eb)
+{
+    enum zetl_err err = ZETL_OK;
+
+    for (size_t i = 0; i < wh->nalters && err == ZETL_OK; i++) {
+        struct whalter *a = &wh->alters[i];
+
+        if (a->failed == NULL && (err = run_alter(wh, a, eb)) != ZETL_OK)
+            zetl_err_prefix(eb, "column \"%s\" of warehouse table \"%s\".\"%s\"", a->column,
+                            wh->cfg->warehouse.schema, a->table);
+    }
+    /*
+     * Done ones go (after an error, the rest too: the next apply finds them
+     * again); refused ones stay, to stop their table.
+     */
+    zetl_wh_alters_drop_pending(wh);
+    return err;
+}
+
+/* ---- the DDL of a batch ---------------------------------------------------------- */
+
+/*
+ * Appends to ddl what brings the table to the batch's columns (new
+ * columns).  A wider type is never changed in the apply's transaction
+ * (Redshift cannot): *alter is set and, when `locked`, the change is left
+ * pending for zetl_wh_run_alters.  Returns the reason (owned) when a column
+ * cannot take the batch's type, NULL otherwise: then nothing may change.
+ */
+static char *columns_ddl(struct zetl_wh *wh, const struct zetl_wh_table *t, const struct whtab *wt,
+                         const struct tplan *p, bool locked, bool *alter, struct zetl_buf *ddl)
 {
     for (size_t u = 0; u < p->ncols; u++) {
         const struct whcol *wc = whtab_col(wt, p->cols[u].name);
@@ -280,7 +434,26 @@ static char *columns_ddl(const struct zetl_wh *wh, const struct zetl_wh_table *t
         if (wc == NULL) {
             sql = zetl_wh_sql_add_column(wh->d, t, &p->cols[u]);
         } else if ((ch = wh->d->type_change(wc->type, p->cols[u].type)) == ZETL_WH_TYPE_WIDER) {
-            sql = zetl_wh_sql_alter_type(wh->d, t, &p->cols[u]);
+            const struct whalter *failed = alter_find(wh, p->table, wc->name);
+            struct zetl_buf b;
+
+            zetl_buf_init(&b, 0);
+            if (wc->key && wh->d->key_type_fixed) {
+                zetl_buf_printf(&b,
+                                "key column \"%s\" would have to widen from %s to %s, and %s "
+                                "never changes the type of a primary key column",
+                                wc->name, wc->type, p->cols[u].type, wh->d->name);
+                return b.data;
+            }
+            if (failed != NULL && failed->failed != NULL) {
+                zetl_buf_printf(&b, "column \"%s\" could not be widened from %s to %s: %s",
+                                wc->name, wc->type, p->cols[u].type, failed->failed);
+                return b.data;
+            }
+            zetl_buf_release(&b);
+            *alter = true;
+            if (locked)
+                alter_add(wh, p->table, &p->cols[u]);
         } else if (ch == ZETL_WH_TYPE_INCOMPATIBLE) {
             struct zetl_buf b;
 
@@ -328,7 +501,8 @@ static enum zetl_err evolve_pass(struct zetl_wh *wh, const struct zetl_wh_table 
     struct whtab *wt = cache_find(wh, p->table);
     struct zetl_buf ddl;
     char *why = NULL;
-    enum zetl_err err;
+    bool alter = false;
+    enum zetl_err err = ZETL_OK;
 
     t.ncols = p->ncols;
     t.cols = p->cols;
@@ -365,14 +539,20 @@ static enum zetl_err evolve_pass(struct zetl_wh *wh, const struct zetl_wh_table 
 
     /* Check everything first: an incompatible column changes nothing. */
     zetl_buf_init(&ddl, 0);
-    why = columns_ddl(wh, &t, wt, p, &ddl);
-    if ((why != NULL || ddl.len > 0) && !locked) {
+    why = columns_ddl(wh, &t, wt, p, locked, &alter, &ddl);
+    if ((why != NULL || ddl.len > 0 || alter) && !locked) {
         *relock = true;
         goto done;
     }
     if (why != NULL) {
         *reason = why;
         why = NULL;
+        goto done;
+    }
+    if (alter) {
+        /* The apply rolls back, runs the changes (zetl_wh_run_alters) and starts again. */
+        err = zetl_err_set(eb, ZETL_ERR_RETRY,
+                           "a column type change must run before the apply's transaction");
         goto done;
     }
     if (ddl.len > 0) {
@@ -416,6 +596,6 @@ enum zetl_err zetl_wh_plan_prepare(struct zetl_wh *wh, const struct zetl_wh_tabl
         *reason = zetl_strdup("table names starting with \"_zetl_\" are reserved");
         return ZETL_OK;
     }
-    plan_union(p, t->tenant_column, reason);
+    plan_union(wh->d, p, t->tenant_column, reason);
     return *reason == NULL ? evolve(wh, t, p, reason, eb) : ZETL_OK;
 }

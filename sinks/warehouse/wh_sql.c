@@ -55,6 +55,14 @@ static bool is_ident_char(char c)
  * "(n)" or "(p,s)" modifier.  Anything else (custom "schema.name", "oid:N",
  * unexpected text) lands as text, and never reaches DDL as written.
  */
+bool zetl_wh_system_column(const struct zetl_wh_dialect *d, const char *name)
+{
+    for (const char *const *n = d->system_columns; n != NULL && *n != NULL; n++)
+        if (strcmp(*n, name) == 0)
+            return true;
+    return false;
+}
+
 const char *zetl_wh_canon_type(const char *mt)
 {
     const char *p = mt;
@@ -187,7 +195,7 @@ char *zetl_wh_sql_create_table(const struct zetl_wh_dialect *d, const struct zet
     zetl_buf_puts(&b, " (");
     zetl_sql_append_ident(&b, t->tenant_column);
     zetl_buf_printf(&b, " %s NOT NULL", d->tenant_type);
-    zetl_wh_sql_col_defs(&b, t, d->col_type);
+    zetl_wh_sql_col_defs(&b, t, d->col_def ? d->col_def : d->col_type);
     zetl_buf_puts(&b, ", _zetl_lsn bigint, _zetl_synced_at timestamptz");
     if (t->deletes == ZETL_DELETES_SOFT)
         zetl_buf_puts(&b, ", _zetl_deleted boolean NOT NULL DEFAULT false");
@@ -216,7 +224,8 @@ static char *alter_column(const struct zetl_wh_dialect *d, const struct zetl_wh_
                           const struct zetl_wh_col *c, const char *verb, const char *type_kw)
 {
     struct zetl_buf b;
-    char *ty = d->col_type(c->type);
+    /* A new column gets the whole definition, a type change the type alone. */
+    char *ty = type_kw[0] == '\0' && d->col_def ? d->col_def(c->type) : d->col_type(c->type);
 
     zetl_buf_init(&b, 0);
     zetl_buf_puts(&b, "ALTER TABLE ");

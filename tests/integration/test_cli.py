@@ -1,11 +1,14 @@
 """The command line a newcomer meets: `zetl help`, `zetl COMMAND --help`,
-`--version`, and `zetl check` naming a source role that may not replicate
-before anything else (against a real PostgreSQL)."""
+`--version`, `zetl check` naming a source role that may not replicate
+before anything else (against a real PostgreSQL), messages about a malformed
+DSN that never show its password, and a bad buffer.dir named with the config
+file and line before anything is connected to."""
 
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import unittest
 
@@ -129,6 +132,118 @@ class LogFormatTest(unittest.TestCase):
             self.assertRegex(err.splitlines()[0], r"^\d{4}-\d\d-\d\d [0-9:.]+ UTC \[\d+\] FATAL:  ")
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+
+class MalformedDsnTest(unittest.TestCase):
+    """libpq quotes a connection string it cannot parse, or the piece it stumbled
+    on: the message must still say what is wrong, with every password masked.
+    Nothing listens anywhere: the DSNs fail before a connection is tried."""
+
+    SRC_PW = "src-s3cret"
+    WH_PW = "wh-s3cret"
+
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix="zetl-test-")
+        self.cfg = os.path.join(self.work, "zetl.yaml")
+
+    def tearDown(self):
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def write(self, src_dsn, wh_dsn):
+        with open(self.cfg, "w") as f:
+            f.write(f'source:\n  dsn: "{src_dsn}"\n  tenants:\n    schemas: ["tenant_*"]\n'
+                    "buffer:\n  dir: ./zetl-data\narchive:\n  url: file://./archive\n"
+                    f'warehouse:\n  kind: postgres\n  dsn: "{wh_dsn}"\n')
+
+    def zetl(self, *args, env=None):
+        rc, out, err = run_zetl([*args, "--config", self.cfg], cwd=self.work, env=env)
+        for pw in (self.SRC_PW, self.WH_PW, "%zz"):
+            self.assertNotIn(pw, out + err, args)
+        return rc, out + err
+
+    def test_source_uri_quoted_whole(self):
+        # An unclosed IPv6 bracket: libpq quotes the whole URI.
+        self.write(f"postgresql://u:{self.SRC_PW}@[::1/db", "host=127.0.0.1 port=1 dbname=w")
+        for args in (["check"], ["run", "--once"], ["verify"], ["snapshot"]):
+            rc, text = self.zetl(*args)
+            self.assertEqual(rc, 1, (args, text))
+            self.assertIn('matching "]" in IPv6 host address in URI: '
+                          '"postgresql://u:********@[::1/db"', text, args)
+        # From the environment too.
+        rc, text = self.zetl("check", env={"ZETL_SOURCE_DSN": f"postgresql://u:{self.SRC_PW}@[::1"})
+        self.assertEqual(rc, 1, text)
+        self.assertIn('in URI: "postgresql://u:********@[::1"', text)
+
+    def test_password_quoted_alone(self):
+        # A bad percent-escape in the password: libpq quotes the password itself.
+        self.write(f"postgresql://u:{self.SRC_PW}%zz@127.0.0.1:1/db",
+                   f"postgresql://w:{self.WH_PW}%zz@127.0.0.1:1/db")
+        rc, text = self.zetl("check")
+        self.assertEqual(rc, 1, text)
+        self.assertIn('source: could not connect: invalid percent-encoded token: "********"',
+                      text)
+        # The warehouse's own connection (sinks/warehouse), reached without the source.
+        rc, text = self.zetl("tenant", "purge", "tenant_a")
+        self.assertEqual(rc, 1, text)
+        self.assertIn('invalid percent-encoded token: "********"', text)
+        # The key/value form: an unterminated quote after the password.
+        self.write("host=127.0.0.1 port=1 dbname=x", f"host=127.0.0.1 password='{self.WH_PW}")
+        rc, text = self.zetl("tenant", "purge", "tenant_a")
+        self.assertEqual(rc, 1, text)
+        self.assertIn("unterminated quoted string in connection info string", text)
+
+
+class BufferDirTest(unittest.TestCase):
+    """A buffer.dir zetl cannot use is named with the file and line, like any
+    config error, before anything is connected to."""
+
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix="zetl-test-")
+        self.blocker = os.path.join(self.work, "file")
+        open(self.blocker, "w").close()
+        # A listener that would see any connection zetl made (source, warehouse).
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.listener.setblocking(False)
+        port = self.listener.getsockname()[1]
+        self.cfg = os.path.join(self.work, "zetl.yaml")
+        with open(self.cfg, "w") as f:
+            f.write(f'source:\n  dsn: "host=127.0.0.1 port={port} dbname=x connect_timeout=2"\n'
+                    '  tenants:\n    schemas: ["tenant_*"]\n'
+                    f"buffer:\n  max_rows: 10\n  dir: {self.blocker}/sub\n"
+                    "archive:\n  url: file://./archive\n"
+                    f'warehouse:\n  kind: postgres\n  dsn: "host=127.0.0.1 port={port} '
+                    'dbname=w connect_timeout=2"\n'
+                    f"kafka:\n  brokers: 127.0.0.1:{port}\n")
+
+    def tearDown(self):
+        self.listener.close()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def test_named_before_connecting(self):
+        want = (f'zetl.yaml:7: buffer.dir: could not create directory "{self.blocker}/sub": '
+                "Not a directory")
+        for args in (["run", "--once"], ["run"], ["snapshot"], ["resync", "--all"], ["load"]):
+            rc, _, err = run_zetl([*args, "--config", self.cfg], cwd=self.work, timeout=30)
+            self.assertEqual(rc, 1, (args, err))
+            self.assertIn(want, err, args)
+            self.assertNotIn("could not connect", err, args)
+            with self.assertRaises(BlockingIOError, msg=f"{args} connected"):
+                self.listener.accept()[0].close()
+
+        # A parent zetl may not write to: named the same way (root may write anywhere).
+        if os.geteuid() != 0:
+            ro = os.path.join(self.work, "ro")
+            os.mkdir(ro, 0o500)
+            with open(self.cfg) as f:
+                text = f.read().replace(f"{self.blocker}/sub", f"{ro}/data")
+            with open(self.cfg, "w") as f:
+                f.write(text)
+            rc, _, err = run_zetl(["run", "--once", "--config", self.cfg], cwd=self.work)
+            self.assertEqual(rc, 1, err)
+            self.assertIn(f'zetl.yaml:7: buffer.dir: could not create directory "{ro}/data": '
+                          "Permission denied", err)
 
 
 class CheckRoleTest(unittest.TestCase):

@@ -525,6 +525,84 @@ INSERT INTO tenant_a.other VALUES (3, 'o3');
         self.assertEqual(self.wh("SELECT count(*) FROM zetl_raw.kv"), [["4"]])
 
 
+    def test_type_change_runs_before_the_apply(self):
+        """Redshift refuses ALTER COLUMN ... TYPE in any transaction block: zetl widens a
+        column in a statement (here, a transaction) of its own before the apply, never in
+        the apply's transaction. An event trigger plays Redshift's refusal."""
+        self.sql("""
+CREATE SCHEMA tenant_a;
+CREATE SCHEMA tenant_b;
+CREATE TABLE tenant_a.items (id int PRIMARY KEY, name varchar(10), qty int2, at timestamptz,
+                             ok bool, raw bytea, code char(4), doc jsonb);
+CREATE TABLE tenant_b.items (LIKE tenant_a.items INCLUDING ALL);
+""")
+        self.setup_zetl()
+        self.sql("""
+INSERT INTO tenant_a.items VALUES (1, 'a', 1, '2024-01-02 03:04:05.678901+02', true, '\\x00ff',
+                                   'ab', '{"k": [1, 2]}');
+INSERT INTO tenant_b.items VALUES (1, 'b', 2, NULL, false, NULL, NULL, NULL);
+""")
+        self.sync()
+        self.wh("""
+CREATE FUNCTION refuse_type_change_in_txn() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_query() ~* 'ALTER COLUMN .* TYPE' AND txid_current_if_assigned() IS NOT NULL THEN
+    RAISE EXCEPTION 'ALTER COLUMN TYPE is not allowed within a transaction block';
+  END IF;
+END $$;
+CREATE EVENT TRIGGER refuse_type_change ON ddl_command_start WHEN TAG IN ('ALTER TABLE')
+  EXECUTE FUNCTION refuse_type_change_in_txn();
+""")
+        with self.assertRaises(RuntimeError):  # the stand-in refuses what it should
+            self.wh("BEGIN; SELECT txid_current(); "
+                    "ALTER TABLE zetl_raw.items ALTER COLUMN name TYPE varchar(11); COMMIT;")
+        # Both tenants' streams widen the same columns, and add one, in the same batch.
+        self.sql("""
+ALTER TABLE tenant_a.items ALTER COLUMN name TYPE varchar(30), ALTER COLUMN qty TYPE int8,
+  ADD COLUMN price numeric(8,2);
+ALTER TABLE tenant_b.items ALTER COLUMN name TYPE varchar(30), ALTER COLUMN qty TYPE int8,
+  ADD COLUMN price numeric(8,2);
+INSERT INTO tenant_a.items VALUES (2, 'a longer name', 3000000000, now(), NULL, '\\x', 'c',
+                                   '[]', 9.99);
+UPDATE tenant_b.items SET name = 'another long name', price = 1 WHERE id = 1;
+""")
+        self.sync()
+        cols = "id, name, qty, at, ok, raw, code, doc, price"
+        self.assert_same("items", cols, ["tenant_a", "tenant_b"])
+        types = dict(self.wh("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                             "WHERE attrelid = 'zetl_raw.items'::regclass AND attnum > 0"))
+        self.assertEqual((types["name"], types["qty"], types["price"]),
+                         ("character varying(30)", "bigint", "numeric(8,2)"))
+        self.assertEqual(self.wh("SELECT count(*) FROM zetl_raw._zetl_table_state "
+                                 "WHERE state = 'stopped'"), [["0"]])
+
+        # zetl verify's warehouse-neutral hash (Redshift's) agrees on every type here ...
+        env = {"ZETL_VERIFY_HASH": "portable"}
+        rc, out, err = run_zetl(["verify", "--config", self.whconfig], cwd=self.work, env=env)
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("1 json or array column(s) not compared", out)
+        # ... and tells a microsecond, a byte and a NULL apart.
+        for change in ("at = at + interval '1 microsecond' WHERE id = 1",
+                       "raw = '\\x00fe' WHERE id = 1",
+                       "ok = NULL WHERE id = 1"):
+            with self.subTest(change=change):
+                before = self.wh(f"SELECT at, raw, code, ok FROM zetl_raw.items "
+                                 f"WHERE tenant_id = 'tenant_a' AND id = 1")
+                self.wh(f"UPDATE zetl_raw.items SET {change} AND tenant_id = 'tenant_a'")
+                rc, out, err = run_zetl(["verify", "--config", self.whconfig], cwd=self.work,
+                                        env=env)
+                self.assertEqual(rc, 1, out + err)
+                self.assertIn("values differ:        (id)=1", out)
+                at, raw, code, ok = before[0]
+                self.wh("UPDATE zetl_raw.items SET at = " + (lit(at) if at else "NULL") +
+                        ", raw = " + (lit(raw) if raw else "NULL") +
+                        ", code = " + (lit(code) if code else "NULL") +
+                        ", ok = " + (lit(ok) if ok else "NULL") +
+                        " WHERE tenant_id = 'tenant_a' AND id = 1")
+        rc, out, err = run_zetl(["verify", "--config", self.whconfig], cwd=self.work, env=env)
+        self.assertEqual(rc, 0, out + err)
+
+
 # The same tests with the tenant schemas spread over two slot groups (streams).
 class HardModeSlotGroups2Test(HardModeTest):
     SLOT_GROUPS = 2

@@ -46,10 +46,83 @@ def as_pg_user(cmd):
     return cmd
 
 
-class Cluster:
-    """A PostgreSQL 15 cluster in a temp dir on a free loopback port."""
+def give_to_pg_user(path, mode):
+    """chmod, and owned by the user clusters run as (postgres when we are root)."""
+    os.chmod(path, mode)
+    if os.geteuid() == 0:
+        shutil.chown(path, "postgres", "postgres")
 
-    def __init__(self, wal_level="logical", extra_conf=""):
+
+class CA:
+    """A throwaway certificate authority in a temp dir, made with the openssl CLI
+    (EC P-256 keys: fast). cert is the PEM a client names in sslrootcert."""
+
+    EXTENSIONS = """[req]
+distinguished_name = dn
+[dn]
+[ca]
+basicConstraints = critical, CA:true
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:false
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+subjectAltName = ${ENV::ZETL_TEST_SAN}
+"""
+
+    def __init__(self, name="zetl test CA"):
+        self.dir = tempfile.mkdtemp(prefix="zetl-ca-")
+        self.cnf = os.path.join(self.dir, "openssl.cnf")
+        with open(self.cnf, "w") as f:
+            f.write(self.EXTENSIONS)
+        self.key = os.path.join(self.dir, "ca.key")
+        self.cert = os.path.join(self.dir, "ca.pem")
+        self._openssl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
+                      "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", self.key, "-out",
+                      self.cert, "-days", "2", "-subj", f"/CN={name}", "-config", self.cnf,
+                      "-extensions", "ca")
+        os.chmod(self.cert, 0o644)
+
+    def _openssl(self, *args, san="DNS:unused"):
+        env = dict(os.environ, ZETL_TEST_SAN=san)
+        p = subprocess.run(["openssl", *args], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+        if p.returncode != 0:
+            raise RuntimeError(f"openssl {args[0]} failed: {p.stderr.decode()}")
+
+    def issue(self, out_dir, names=("127.0.0.1", "localhost")):
+        """A server certificate for names (IP or DNS subject alternative names; the first
+        is also the CN), signed by this CA, as out_dir/server.crt and out_dir/server.key;
+        returns their paths."""
+        san = ", ".join(("IP:" if n.replace(".", "").isdigit() else "DNS:") + n for n in names)
+        crt, key = os.path.join(out_dir, "server.crt"), os.path.join(out_dir, "server.key")
+        csr = os.path.join(self.dir, "server.csr")
+        self._openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                      "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={names[0]}",
+                      "-config", self.cnf)
+        self._openssl("x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key,
+                      "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", "2",
+                      "-out", crt, "-extfile", self.cnf, "-extensions", "server", san=san)
+        give_to_pg_user(crt, 0o644)
+        give_to_pg_user(key, 0o600)  # PostgreSQL refuses a key others may read
+        return crt, key
+
+    def destroy(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Cluster:
+    """A PostgreSQL 15 cluster in a temp dir on a free loopback port.
+
+    With ssl (a CA), the server has ssl = on and a certificate from that CA for
+    ssl_names (default 127.0.0.1 and localhost), and the role zetl may connect over
+    TLS only (hostnossl: reject), so a client that skips TLS is refused."""
+
+    def __init__(self, wal_level="logical", extra_conf="", ssl=None,
+                 ssl_names=("127.0.0.1", "localhost")):
         self.dir = tempfile.mkdtemp(prefix="zetl-pg-")
         os.chmod(self.dir, 0o755)
         if os.geteuid() == 0:
@@ -61,6 +134,9 @@ class Cluster:
             as_pg_user([f"{PG_BIN}/initdb", "-D", self.data, "-U", "postgres", "-A", "trust",
                         "--no-sync", "-E", "UTF8", "--locale=C"]),
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if ssl is not None:
+            crt, key = ssl.issue(self.dir, ssl_names)
+            extra_conf += f"ssl = on\nssl_cert_file = '{crt}'\nssl_key_file = '{key}'\n"
         conf = f"""
 listen_addresses = '127.0.0.1'
 port = {self.port}
@@ -83,7 +159,12 @@ log_min_messages = warning
 local all all trust
 host all postgres 127.0.0.1/32 trust
 host replication postgres 127.0.0.1/32 trust
-host all all 127.0.0.1/32 scram-sha-256
+"""
+        if ssl is not None:
+            hba += """hostnossl all all 127.0.0.1/32 reject
+hostnossl replication all 127.0.0.1/32 reject
+"""
+        hba += """host all all 127.0.0.1/32 scram-sha-256
 host replication all 127.0.0.1/32 scram-sha-256
 """
         with open(os.path.join(self.data, "pg_hba.conf"), "w") as f:

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/buf.h"
 #include "tests/unit/tap.h"
 
 /* Minimal valid prefix: a source and a destination; tests append to or replace parts of it. */
@@ -126,6 +127,7 @@ static void test_full(void)
     }
 
     CHECK_STR(cfg->buffer.dir, "/var/lib/zetl");
+    CHECK(cfg->buffer.dir_line == 21); /* for messages about the directory */
     CHECK(cfg->buffer.max_rows == 5000);
     CHECK(cfg->buffer.max_bytes == 10000000);
     CHECK(cfg->buffer.max_age_ms == 250);
@@ -300,6 +302,7 @@ static void test_defaults(void)
     CHECK_STR(cfg->transforms.tenant_column, "tenant_id");
     CHECK(cfg->transforms.nclean == 0);
     CHECK_STR(cfg->buffer.dir, "./zetl-data");
+    CHECK(cfg->buffer.dir_line == 1); /* the default, with no buffer section */
     CHECK(cfg->buffer.max_rows == 100000);
     CHECK(cfg->buffer.max_bytes == 64ull * 1024 * 1024);
     CHECK(cfg->buffer.max_age_ms == 1000);
@@ -509,6 +512,12 @@ static void test_value_errors(void)
     EXPECT_USAGE(SRC ARCHIVE "transforms:\n  tenant_column: "
                              "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\n",
                  "zetl.yaml:8: transforms.tenant_column: must be at most 63 bytes");
+    /* zetl's own warehouse columns: every apply would fail on the clash. */
+    EXPECT_USAGE(SRC ARCHIVE "transforms:\n  tenant_column: _zetl_lsn\n",
+                 "zetl.yaml:8: transforms.tenant_column: \"_zetl_lsn\" starts with \"_zetl_\", "
+                 "which is reserved for the columns zetl adds to warehouse tables");
+    EXPECT_USAGE(SRC ARCHIVE "transforms:\n  tenant_column: _ZETL_Tenant\n",
+                 "zetl.yaml:8: transforms.tenant_column: \"_ZETL_Tenant\" starts with \"_zetl_\"");
 
     /* Cleaning rules. */
     EXPECT_USAGE(SRC ARCHIVE "transforms:\n  clean:\n    - columns: [a]\n      trim: true\n"
@@ -1049,6 +1058,141 @@ static void test_redact(void)
     free(got);
 }
 
+/* A libpq message about a DSN keeps saying what is wrong, without the password. */
+static void test_redact_conn_error(void)
+{
+    static const struct {
+        const char *dsn, *msg, *want;
+    } cases[] = {
+        /* The whole URI quoted. */
+        {"postgresql://u:s3cret@[::1/db",
+         "end of string reached when looking for matching \"]\" in IPv6 host address in URI: "
+         "\"postgresql://u:s3cret@[::1/db\"\n",
+         "end of string reached when looking for matching \"]\" in IPv6 host address in URI: "
+         "\"postgresql://u:********@[::1/db\"\n"},
+        /* The password alone, as written. */
+        {"postgresql://u:s3c%zzret@127.0.0.1:1/db", "invalid percent-encoded token: \"s3c%zzret\"",
+         "invalid percent-encoded token: \"********\""},
+        /* Percent-decoded, and in the query. */
+        {"postgresql://u:s3%63ret@h/db", "x s3cret y", "x ******** y"},
+        {"postgresql://h/db?password=p%41ss&bogus", "p%41ss pAss \"bogus\"",
+         "******** ******** \"bogus\""},
+        /* Key/value: quoted, escaped, unescaped. */
+        {"host=h password='it\\'s' port=x", "'it\\'s' it\\'s it's", "******** ******** ********"},
+        /* libpq stopped where the redaction did too. */
+        {"host=h password='s3cret", "\"password='s3cret\" s3cret", "\"********\" ********"},
+        /* Nothing of the DSN: unchanged. */
+        {"host=h password=pw",
+         "connection to server at \"h\" (127.0.0.1), port 5432 failed: Connection refused",
+         "connection to server at \"h\" (127.0.0.1), port 5432 failed: Connection refused"},
+        {"host=h dbname=d", "invalid connection option \"bogus\" in \"host=h dbname=d\"",
+         "invalid connection option \"bogus\" in \"host=h dbname=d\""},
+        /* An empty password masks nothing and does not loop. */
+        {"host=h password=''", "could not connect", "could not connect"},
+        {"postgresql://u:@h/db?password=", "could not connect", "could not connect"},
+        {NULL, "m", "m"},
+        {"", "m", "m"},
+        {"host=h password=pw", NULL, ""},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *got = zetl_config_redact_conn_error(cases[i].dsn, cases[i].msg);
+        CHECK_STR(got, cases[i].want);
+        free(got);
+    }
+}
+
+/* Appends `n` copies of `item` to b. */
+static void repeat(struct zetl_buf *b, const char *item, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        zetl_buf_puts(b, item);
+}
+
+#define BOMB_HEAD "source:\n  dsn: \"dbname=a\"\n  tenants:\n    schemas: "
+
+/*
+ * Expects the refusal of BOMB_HEAD, `first`, `item` n times, and a closing
+ * bracket: the message contains `where` and `what`.
+ */
+static void expect_long_list(const char *first, const char *item, size_t n, const char *where,
+                             const char *what)
+{
+    struct zetl_buf b;
+
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, BOMB_HEAD);
+    zetl_buf_puts(&b, first);
+    repeat(&b, item, n);
+    zetl_buf_puts(&b, "]\n" ARCHIVE);
+    EXPECT_USAGE(b.data, where);
+    EXPECT_USAGE(b.data, what);
+    zetl_buf_release(&b);
+}
+
+/*
+ * Alias bombs under known keys are refused while the document is read,
+ * before any section copies what an alias names.  Each would otherwise
+ * take gigabytes: 10^9 strings, or 2000 rules of 30000 columns.
+ */
+static void test_alias_bomb(void)
+{
+    struct zetl_config *cfg;
+    struct zetl_buf b;
+
+    /* Billion laughs: each anchored list holds ten aliases of the one before. */
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, BOMB_HEAD);
+    zetl_buf_puts(&b, "[&a [\"t\",\"t\",\"t\",\"t\",\"t\",\"t\",\"t\",\"t\",\"t\",\"t\"]");
+    for (char c = 'b'; c <= 'i'; c++) {
+        zetl_buf_printf(&b, ", &%c [", c);
+        for (int i = 0; i < 10; i++)
+            zetl_buf_printf(&b, "%s*%c", i ? "," : "", c - 1);
+        zetl_buf_puts(&b, "]");
+    }
+    zetl_buf_puts(&b, "]\n" ARCHIVE);
+    EXPECT_USAGE(b.data, "zetl.yaml:4:");
+    EXPECT_USAGE(b.data, ": the document uses more than 1000 aliases once aliases are expanded");
+    zetl_buf_release(&b);
+
+    /* Quadratic: one long list of columns, named by rule after rule. */
+    zetl_buf_init(&b, 0);
+    zetl_buf_puts(&b, BOMB_HEAD);
+    zetl_buf_puts(&b, "[\"t_*\"]\n  tables: &cols [a");
+    repeat(&b, ",a", 29999);
+    zetl_buf_puts(&b, "]\n" ARCHIVE
+                      "transforms:\n  clean:\n    - &rule {columns: *cols, trim: true}\n");
+    repeat(&b, "    - *rule\n", 2000);
+    EXPECT_USAGE(b.data, "zetl.yaml:12:7: alias *rule: the document expands to more than 100000 "
+                         "nodes");
+    zetl_buf_release(&b);
+
+    /* Many aliases of a small node. */
+    expect_long_list("[&s \"t_*\"]\n  tables: [*s", ", *s", 1000, "zetl.yaml:5:",
+                     ": alias *s: the document uses more than 1000 aliases once aliases are "
+                     "expanded");
+
+    /* An alias inside the node it names. */
+    EXPECT_USAGE(SRC ARCHIVE "transforms: &t\n  clean:\n    - columns: *t\n",
+                 "zetl.yaml:9:16: alias *t refers to a node that contains it");
+    /* A plain document of many nodes. */
+    expect_long_list("[t", ",t", 100000,
+                     "zetl.yaml:4:", ": the document has more than 100000 nodes");
+
+    /* Aliases within the limits still work, and mean what they name. */
+    cfg = parse_ok(SRC "  tables: &t [users, orders]\n" ARCHIVE
+                       "transforms:\n  clean:\n    - {columns: *t, trim: true}\n"
+                       "    - {columns: *t, lower: true}\n",
+                   __LINE__);
+    if (cfg != NULL) {
+        CHECK(cfg->source.tables.n == 2);
+        CHECK(cfg->transforms.nclean == 2);
+        CHECK(cfg->transforms.clean[1].columns.n == 2);
+        CHECK_STR(cfg->transforms.clean[1].columns.items[1], "orders");
+    }
+    zetl_config_free(cfg);
+}
+
 /* The log section: format and level, and log.level beside log_level. */
 static void test_log_section(void)
 {
@@ -1162,5 +1306,7 @@ int main(void)
     test_sizes();
     test_durations();
     test_redact();
+    test_redact_conn_error();
+    test_alias_bomb();
     return zetl_tap_done();
 }

@@ -42,8 +42,9 @@ static struct zetl_relcol users_cols[] = {
 };
 static struct zetl_relcol users_c_cols[] = {
     /* tenant_c's users has an extra enum column: a second shape of "users" */
-    {"id", OID_INT4, -1, true, NULL},       {"name", OID_TEXT, -1, false, NULL}, {"bio", OID_TEXT, -1, false, NULL},
-    {"tags", OID_INT4ARR, -1, false, NULL}, {"mood", OID_ENUM, -1, false, NULL},
+    {"id", OID_INT4, -1, true, NULL},    {"name", OID_TEXT, -1, false, NULL},
+    {"bio", OID_TEXT, -1, false, NULL},  {"tags", OID_INT4ARR, -1, false, NULL},
+    {"mood", OID_ENUM, -1, false, NULL},
 };
 static struct zetl_relcol orders_cols[] = {
     {"id", OID_INT4, -1, true, NULL},

@@ -353,6 +353,51 @@ static void test_golden(void)
         release(&l);
     }
     {
+        /* A text key: every match and grouping also compares OCTET_LENGTH. */
+        struct zetl_wh_col pcols[] = {{"code", "text", true}, {"n", "int4", false}};
+        size_t pmap[] = {0, 1};
+        struct zetl_wh_shape ps[] = {{2, pmap}};
+        struct zetl_wh_table pt = {"zetl_raw",           "codes", "tenant_id", "_zetl_stage_3",
+                                   ZETL_DELETES_HISTORY, 2,       pcols,       false};
+        char *text;
+
+        table_stmts(&l, &pt, ps, 1);
+        text = text_of(&l);
+        golden("padded", text);
+        free(text);
+        release(&l);
+    }
+    {
+        struct zetl_wh_rs_probe pr[ZETL_WH_RS_NPROBES];
+        struct zetl_wh_rs_probe_files f = {"s3://b/p/_zetl_probe/x/good.csv.zst.manifest",
+                                           "s3://b/p/_zetl_probe/x/bad.csv.zst.manifest",
+                                           "s3://b/p/_zetl_probe/x/bad.csv.zst",
+                                           "arn:aws:iam::1:role/r", "eu-west-1"};
+        size_t n = zetl_wh_rs_probes("zetl_raw", &f, pr);
+        char *text;
+
+        CHECK(n == 7);
+        CHECK(pr[n - 1].setup_fails && pr[n - 1].param == f.bad_data);
+        for (size_t i = 0; i < n; i++) {
+            /* add() keeps the name: one buffer per statement. */
+            static char pnames[2 * ZETL_WH_RS_NPROBES][40];
+
+            snprintf(pnames[2 * i], sizeof(pnames[0]), "probe_%zu_setup", i);
+            add(&l, pnames[2 * i], strdup(pr[i].setup));
+            snprintf(pnames[2 * i + 1], sizeof(pnames[0]), "probe_%zu_check", i);
+            add(&l, pnames[2 * i + 1], strdup(pr[i].check));
+        }
+        text = text_of(&l);
+        golden("probe", text);
+        free(text);
+        release(&l);
+        zetl_wh_rs_probes_release(pr, n);
+        /* Without S3 files, the COPY probes are left out. */
+        n = zetl_wh_rs_probes("zetl_raw", NULL, pr);
+        CHECK(n == 5);
+        zetl_wh_rs_probes_release(pr, n);
+    }
+    {
         char *text;
 
         offsets_stmts(&l, "zetl_raw", names);
@@ -525,7 +570,62 @@ static void export_for_integration(const char *dir)
         }
         release(&l);
     }
+    {
+        struct zetl_wh_col pcols[] = {{"code", "text", true}, {"n", "int4", false}};
+        size_t pmap[] = {0, 1};
+        struct zetl_wh_shape ps[] = {{2, pmap}};
+        struct zetl_wh_table pt = {"zetl_raw",        "codes", "tenant_id", "_zetl_stage_3",
+                                   ZETL_DELETES_HARD, 2,       pcols,       false};
+        struct zetl_wh_rs_probe pr[ZETL_WH_RS_NPROBES];
+        struct zetl_wh_rs_probe_files f = {"s3://b/good.manifest", "s3://b/bad.manifest",
+                                           "s3://b/bad.csv.zst", "arn:aws:iam::1:role/r", NULL};
+        size_t n;
+
+        for (size_t m = 0; m < 3; m++) {
+            struct stmts l = {0};
+
+            pt.deletes = (enum zetl_wh_deletes)m;
+            table_stmts(&l, &pt, ps, 1);
+            for (size_t i = 0; i < l.n; i++) {
+                snprintf(path, sizeof(path), "%s/%s/padded_%s.sql", dir, mode_names[m],
+                         l.s[i].name);
+                CHECK(write_all(path, l.s[i].sql));
+            }
+            release(&l);
+        }
+        snprintf(path, sizeof(path), "%s/probe", dir);
+        CHECK(mkdir(path, 0755) == 0 || errno == EEXIST);
+        n = zetl_wh_rs_probes("zetl_raw", &f, pr);
+        for (size_t i = 0; i < n; i++) {
+            snprintf(path, sizeof(path), "%s/probe/%zu_setup.sql", dir, i);
+            CHECK(write_all(path, pr[i].setup));
+            snprintf(path, sizeof(path), "%s/probe/%zu_check.sql", dir, i);
+            CHECK(write_all(path, pr[i].check));
+            snprintf(path, sizeof(path), "%s/probe/%zu_expect.sql", dir, i);
+            CHECK(write_all(path, pr[i].expect));
+        }
+        zetl_wh_rs_probes_release(pr, n);
+    }
     fprintf(stderr, "wrote the statements for test_redshift_sql.py to %s\n", dir);
+}
+
+/* Redshift's system column names stop a table (and may not be the tenant column). */
+static void test_system_columns(void)
+{
+    CHECK(zetl_wh_system_column(&zetl_wh_rs_dialect, "oid"));
+    CHECK(zetl_wh_system_column(&zetl_wh_rs_dialect, "ctid"));
+    CHECK(!zetl_wh_system_column(&zetl_wh_rs_dialect, "OID"));
+    CHECK(!zetl_wh_system_column(&zetl_wh_rs_dialect, "id"));
+    CHECK(!zetl_wh_system_column(&zetl_wh_pg_dialect, "oid"));
+    CHECK(zetl_wh_rs_dialect.key_type_fixed && !zetl_wh_pg_dialect.key_type_fixed);
+    {
+        char *def = zetl_wh_rs_col_def("varchar(20)"), *ty = zetl_wh_rs_col_def("int4");
+
+        CHECK(strcmp(def, "VARCHAR(80) ENCODE ZSTD") == 0);
+        CHECK(strcmp(ty, "INTEGER") == 0);
+        free(def);
+        free(ty);
+    }
 }
 
 int main(void)
@@ -538,6 +638,7 @@ int main(void)
     test_hostile();
     test_literals();
     test_super_keys();
+    test_system_columns();
     if (dir != NULL && dir[0] != '\0')
         export_for_integration(dir);
     return zetl_tap_done();
