@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/hex.h"
 #include "common/buf.h"
 #include "common/mem.h"
 #include "common/strlist.h"
@@ -34,17 +35,6 @@ static bool is_uri(const char *s)
     return strncmp(s, "postgresql://", 13) == 0 || strncmp(s, "postgres://", 11) == 0;
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Records a URI password as written and, when that differs, percent-decoded. */
 static void add_uri_secret(struct zetl_strlist *secrets, const char *s, size_t n)
 {
@@ -55,8 +45,9 @@ static void add_uri_secret(struct zetl_strlist *secrets, const char *s, size_t n
     zetl_strlist_addn(secrets, s, n);
     zetl_buf_init(&d, 0);
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%' && i + 2 < n && hex_digit(s[i + 1]) >= 0 && hex_digit(s[i + 2]) >= 0) {
-            zetl_buf_putc(&d, (char)(hex_digit(s[i + 1]) * 16 + hex_digit(s[i + 2])));
+        if (s[i] == '%' && i + 2 < n && zetl_hex_value(s[i + 1]) >= 0 &&
+            zetl_hex_value(s[i + 2]) >= 0) {
+            zetl_buf_putc(&d, (char)(zetl_hex_value(s[i + 1]) * 16 + zetl_hex_value(s[i + 2])));
             i += 2;
         } else {
             zetl_buf_putc(&d, s[i]);

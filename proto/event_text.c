@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/hex.h"
 #include "common/utf8.h"
 
 const char *ev_kind_name(enum ev_kind k)
@@ -116,23 +117,12 @@ bool ev_parse_float(struct zetl_buf *tmp, const char *s, size_t n, float *out)
     return end == t + n && !(errno == ERANGE && isinf(*out));
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 bool ev_hex_check(const char *s, size_t n, size_t *nbytes)
 {
     if (n < 2 || s[0] != '\\' || s[1] != 'x' || (n - 2) % 2 != 0)
         return false;
     for (size_t i = 2; i < n; i++)
-        if (hexval((unsigned char)s[i]) < 0)
+        if (zetl_hex_value((unsigned char)s[i]) < 0)
             return false;
     *nbytes = (n - 2) / 2;
     return true;
@@ -141,8 +131,8 @@ bool ev_hex_check(const char *s, size_t n, size_t *nbytes)
 void ev_hex_decode(const char *s, size_t n, unsigned char *out)
 {
     for (size_t i = 2; i + 1 < n; i += 2)
-        *out++ =
-            (unsigned char)(hexval((unsigned char)s[i]) << 4 | hexval((unsigned char)s[i + 1]));
+        *out++ = (unsigned char)(zetl_hex_value((unsigned char)s[i]) << 4 |
+                                 zetl_hex_value((unsigned char)s[i + 1]));
 }
 
 size_t ev_fmt_i64(char *out, int64_t v)

@@ -13,23 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/hex.h"
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/lsn.h"
 #include "common/time.h"
 
 /* ---- COPY text format ------------------------------------------------------- */
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* One field (without its delimiters) unescaped into ar. */
 static void unescape(const char *p, size_t n, struct zetl_tuple_col *col, struct zetl_arena *ar)
@@ -74,8 +64,8 @@ static void unescape(const char *p, size_t n, struct zetl_tuple_col *col, struct
             break;
         case 'x': {
             int v = 0, k = 0;
-            while (k < 2 && i + 1 < n && hexval(p[i + 1]) >= 0)
-                v = v * 16 + hexval(p[++i]), k++;
+            while (k < 2 && i + 1 < n && zetl_hex_value(p[i + 1]) >= 0)
+                v = v * 16 + zetl_hex_value(p[++i]), k++;
             *o++ = k ? (char)v : 'x';
             break;
         }

@@ -129,30 +129,25 @@ enum zetl_err zetl_wh_ensure_conn(struct zetl_wh *wh, struct zetl_errbuf *eb)
     return ensure_conn(wh, eb);
 }
 
-static const struct zetl_wh_dialect *dialect_of(enum zetl_wh_kind kind)
+/* A warehouse handle of cfg's dialect with its state, not yet connected. */
+static enum zetl_err wh_new(const struct zetl_config *cfg, struct zetl_wh **out,
+                            struct zetl_errbuf *eb)
 {
-    for (size_t i = 0; i < sizeof(dialects) / sizeof(dialects[0]); i++)
-        if (dialects[i]->kind == kind)
-            return dialects[i];
-    return NULL;
-}
-
-enum zetl_err zetl_wh_open(const struct zetl_config *cfg, struct zetl_wh **out,
-                           struct zetl_errbuf *eb)
-{
-    const struct zetl_wh_dialect *d = dialect_of(cfg->warehouse.kind);
+    const struct zetl_wh_dialect *d = NULL;
     struct zetl_wh *wh;
     enum zetl_err err;
 
     *out = NULL;
+    for (size_t i = 0; i < sizeof(dialects) / sizeof(dialects[0]); i++)
+        if (dialects[i]->kind == cfg->warehouse.kind)
+            d = dialects[i];
     if (d == NULL)
         return zetl_err_set(eb, ZETL_ERR_USAGE,
                             "warehouse.kind: only postgres and redshift are supported");
     wh = zetl_calloc(1, sizeof(*wh));
     wh->cfg = cfg;
     wh->d = d;
-    if ((d->open != NULL && (err = d->open(cfg, &wh->dstate, eb)) != ZETL_OK) ||
-        (err = wh_connect(wh, eb)) != ZETL_OK) {
+    if (d->open != NULL && (err = d->open(cfg, &wh->dstate, eb)) != ZETL_OK) {
         zetl_wh_free(wh);
         return err;
     }
@@ -160,22 +155,29 @@ enum zetl_err zetl_wh_open(const struct zetl_config *cfg, struct zetl_wh **out,
     return ZETL_OK;
 }
 
+enum zetl_err zetl_wh_open(const struct zetl_config *cfg, struct zetl_wh **out,
+                           struct zetl_errbuf *eb)
+{
+    enum zetl_err err;
+
+    if ((err = wh_new(cfg, out, eb)) == ZETL_OK && (err = wh_connect(*out, eb)) != ZETL_OK) {
+        zetl_wh_free(*out);
+        *out = NULL;
+    }
+    return err;
+}
+
 enum zetl_err zetl_wh_probe(const struct zetl_config *cfg, zetl_wh_probe_fn fn, void *arg,
                             int *failed, struct zetl_errbuf *eb)
 {
-    const struct zetl_wh_dialect *d = dialect_of(cfg->warehouse.kind);
     struct zetl_wh *wh;
     enum zetl_err err;
 
     *failed = 0;
-    if (d == NULL || d->probe == NULL)
-        return ZETL_OK;
-    wh = zetl_calloc(1, sizeof(*wh));
-    wh->cfg = cfg;
-    wh->d = d;
-    if ((d->open == NULL || (err = d->open(cfg, &wh->dstate, eb)) == ZETL_OK) &&
-        (err = zetl_wh_conn_open(wh, eb)) == ZETL_OK)
-        err = d->probe(wh, wh->dstate, fn, arg, failed, eb);
+    if ((err = wh_new(cfg, &wh, eb)) != ZETL_OK)
+        return err;
+    if (wh->d->probe != NULL && (err = zetl_wh_conn_open(wh, eb)) == ZETL_OK)
+        err = wh->d->probe(wh, wh->dstate, fn, arg, failed, eb);
     zetl_wh_free(wh);
     return err;
 }

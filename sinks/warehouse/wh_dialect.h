@@ -414,17 +414,16 @@ const char *zetl_wh_rs_load_error_sql(bool sys_view);
 /*
  * The live probe (docs/warehouse.md, "Redshift"): a construct zetl's SQL
  * relies on that the documentation does not settle, checked on a scratch
- * table in a transaction that is rolled back.  The setup's statements run
- * (and must fail, with setup_fails), then the check, a query of one text
- * value, runs (after the rollback, with setup_fails; with `param` as $1
- * when set) and must return `expect`.
+ * table in a transaction that is rolled back.  The setup's statements run,
+ * then the check, a query of one text value, must return `expect`.  With
+ * setup_fails the setup (a bad COPY) must fail, and the check is the load
+ * error lookup of data file `param`, after the rollback: its line must be
+ * `expect`.
  */
 struct zetl_wh_rs_probe {
     const char *name;   /* static: the construct, as reported */
     char *setup;        /* owned: statements separated by ";\n" */
     char *check;        /* owned */
-    char *check_alt;    /* owned: tried when check fails or finds no row; NULL: none */
-    int column;         /* the check's column holding the value */
     const char *expect; /* static */
     bool setup_fails;
     const char *param; /* borrowed or NULL */

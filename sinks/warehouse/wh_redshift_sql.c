@@ -955,6 +955,7 @@ size_t zetl_wh_rs_probes(const char *schema, const struct zetl_wh_rs_probe_files
 {
     struct zetl_buf b;
     struct zetl_wh_rs_probe *p;
+    char *qs;
     size_t n = 0;
 
     /* Case kept: "Probe" and "probe" are two columns only when the session says so. */
@@ -994,31 +995,27 @@ size_t zetl_wh_rs_probes(const char *schema, const struct zetl_wh_rs_probe_files
 
     /* The merge's "schema"."table"."column" in DELETE ... USING and UPDATE ... FROM. */
     p = probe_add(out, &n, "schema.table.column references in DELETE and UPDATE (merge)", "2,c,z");
+    qs = zetl_sql_quote_ident(schema);
     zetl_buf_init(&b, 0);
-    zetl_buf_puts(&b, "CREATE SCHEMA IF NOT EXISTS ");
-    zetl_sql_append_ident(&b, schema);
-    zetl_buf_puts(&b, ";\nCREATE TABLE ");
-    zetl_sql_append_ident(&b, schema);
-    zetl_buf_puts(&b, "._zetl_probe (k INTEGER, v VARCHAR(8));\nINSERT INTO ");
-    zetl_sql_append_ident(&b, schema);
-    zetl_buf_puts(&b, "._zetl_probe VALUES (1, 'a'), (2, 'b'), (3, 'c');\n"
-                      "CREATE TEMP TABLE \"_zetl_probe_key\" (k INTEGER);\n"
-                      "INSERT INTO \"_zetl_probe_key\" VALUES (1);\nDELETE FROM ");
-    zetl_sql_append_ident(&b, schema);
-    zetl_buf_puts(&b, "._zetl_probe USING \"_zetl_probe_key\" WHERE ");
-    zetl_sql_append_ident(&b, schema);
-    zetl_buf_puts(&b, ".\"_zetl_probe\".\"k\" = \"_zetl_probe_key\".k;\nUPDATE ");
-    zetl_sql_append_ident(&b, schema);
-    zetl_buf_puts(&b, "._zetl_probe SET v = 'z' FROM \"_zetl_probe_key\" WHERE ");
-    zetl_sql_append_ident(&b, schema);
-    zetl_buf_puts(&b, ".\"_zetl_probe\".\"k\" = \"_zetl_probe_key\".k + 1");
+    zetl_buf_printf(&b,
+                    "CREATE SCHEMA IF NOT EXISTS %s;\n"
+                    "CREATE TABLE %s._zetl_probe (k INTEGER, v VARCHAR(8));\n"
+                    "INSERT INTO %s._zetl_probe VALUES (1, 'a'), (2, 'b'), (3, 'c');\n"
+                    "CREATE TEMP TABLE \"_zetl_probe_key\" (k INTEGER);\n"
+                    "INSERT INTO \"_zetl_probe_key\" VALUES (1);\n"
+                    "DELETE FROM %s._zetl_probe USING \"_zetl_probe_key\" WHERE "
+                    "%s.\"_zetl_probe\".\"k\" = \"_zetl_probe_key\".k;\n"
+                    "UPDATE %s._zetl_probe SET v = 'z' FROM \"_zetl_probe_key\" WHERE "
+                    "%s.\"_zetl_probe\".\"k\" = \"_zetl_probe_key\".k + 1",
+                    qs, qs, qs, qs, qs, qs, qs);
     p->setup = zetl_wh_sql_take(&b);
     zetl_buf_init(&b, 0);
-    zetl_buf_puts(&b, "SELECT CAST(count(*) AS VARCHAR(8)) || ',' || min(v) || ',' || max(v) "
-                      "FROM ");
-    zetl_sql_append_ident(&b, schema);
-    zetl_buf_puts(&b, "._zetl_probe");
+    zetl_buf_printf(&b,
+                    "SELECT CAST(count(*) AS VARCHAR(8)) || ',' || min(v) || ',' || max(v) "
+                    "FROM %s._zetl_probe",
+                    qs);
     p->check = zetl_wh_sql_take(&b);
+    free(qs);
 
     if (f == NULL)
         return n;
@@ -1043,10 +1040,8 @@ size_t zetl_wh_rs_probes(const char *schema, const struct zetl_wh_rs_probe_files
     copy_from(&b, f->bad_manifest, f->iam_role, f->region);
     p->setup = zetl_wh_sql_take(&b);
     p->setup_fails = true;
-    /* The line is column 1 of explain_failure's lookups: the view, else the STL table. */
+    /* explain_failure's lookup: the view, else the STL table; the line is its column 1. */
     p->check = zetl_strdup(zetl_wh_rs_load_error_sql(true));
-    p->check_alt = zetl_strdup(zetl_wh_rs_load_error_sql(false));
-    p->column = 1;
     p->param = f->bad_data;
     return n;
 }
@@ -1056,6 +1051,5 @@ void zetl_wh_rs_probes_release(struct zetl_wh_rs_probe *p, size_t n)
     for (size_t i = 0; i < n; i++) {
         free(p[i].setup);
         free(p[i].check);
-        free(p[i].check_alt);
     }
 }

@@ -437,20 +437,18 @@ static char *columns_ddl(struct zetl_wh *wh, const struct zetl_wh_table *t, cons
             const struct whalter *failed = alter_find(wh, p->table, wc->name);
             struct zetl_buf b;
 
-            zetl_buf_init(&b, 0);
-            if (wc->key && wh->d->key_type_fixed) {
-                zetl_buf_printf(&b,
-                                "key column \"%s\" would have to widen from %s to %s, and %s "
-                                "never changes the type of a primary key column",
-                                wc->name, wc->type, p->cols[u].type, wh->d->name);
+            if ((wc->key && wh->d->key_type_fixed) || (failed != NULL && failed->failed != NULL)) {
+                zetl_buf_init(&b, 0);
+                if (failed == NULL || failed->failed == NULL)
+                    zetl_buf_printf(&b,
+                                    "key column \"%s\" would have to widen from %s to %s, and "
+                                    "%s never changes the type of a primary key column",
+                                    wc->name, wc->type, p->cols[u].type, wh->d->name);
+                else
+                    zetl_buf_printf(&b, "column \"%s\" could not be widened from %s to %s: %s",
+                                    wc->name, wc->type, p->cols[u].type, failed->failed);
                 return b.data;
             }
-            if (failed != NULL && failed->failed != NULL) {
-                zetl_buf_printf(&b, "column \"%s\" could not be widened from %s to %s: %s",
-                                wc->name, wc->type, p->cols[u].type, failed->failed);
-                return b.data;
-            }
-            zetl_buf_release(&b);
             *alter = true;
             if (locked)
                 alter_add(wh, p->table, &p->cols[u]);
