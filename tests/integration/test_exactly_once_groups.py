@@ -6,11 +6,9 @@ checked by comparing source and warehouse rows in the test itself."""
 import os
 import shutil
 import signal
-import tempfile
 import time
-import unittest
 
-from zetltest import Cluster, Zetl, config, main, run_zetl, slot_group
+from zetltest import config, main, run_zetl, slot_group, SourceAndWarehouse, Zetl
 
 TABLES = {
     "users": "id int PRIMARY KEY, email text, score numeric(10,2)",
@@ -20,22 +18,11 @@ TABLES = {
 
 
 
-class GroupsBase(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.src = Cluster()
-        cls.whc = Cluster(wal_level="replica")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.src.destroy()
-        cls.whc.destroy()
+class GroupsBase(SourceAndWarehouse):
+    WORK_PREFIX = "zetl-groups-"
 
     def setUp(self):
-        self.work = tempfile.mkdtemp(prefix="zetl-groups-")
-        name = self.id().split(".")[-1].lower()[:40]
-        self.db = self.src.createdb(name)
-        self.whdb = self.whc.createdb(name)
+        super().setUp()
         self.procs = []
 
     def tearDown(self):

@@ -16,12 +16,10 @@ import shutil
 import signal
 import struct
 import subprocess
-import tempfile
 import threading
 import time
-import unittest
 
-from zetltest import ZETL_BIN, Cluster, Zetl, config, main, run_zetl
+from zetltest import ZETL_BIN, config, main, run_zetl, SourceAndWarehouse, Zetl
 import kafkatest
 from kafkatest import KafkaMock, SchemaRegistry, consume
 
@@ -105,22 +103,11 @@ def pg_text(v):
     return str(v)
 
 
-class KafkaBase(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.src = Cluster()
-        cls.whc = Cluster(wal_level="replica")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.src.destroy()
-        cls.whc.destroy()
+class KafkaBase(SourceAndWarehouse):
+    WORK_PREFIX = "zetl-kafka-"
 
     def setUp(self):
-        self.work = tempfile.mkdtemp(prefix="zetl-kafka-")
-        name = self.id().split(".")[-1].lower()[:40]
-        self.db = self.src.createdb(name)
-        self.whdb = self.whc.createdb(name)
+        super().setUp()
         self.kafka = KafkaMock(brokers=1)
         self.registry = None
 

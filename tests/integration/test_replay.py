@@ -6,12 +6,11 @@ with psql, not only with zetl verify."""
 import datetime
 import os
 import shutil
-import tempfile
 import time
-import unittest
 
 import s3faults
-from zetltest import SOURCE_DIR, Cluster, Zetl, config, main, read_archive, run_zetl, slot_group
+from zetltest import (SOURCE_DIR, SourceAndWarehouse, Zetl, config, main, read_archive, run_zetl,
+                      slot_group)
 
 TENANTS = ["tenant_a", "tenant_b", "tenant_c", "tenant_d"]
 TABLES = {
@@ -20,25 +19,14 @@ TABLES = {
 }
 
 
-class ReplayBase(unittest.TestCase):
+class ReplayBase(SourceAndWarehouse):
     archive_url = None  # file archive unless a subclass sets one
     env = None
 
-    @classmethod
-    def setUpClass(cls):
-        cls.src = Cluster()
-        cls.whc = Cluster(wal_level="replica")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.src.destroy()
-        cls.whc.destroy()
+    WORK_PREFIX = "zetl-replay-"
 
     def setUp(self):
-        self.work = tempfile.mkdtemp(prefix="zetl-replay-")
-        name = self.id().split(".")[-1].lower()[:40]
-        self.db = self.src.createdb(name)
-        self.whdb = self.whc.createdb(name)
+        super().setUp()
 
     def tearDown(self):
         Zetl.kill_all()

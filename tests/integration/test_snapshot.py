@@ -11,12 +11,10 @@ import os
 import random
 import shutil
 import signal
-import tempfile
 import threading
 import time
-import unittest
 
-from zetltest import Cluster, Zetl, config, main, run_zetl, slot_group
+from zetltest import config, main, run_zetl, slot_group, SourceAndWarehouse, Zetl
 
 USERS = "id int PRIMARY KEY, email text, score numeric(10,2), big text"
 TYPES = ("id int PRIMARY KEY, t text, n numeric(30,10), ts timestamptz, j jsonb, arr int[], "
@@ -27,22 +25,11 @@ COLS = {
 }
 
 
-class SnapshotBase(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.src = Cluster()
-        cls.whc = Cluster(wal_level="replica")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.src.destroy()
-        cls.whc.destroy()
+class SnapshotBase(SourceAndWarehouse):
+    WORK_PREFIX = "zetl-snap-"
 
     def setUp(self):
-        self.work = tempfile.mkdtemp(prefix="zetl-snap-")
-        name = self.id().split(".")[-1].lower()[:40]
-        self.db = self.src.createdb(name)
-        self.whdb = self.whc.createdb(name)
+        super().setUp()
         self.sql("CREATE TYPE public.mood AS ENUM ('sad', 'ok', 'happy')")
         self.z = None
 

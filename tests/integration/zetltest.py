@@ -400,6 +400,29 @@ class Zetl:
             return ""
 
 
+class SourceAndWarehouse(unittest.TestCase):
+    """A source cluster and a warehouse cluster per test class; per test a work
+    directory (self.work) and a database on each (self.db, self.whdb) named after it."""
+
+    WORK_PREFIX = "zetl-"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.src = Cluster()
+        cls.whc = Cluster(wal_level="replica")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.src.destroy()
+        cls.whc.destroy()
+
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix=self.WORK_PREFIX)
+        name = self.id().split(".")[-1].lower()[:40]
+        self.db = self.src.createdb(name)
+        self.whdb = self.whc.createdb(name)
+
+
 def run_zetl(args, cwd=None, env=None, timeout=120):
     e = dict(os.environ)
     if env:

@@ -4,6 +4,7 @@
  * relations and values are built by hand.
  */
 #include "sinks/batch.h"
+#include "tests/unit/batch_fixture.h"
 #include "tests/unit/tap.h"
 
 #include "common/time.h"
@@ -28,75 +29,10 @@
 #define END2 (LSN2 + 0x30)
 #define TS1 INT64_C(762957296789012) /* 2024-03-05 12:34:56.789012 UTC */
 #define TS2 INT64_C(762957297000001) /* 2024-03-05 12:34:57.000001 UTC */
-#define OID_INT4 23
-#define OID_TEXT 25
-#define OID_INT4ARR 1007
-#define OID_NUMERIC 1700
-#define OID_VARCHAR 1043
-#define OID_ENUM 16390
 
 static char tmpdir[256];
 
 /* ---- hand-built relations, plans and values ------------------------------ */
-
-static struct zetl_relcol users_cols[] = {
-    {"id", OID_INT4, -1, true, NULL},
-    {"name", OID_TEXT, -1, false, NULL},
-    {"bio", OID_TEXT, -1, false, NULL},
-    {"tags", OID_INT4ARR, -1, false, NULL},
-};
-static struct zetl_relcol users_c_cols[] = {
-    /* tenant_c's users has an extra enum column: a second shape */
-    {"id", OID_INT4, -1, true, NULL},    {"name", OID_TEXT, -1, false, NULL},
-    {"bio", OID_TEXT, -1, false, NULL},  {"tags", OID_INT4ARR, -1, false, NULL},
-    {"mood", OID_ENUM, -1, false, NULL},
-};
-static struct zetl_relcol orders_cols[] = {
-    {"id", OID_INT4, -1, true, NULL},
-    {"amount", OID_NUMERIC, ((10 << 16) | 2) + 4, false, NULL},
-    {"note", OID_VARCHAR, 20 + 4, false, NULL},
-};
-static struct zetl_relcol orders_b_cols[] = {
-    /* tenant_b's orders has a "secret" column that the plan drops: same shape after it */
-    {"id", OID_INT4, -1, true, NULL},
-    {"secret", OID_TEXT, -1, false, NULL},
-    {"amount", OID_NUMERIC, ((10 << 16) | 2) + 4, false, NULL},
-    {"note", OID_VARCHAR, 20 + 4, false, NULL},
-};
-
-static struct zetl_relation rel_users_a = {16401, "tenant_a", "users", 'd', 4, users_cols, 1, NULL};
-static struct zetl_relation rel_users_b = {16501, "tenant_b", "users", 'd', 4, users_cols, 1, NULL};
-static struct zetl_relation rel_users_c = {16601, "tenant_c",   "users", 'd',
-                                           5,     users_c_cols, 1,       NULL};
-static struct zetl_relation rel_orders_a = {16402, "tenant_a",  "orders", 'd',
-                                            3,     orders_cols, 1,        NULL};
-static struct zetl_relation rel_orders_b = {16502, "tenant_b",    "orders", 'd',
-                                            4,     orders_b_cols, 1,        NULL};
-
-static uint16_t idx_all[] = {0, 1, 2, 3, 4};
-static uint16_t idx_orders_b[] = {0, 2, 3};
-
-static struct zetl_batch_target mkplan(char *tenant, char *table, uint16_t ncols, uint16_t nout,
-                                       uint16_t *out_index)
-{
-    struct zetl_batch_target p;
-
-    (void)ncols; /* the source column count: the relation's, not the target's */
-    memset(&p, 0, sizeof(p));
-    p.tenant = tenant;
-    p.table = table;
-    p.nout = nout;
-    p.out_index = out_index;
-    return p;
-}
-
-static struct zetl_value T(const char *s) {
-    struct zetl_value v = {ZETL_COL_TEXT, {s, (uint32_t)strlen(s)}};
-    return v;
-}
-
-static const struct zetl_value N = {ZETL_COL_NULL, {NULL, 0}};
-static const struct zetl_value U = {ZETL_COL_UNCHANGED_TOAST, {NULL, 0}};
 
 /* ---- reading files back ----------------------------------------------- */
 
@@ -277,11 +213,11 @@ static void test_batch_contents(void)
     struct zetl_batch *b = NULL;
     struct zetl_errbuf eb = {""};
     struct zetl_buf spool, p;
-    struct zetl_batch_target users_a = mkplan("tenant_a", "users", 4, 4, idx_all);
-    struct zetl_batch_target users_b = mkplan("tenant_b", "users", 4, 4, idx_all);
-    struct zetl_batch_target users_c = mkplan("tenant_c", "users", 5, 5, idx_all);
-    struct zetl_batch_target orders_a = mkplan("tenant_a", "orders", 3, 3, idx_all);
-    struct zetl_batch_target orders_b = mkplan("tenant_b", "orders", 4, 3, idx_orders_b);
+    struct zetl_batch_target users_a = mkplan("tenant_a", "users", 4, idx_all);
+    struct zetl_batch_target users_b = mkplan("tenant_b", "users", 4, idx_all);
+    struct zetl_batch_target users_c = mkplan("tenant_c", "users", 5, idx_all);
+    struct zetl_batch_target orders_a = mkplan("tenant_a", "orders", 3, idx_all);
+    struct zetl_batch_target orders_b = mkplan("tenant_b", "orders", 3, idx_orders_b);
 
     zetl_buf_init(&spool, 0);
     zetl_buf_init(&p, 0);
@@ -432,14 +368,14 @@ static void test_file_names(void)
     struct zetl_batch *b = NULL;
     struct zetl_errbuf eb = {""};
     struct zetl_buf spool;
-    struct zetl_batch_target p_users = mkplan("tenant_a", "users", 4, 4, idx_all);
-    struct zetl_batch_target p_users_c = mkplan("tenant_c", "users", 5, 5, idx_all);
-    struct zetl_batch_target p_users2 = mkplan("tenant_a", "users.2", 4, 4, idx_all);
-    struct zetl_batch_target p_upper = mkplan("tenant_a", "USERS", 4, 4, idx_all);
-    struct zetl_batch_target p_slash = mkplan("tenant_a", "a/b c\xC3\xA9", 4, 4, idx_all);
-    struct zetl_batch_target p_dot = mkplan("tenant_a", ".hidden", 4, 4, idx_all);
-    struct zetl_batch_target p_dotdot = mkplan("tenant_a", "..", 4, 4, idx_all);
-    struct zetl_batch_target p_quote = mkplan("a\"; drop table x; --", "t%1", 4, 4, idx_all);
+    struct zetl_batch_target p_users = mkplan("tenant_a", "users", 4, idx_all);
+    struct zetl_batch_target p_users_c = mkplan("tenant_c", "users", 5, idx_all);
+    struct zetl_batch_target p_users2 = mkplan("tenant_a", "users.2", 4, idx_all);
+    struct zetl_batch_target p_upper = mkplan("tenant_a", "USERS", 4, idx_all);
+    struct zetl_batch_target p_slash = mkplan("tenant_a", "a/b c\xC3\xA9", 4, idx_all);
+    struct zetl_batch_target p_dot = mkplan("tenant_a", ".hidden", 4, idx_all);
+    struct zetl_batch_target p_dotdot = mkplan("tenant_a", "..", 4, idx_all);
+    struct zetl_batch_target p_quote = mkplan("a\"; drop table x; --", "t%1", 4, idx_all);
     struct zetl_value v[] = {T("1"), T("x"), N, N, N};
 
     zetl_buf_init(&spool, 0);
@@ -488,7 +424,7 @@ static void test_thresholds_and_discard(void)
     struct zetl_batch *b = NULL;
     struct zetl_errbuf eb = {""};
     struct zetl_buf spool, p;
-    struct zetl_batch_target users_a = mkplan("tenant_a", "users", 4, 4, idx_all);
+    struct zetl_batch_target users_a = mkplan("tenant_a", "users", 4, idx_all);
     struct zetl_value v[] = {T("1"), T("alice"), N, N};
     int64_t now;
 
@@ -559,7 +495,7 @@ static void test_io_errors(void)
     struct zetl_batch *b = NULL;
     struct zetl_errbuf eb = {""};
     struct zetl_buf p;
-    struct zetl_batch_target users_a = mkplan("tenant_a", "users", 4, 4, idx_all);
+    struct zetl_batch_target users_a = mkplan("tenant_a", "users", 4, idx_all);
     struct rlimit old, lim;
     enum zetl_err err = ZETL_OK;
     char text[256];
@@ -636,7 +572,7 @@ static void test_huge_value(void)
     struct zetl_batch *b = NULL;
     struct zetl_errbuf eb = {""};
     struct zetl_buf spool, expected, got, path;
-    struct zetl_batch_target users_a = mkplan("tenant_a", "users", 4, 4, idx_all);
+    struct zetl_batch_target users_a = mkplan("tenant_a", "users", 4, idx_all);
     char *big = malloc(LEN + 1);
 
     zetl_buf_init(&spool, 0);
@@ -705,8 +641,8 @@ static void test_many_rows(void)
     struct zetl_batch *b = NULL;
     struct zetl_errbuf eb = {""};
     struct zetl_buf spool, cmd, out;
-    struct zetl_batch_target plans[2] = {mkplan("tenant_a", "users", 4, 4, idx_all),
-                                         mkplan("tenant_b", "users", 4, 4, idx_all)};
+    struct zetl_batch_target plans[2] = {mkplan("tenant_a", "users", 4, idx_all),
+                                         mkplan("tenant_b", "users", 4, idx_all)};
     char id[16], name[64], bio[64];
     long rss_warm, rss_end;
     double t0, t1;
