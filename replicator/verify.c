@@ -18,7 +18,8 @@
  * TO_CHAR (timestamptz in UTC), booleans as t/f, bytea as lower-case hex,
  * the rest as the text PostgreSQL sends and the warehouse stores.  json,
  * jsonb and arrays (SUPER in Redshift, which prints JSON its own way) are
- * not compared, and the report says so (docs/warehouse.md, "Verify").
+ * not compared, and the report says so (docs/warehouse.md, "Verify on
+ * Redshift").
  */
 #include <stdio.h>
 #include <stdlib.h>
